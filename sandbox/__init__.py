@@ -1,0 +1,46 @@
+"""Run untrusted code in real Linux containers, from Python, with no daemon.
+
+    from sandbox import Sandbox
+    with Sandbox(rootfs="/var/lib/sandbox/rootfs/busybox") as sb:
+        print(sb.exec(["echo", "hello"]).stdout)
+"""
+
+from ._async import AsyncProcess, AsyncSandbox
+from ._sync import DEVNULL, PIPE, Process, Sandbox
+from .errors import (
+    CommandNotFound,
+    ConfigError,
+    ExecError,
+    ExecFailed,
+    FileOpError,
+    HostError,
+    LaunchError,
+    ProtocolError,
+    SandboxClosed,
+    SandboxError,
+)
+from .result import ExecResult
+from .spec import IdMap, Mount
+
+__all__ = [
+    "DEVNULL",
+    "PIPE",
+    "AsyncProcess",
+    "AsyncSandbox",
+    "CommandNotFound",
+    "ConfigError",
+    "ExecError",
+    "ExecFailed",
+    "ExecResult",
+    "FileOpError",
+    "HostError",
+    "IdMap",
+    "LaunchError",
+    "Mount",
+    "Process",
+    "ProtocolError",
+    "Sandbox",
+    "SandboxClosed",
+    "SandboxError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,2 @@
+class AsyncSandbox: pass
+class AsyncProcess: pass

@@ -1,0 +1,283 @@
+"""What the sync and the async front ends share: option handling, the launch,
+exec requests and results.  Everything here is free of blocking I/O; the
+front ends (`_sync.py`, `_async.py`) only move bytes."""
+
+from __future__ import annotations
+
+import array
+import errno
+import itertools
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from . import _core, layout, protocol, users
+from .errors import (
+    CommandNotFound,
+    ConfigError,
+    ExecError,
+    LaunchError,
+    ProtocolError,
+    SandboxClosed,
+    os_error_text,
+)
+from .result import ExecResult
+from .sizes import parse_seconds
+from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv, check_env, make_spec
+from .spec import IdMap as IdMap
+
+START_TIMEOUT = 30.0  # seconds for the init to finish its setup
+REPLY_SIZE = 4096
+FD_SPACE = socket.CMSG_SPACE(4 * 4)
+
+
+def send_request(ctl: socket.socket, msg: bytes, fds: Sequence[int]) -> None:
+    """One request and its fds, as one atomic SEQPACKET message: safe from
+    several threads at once."""
+    try:
+        ctl.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    except (BrokenPipeError, ConnectionResetError) as e:
+        raise SandboxClosed("the sandbox is gone: its init exited") from e
+
+
+def recv_reply(sock: socket.socket) -> tuple[protocol.Reply, int | None]:
+    """One reply and at most one passed fd (anything more is closed)."""
+    data, anc, flags, _ = sock.recvmsg(REPLY_SIZE, FD_SPACE)
+    fd = None
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(payload[: len(payload) - len(payload) % 4])
+            for f in got:
+                if fd is None:
+                    fd = f
+                else:
+                    os.close(f)
+    if not data:
+        if fd is not None:
+            os.close(fd)
+        raise SandboxClosed("the sandbox's init closed the reply channel: it died or was closed")
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if fd is not None:
+            os.close(fd)
+        raise ProtocolError("an oversized reply from the sandbox")
+    try:
+        return protocol.decode(data), fd
+    except protocol.Malformed as e:
+        if fd is not None:
+            os.close(fd)
+        raise ProtocolError(f"a malformed reply from the sandbox: {e}") from None
+
+
+def setup_error(reply: protocol.Reply) -> Exception:
+    if reply.type != protocol.REP_SETUP_FAIL:
+        return ProtocolError(f"the sandbox's init answered its plan with message type {reply.type}")
+    try:
+        f = protocol.decode_fail(reply.body)
+    except protocol.Malformed as e:
+        return ProtocolError(f"a malformed setup failure: {e}")
+    what, _, path = f.detail.partition(" ")
+    hint = ""
+    if what == "overlay":
+        hint = "the layers must be on a file system overlayfs accepts as a lower layer (not overlayfs itself)"
+    elif f.errno == errno.EROFS:
+        hint = "the rootfs is read-only: create the path in the image, or drop read_only=True"
+    elif path.startswith("/") and f.errno in (errno.ENOTDIR, errno.ELOOP):
+        hint = "a path of the mount destination is a symlink or a file in the image"
+    return LaunchError(f"setup step {f.stage} ({what})", f.errno, path, hint)
+
+
+def exec_error(f: protocol.Fail, argv0: str) -> ExecError:
+    stage = protocol.EXEC_STAGES.get(f.stage, f"stage {f.stage}")
+    if stage == "exec":
+        msg = f"exec {argv0}: {os_error_text(f.errno)}"
+        if f.errno == errno.ENOENT:
+            return CommandNotFound(msg + "; check the path, or that the program exists in the image", f.errno, stage)
+        return ExecError(msg, f.errno, stage)
+    if stage == "chdir":
+        return ExecError(f"exec {argv0}: cannot enter the working directory {f.detail!r}: {os_error_text(f.errno)}; pass an existing cwd=", f.errno, stage)
+    return ExecError(f"exec {argv0}: {stage} failed: {os_error_text(f.errno)}", f.errno, stage)
+
+
+@dataclass
+class Collector:
+    """The state of one running command, sans I/O: output so far, the exit
+    record when it comes, and whether we killed it for a timeout."""
+
+    argv: list[str]
+    started: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    out: list[bytes] = field(default_factory=list)
+    err: list[bytes] = field(default_factory=list)
+    exited: protocol.Exited | None = None
+    ended: float = 0.0
+    timed_out: bool = False
+
+    def feed(self, stream: int, data: bytes) -> None:
+        (self.out if stream == 1 else self.err).append(data)
+
+    def on_reply(self, reply: protocol.Reply) -> None:
+        if reply.type != protocol.REP_EXITED:
+            raise ProtocolError(f"unexpected message type {reply.type} while a command runs")
+        try:
+            self.exited = protocol.decode_exited(reply.body)
+        except protocol.Malformed as e:
+            raise ProtocolError(f"a malformed exit record: {e}") from None
+        self.ended = time.monotonic()
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def result(self) -> ExecResult:
+        assert self.exited is not None
+        st = self.exited.status
+        code = os.waitstatus_to_exitcode(st)
+        sig = -code if code < 0 else None
+        reason = "timeout" if self.timed_out else ("signaled" if sig is not None else "exited")
+        return ExecResult(
+            argv=self.argv,
+            exit_code=None if sig is not None else code,
+            signal=sig,
+            stdout=b"".join(self.out),
+            stderr=b"".join(self.err),
+            reason=reason,
+            wall_time=(self.ended or time.monotonic()) - self.started,
+            cpu_time=self.exited.utime + self.exited.stime,
+            max_rss=self.exited.maxrss,
+        )
+
+
+def drain(fd: int, sink: Collector, stream: int) -> None:
+    """After the exit record: take what the command left in the pipe, without
+    waiting for processes it left behind that may hold the pipe open."""
+    os.set_blocking(fd, False)
+    for _ in range(4096):
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        sink.feed(stream, data)
+
+
+class SandboxBase:
+    """Options, validation and protocol shared by Sandbox and AsyncSandbox."""
+
+    def __init__(
+        self,
+        rootfs: str | os.PathLike[str] | None = None,
+        *,
+        layers: Sequence[str | os.PathLike[str]] | None = None,
+        hostname: str = "sandbox",
+        env: Mapping[str, str] | None = None,
+        workdir: str = "/",
+        user: str | int | None = None,
+        mounts: Sequence[Mount] = (),
+        disk: str | int = DEFAULT_DISK,
+        read_only: bool = False,
+        idmap: IdMap | None = None,
+    ) -> None:
+        self._spec = make_spec(rootfs=rootfs, layers=layers, hostname=hostname, env=env,
+                               workdir=workdir, user=user, mounts=mounts, disk=disk,
+                               read_only=read_only, idmap=idmap)
+        self._launched: _core.Launched | None = None
+        self._closed = False
+        self._ids = itertools.count(1)
+        self._userdb: tuple[bytes | None, bytes | None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _launch(self) -> _core.Launched:
+        if self._closed:
+            raise SandboxClosed("this sandbox was closed: make a new Sandbox")
+        if self._launched is not None:
+            raise SandboxClosed("this sandbox is already started")
+        plan, trees = layout.build(self._spec)
+        umap = self._spec.idmap.uid_map()
+        return _core.launch(plan.encode(), trees, umap, umap)
+
+    def _ctl(self) -> socket.socket:
+        if self._launched is None:
+            raise SandboxClosed("the sandbox is not running: use it as a context manager or call start()")
+        return self._launched.ctl
+
+    def _reap(self, launched: _core.Launched) -> None:
+        """Kill the init (the kernel then kills the whole pid namespace) and
+        wait for it; its mount namespace and tmpfs layers go with it."""
+        try:
+            signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitid(os.P_PIDFD, launched.pidfd, os.WEXITED)
+        except ChildProcessError:
+            pass
+        os.close(launched.pidfd)
+        launched.ctl.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The init's pid on the host, while the sandbox runs."""
+        return self._launched.pid if self._launched else None
+
+    @property
+    def hostname(self) -> str:
+        return self._spec.hostname
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._launched else "created")
+        return f"<{type(self).__name__} {self._spec.hostname} {state} layers={len(self._spec.layers)}>"
+
+    # -- exec --------------------------------------------------------------------
+
+    def _exec_args(self, argv: object, env: object, cwd: object, user: object,
+                   timeout: object) -> tuple[list[str], list[tuple[str, str]], str, str | None, float | None]:
+        args = check_argv(argv)
+        extra = check_env("env", env)
+        wd = self._spec.workdir if cwd is None else check_abs_path("cwd", cwd)
+        if user is not None and (not isinstance(user, (str, int)) or isinstance(user, bool)):
+            raise ConfigError("user", f"expected 'name', 'uid' or 'uid:gid', got {user!r}")
+        u = str(user) if user is not None else self._spec.user
+        t = None if timeout is None else parse_seconds("timeout", timeout)
+        return args, extra, wd, u, t
+
+    def _exec_message(self, argv: list[str], extra: list[tuple[str, str]], cwd: str,
+                      user: users.User, fds_mask: int) -> tuple[int, bytes]:
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
+        env.update(self._spec.env)
+        env.update(extra)
+        req_id = next(self._ids)
+        try:
+            msg = protocol.encode_exec(req_id, argv, [f"{k}={v}" for k, v in env.items()], cwd,
+                                       user.uid, user.gid, list(user.groups), [], fds_mask)
+        except ValueError as e:
+            raise ConfigError("argv", f"{e}; pass large data through stdin or files") from None
+        return req_id, msg
+
+    def _start_reply(self, reply: protocol.Reply, argv0: str) -> int:
+        if reply.type == protocol.REP_STARTED:
+            try:
+                return protocol.decode_started(reply.body)
+            except protocol.Malformed as e:
+                raise ProtocolError(str(e)) from None
+        if reply.type == protocol.REP_EXEC_FAIL:
+            try:
+                f = protocol.decode_fail(reply.body)
+            except protocol.Malformed as e:
+                raise ProtocolError(str(e)) from None
+            raise exec_error(f, argv0)
+        raise ProtocolError(f"unexpected message type {reply.type} for an exec")
+
+
+def file_error_text(reply: protocol.Reply) -> tuple[int, str]:
+    try:
+        f = protocol.decode_fail(reply.body)
+    except protocol.Malformed as e:
+        raise ProtocolError(str(e)) from None
+    return f.errno, f.detail

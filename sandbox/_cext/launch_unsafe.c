@@ -1,0 +1,388 @@
+/* The launcher: the only C code that runs in the Python process.
+ *
+ * "unsafe" because its child runs between clone and execve on a small stack
+ * inside the interpreter's own memory (CLONE_VM, so the start costs the same
+ * from a 256 MiB interpreter as from a tiny one, where fork() costs ~10 ms).
+ * That child may only make raw system calls on data prepared before the
+ * clone: no allocation, no stdio, no libc wrapper that touches shared state
+ * (glibc's setresuid/setgroups would signal every Python thread to change
+ * credentials; errno is the parent thread's TLS).  A test greps this file's
+ * child section for forbidden calls.
+ *
+ * Sequence (one parent/child step per concern, released by one sync byte):
+ *   parent: detached mount trees (open_tree + mount_setattr, idmapped onto a
+ *           prepared user namespace with the sandbox's mapping), sockets,
+ *           clone(every namespace | CLONE_VM | CLONE_PIDFD)
+ *   parent: write uid_map and gid_map, then the sync byte
+ *   child:  become container root, set the parent-death signal, move fds into
+ *           place, execveat the init from its sealed memfd
+ *   parent: wait for EOF on the close-on-exec pipe (execve worked) or for a
+ *           fixed-size failure record (stage, errno)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "launch.h"
+#include "proto.h"
+
+#define STACK_SIZE (128 * 1024)
+#define HIGH_FD 900 /* where the child parks fds before moving them down */
+
+int sbx_abi_version(void) { return SBX_ABI_VERSION; }
+
+/* ---- raw system calls for the child: no errno, no libc state ------------------ */
+
+#if defined(__x86_64__)
+static inline long raw6(long n, long a, long b, long c, long d, long e, long f)
+{
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#elif defined(__aarch64__)
+static inline long raw6(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+    return x0;
+}
+#else
+#error "the launcher's raw system calls are written for x86_64 and aarch64"
+#endif
+#define RAW(n, a, b, c) raw6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+
+/* ---- child side (runs in the parent's memory: see the top of the file) ----- */
+
+struct child_ctx {
+    int sync_r, sync_w, exec_w, ctl, init_fd;
+    int trees[SBX_MAX_TREES];
+    unsigned ntrees;
+    int pdeathsig;
+    char *argv[2];
+    char *envp[1];
+};
+
+static void child_report(int fd, uint32_t stage, long err)
+{
+    struct sbx_fail f;
+    /* No memset: a plain loop the compiler may not turn into a libc call. */
+    volatile char *p = (volatile char *)&f;
+    for (size_t i = 0; i < sizeof f; i++)
+        p[i] = 0;
+    f.stage = stage;
+    f.err = (int32_t)-err;
+    RAW(SYS_write, fd, &f, sizeof f);
+    RAW(SYS_exit, 127, 0, 0);
+}
+
+static int child_main(void *arg)
+{
+    struct child_ctx *c = arg;
+    long r;
+    char byte;
+
+    RAW(SYS_close, c->sync_w, 0, 0);
+    /* EOF instead of the byte: the parent failed to write the maps. */
+    if (RAW(SYS_read, c->sync_r, &byte, 1) != 1)
+        RAW(SYS_exit, 1, 0, 0);
+    /* The maps are written: become container root (an unprivileged host uid),
+     * so that the exec keeps full capabilities in our own user namespace. */
+    if ((r = RAW(SYS_setresgid, 0, 0, 0)) < 0)
+        child_report(c->exec_w, SBX_LS_CREDS, r);
+    if ((r = RAW(SYS_setgroups, 0, 0, 0)) < 0)
+        child_report(c->exec_w, SBX_LS_CREDS, r);
+    if ((r = RAW(SYS_setresuid, 0, 0, 0)) < 0)
+        child_report(c->exec_w, SBX_LS_CREDS, r);
+    /* After the uid change, which clears it.  Only when launched from the
+     * main thread: the signal follows the *thread* that cloned us. */
+    if (c->pdeathsig)
+        RAW(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0);
+
+    /* Park every fd we keep above the others, then move them down to the
+     * numbers the init expects (3: control, 4..: trees).  The rest of the
+     * interpreter's fds are closed by the init. */
+    int exec_w = (int)RAW(SYS_fcntl, c->exec_w, F_DUPFD_CLOEXEC, HIGH_FD);
+    if (exec_w < 0)
+        child_report(c->exec_w, SBX_LS_FDS, exec_w);
+    int init_fd = (int)RAW(SYS_fcntl, c->init_fd, F_DUPFD_CLOEXEC, HIGH_FD);
+    int ctl = (int)RAW(SYS_fcntl, c->ctl, F_DUPFD_CLOEXEC, HIGH_FD);
+    if (init_fd < 0 || ctl < 0)
+        child_report(exec_w, SBX_LS_FDS, init_fd < 0 ? init_fd : ctl);
+    int high[SBX_MAX_TREES];
+    for (unsigned i = 0; i < c->ntrees; i++)
+        if ((high[i] = (int)RAW(SYS_fcntl, c->trees[i], F_DUPFD_CLOEXEC, HIGH_FD)) < 0)
+            child_report(exec_w, SBX_LS_FDS, high[i]);
+    if ((r = RAW(SYS_dup2, ctl, 3, 0)) < 0)
+        child_report(exec_w, SBX_LS_FDS, r);
+    for (unsigned i = 0; i < c->ntrees; i++)
+        if ((r = RAW(SYS_dup2, high[i], 4 + i, 0)) < 0)
+            child_report(exec_w, SBX_LS_FDS, r);
+
+    r = raw6(SYS_execveat, init_fd, (long)"", (long)c->argv, (long)c->envp, AT_EMPTY_PATH, 0);
+    child_report(exec_w, SBX_LS_EXEC, r);
+    return 1;
+}
+
+/* ---- parent side ------------------------------------------------------------- */
+
+static int fail(struct sbx_launched *out, uint32_t stage, int err, int index)
+{
+    out->stage = stage;
+    out->err = err;
+    out->index = index;
+    return -1;
+}
+
+static int write_map(pid_t pid, const char *name, const char *map)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t len = strlen(map);
+    ssize_t w = write(fd, map, len);
+    int e = errno;
+    close(fd);
+    if (w < 0)
+        return -e;
+    return (size_t)w == len ? 0 : -EIO;
+}
+
+static int make_tree(const struct sbx_tree *t)
+{
+    unsigned rec = t->recursive ? AT_RECURSIVE : 0;
+    int fd = open_tree(AT_FDCWD, t->path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
+    if (fd < 0)
+        return -errno;
+    struct mount_attr a;
+    memset(&a, 0, sizeof a);
+    a.attr_set = t->attr_set;
+    a.attr_clr = t->attr_clr;
+    if (t->userns_fd >= 0) {
+        a.attr_set |= MOUNT_ATTR_IDMAP;
+        a.userns_fd = (uint64_t)t->userns_fd;
+    }
+    if ((a.attr_set || a.attr_clr) && mount_setattr(fd, "", AT_EMPTY_PATH | rec, &a, sizeof a) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+static void close_all(int *fds, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* Clone a child into the namespaces in `flags`, write its maps, and let it
+ * exec the init (or, for a bare user namespace, just wait).  Everything the
+ * child reads sits in *c, prepared here before the clone. */
+static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *uid_map,
+                         const char *gid_map, int *pidfd, struct sbx_launched *out)
+{
+    void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+                       -1, 0);
+    if (stack == MAP_FAILED)
+        return fail(out, SBX_LS_CLONE, errno, -1);
+    int sync[2], ex[2];
+    if (pipe2(sync, O_CLOEXEC) < 0) {
+        munmap(stack, STACK_SIZE);
+        return fail(out, SBX_LS_SOCKET, errno, -1);
+    }
+    if (pipe2(ex, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(sync[0]);
+        close(sync[1]);
+        munmap(stack, STACK_SIZE);
+        return fail(out, SBX_LS_SOCKET, e, -1);
+    }
+    c->sync_r = sync[0];
+    c->sync_w = sync[1];
+    c->exec_w = ex[1];
+    /* No signal handler of the interpreter may run on the child's stack. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = clone(child_main, (char *)stack + STACK_SIZE, (int)(flags | CLONE_VM | CLONE_PIDFD | SIGCHLD),
+                      c, pidfd);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(sync[0]);
+    close(ex[1]);
+    if (pid < 0) {
+        close(sync[1]);
+        close(ex[0]);
+        munmap(stack, STACK_SIZE);
+        return fail(out, SBX_LS_CLONE, clone_errno, -1);
+    }
+    int r = write_map(pid, "uid_map", uid_map);
+    if (r == 0)
+        r = write_map(pid, "gid_map", gid_map);
+    if (r < 0) {
+        close(sync[1]); /* the child reads EOF and exits */
+        close(ex[0]);
+        waitpid(pid, NULL, __WALL);
+        close(*pidfd);
+        munmap(stack, STACK_SIZE);
+        return fail(out, SBX_LS_MAPS, -r, -1);
+    }
+    char byte = 1;
+    ssize_t w = write(sync[1], &byte, 1);
+    close(sync[1]);
+    (void)w;
+    /* EOF: the execve replaced the child's memory; the stack is ours again. */
+    struct sbx_fail f;
+    ssize_t n;
+    do
+        n = read(ex[0], &f, sizeof f);
+    while (n < 0 && errno == EINTR);
+    close(ex[0]);
+    munmap(stack, STACK_SIZE);
+    if (n == (ssize_t)sizeof f) {
+        waitpid(pid, NULL, __WALL);
+        close(*pidfd);
+        return fail(out, f.stage, f.err, -1);
+    }
+    return pid;
+}
+
+int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out)
+{
+    memset(out, 0, sizeof *out);
+    out->pid = out->pidfd = out->ctl = -1;
+    if (l->ntrees > SBX_MAX_TREES)
+        return fail(out, SBX_LS_TREE, E2BIG, -1);
+    struct child_ctx c;
+    memset(&c, 0, sizeof c);
+    for (unsigned i = 0; i < SBX_MAX_TREES; i++)
+        c.trees[i] = -1;
+    for (unsigned i = 0; i < l->ntrees; i++) {
+        int fd = make_tree(&l->trees[i]);
+        if (fd < 0) {
+            close_all(c.trees, i);
+            return fail(out, SBX_LS_TREE, -fd, (int)i);
+        }
+        c.trees[i] = fd;
+    }
+    c.ntrees = l->ntrees;
+    int ctl[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0) {
+        close_all(c.trees, c.ntrees);
+        return fail(out, SBX_LS_SOCKET, errno, -1);
+    }
+    /* The plan waits in the socket for the init to read it. */
+    if (send(ctl[0], l->plan, l->plan_len, MSG_NOSIGNAL) != (ssize_t)l->plan_len) {
+        int e = errno;
+        close_all(c.trees, c.ntrees);
+        close(ctl[0]);
+        close(ctl[1]);
+        return fail(out, SBX_LS_PLAN, e ? e : EMSGSIZE, -1);
+    }
+    c.ctl = ctl[1];
+    c.init_fd = l->init_fd;
+    c.pdeathsig = l->pdeathsig;
+    c.argv[0] = "sandbox-init";
+    c.argv[1] = NULL;
+    c.envp[0] = NULL;
+    int pidfd = -1;
+    pid_t pid = clone_child(&c, l->clone_flags, l->uid_map, l->gid_map, &pidfd, out);
+    close_all(c.trees, c.ntrees);
+    close(ctl[1]);
+    if (pid < 0) {
+        close(ctl[0]);
+        return -1;
+    }
+    out->pid = pid;
+    out->pidfd = pidfd;
+    out->ctl = ctl[0];
+    return 0;
+}
+
+/* A user namespace with the given maps, held by an fd: idmapped mounts are
+ * made onto it before each launch (the sandbox's own namespace does not exist
+ * yet then; the same maps give the same ownership). */
+static int hold_child(void *arg)
+{
+    struct child_ctx *c = arg;
+    char byte;
+    RAW(SYS_close, c->sync_w, 0, 0);
+    RAW(SYS_read, c->sync_r, &byte, 1);
+    RAW(SYS_exit, 0, 0, 0);
+    return 0;
+}
+
+int sbx_make_userns(const char *uid_map, const char *gid_map, struct sbx_launched *out)
+{
+    memset(out, 0, sizeof *out);
+    void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+                       -1, 0);
+    if (stack == MAP_FAILED)
+        return fail(out, SBX_LS_CLONE, errno, -1);
+    int sync[2];
+    if (pipe2(sync, O_CLOEXEC) < 0) {
+        munmap(stack, STACK_SIZE);
+        return fail(out, SBX_LS_SOCKET, errno, -1);
+    }
+    struct child_ctx c;
+    memset(&c, 0, sizeof c);
+    c.sync_r = sync[0];
+    c.sync_w = sync[1];
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = clone(hold_child, (char *)stack + STACK_SIZE, CLONE_NEWUSER | CLONE_VM | SIGCHLD, &c);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(sync[0]);
+    if (pid < 0) {
+        close(sync[1]);
+        munmap(stack, STACK_SIZE);
+        return fail(out, SBX_LS_CLONE, e, -1);
+    }
+    int r = write_map(pid, "uid_map", uid_map);
+    if (r == 0)
+        r = write_map(pid, "gid_map", gid_map);
+    int fd = -1;
+    if (r == 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            r = -errno;
+    }
+    close(sync[1]);
+    waitpid(pid, NULL, __WALL);
+    munmap(stack, STACK_SIZE);
+    if (r < 0)
+        return fail(out, SBX_LS_MAPS, -r, -1);
+    return fd;
+}

@@ -1,0 +1,174 @@
+"""The gatekeeper of the compiled core: the only importer of
+``sandbox._sandbox_cext``.  It refuses a build whose ABI differs from this
+Python code, holds the process-wide resources the launcher needs (the init
+program in a sealed memfd, user namespaces that carry each id mapping) and
+turns every C failure record into a Python exception."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from .errors import HostError, LaunchError
+
+ABI_VERSION = 1
+
+try:
+    from ._sandbox_cext import ffi, lib
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise HostError(
+        f"the compiled core is missing ({e}); install the package with "
+        "`pip install .` so that its C part is built"
+    ) from e
+
+if lib.sbx_abi_version() != ABI_VERSION:  # pragma: no cover
+    raise HostError(
+        f"the compiled core speaks ABI {lib.sbx_abi_version()}, this Python code {ABI_VERSION}: "
+        "reinstall the package so both come from the same build"
+    )
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+ALL_NAMESPACES = (
+    CLONE_NEWNS
+    | CLONE_NEWCGROUP
+    | CLONE_NEWUTS
+    | CLONE_NEWIPC
+    | CLONE_NEWUSER
+    | CLONE_NEWPID
+    | CLONE_NEWNET
+)
+
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
+# enum sbx_launch_stage in proto.h, with what to change when it fails there.
+_STAGES: dict[int, tuple[str, str]] = {
+    1: ("socket setup", "the process may be out of file descriptors"),
+    2: ("preparing a mount tree", "check that the path exists and is a directory on a local file system"),
+    3: ("idmapping a layer", "the file system must support idmapped mounts (ext4, xfs, btrfs, tmpfs)"),
+    4: ("clone", "user namespaces may be disabled: check `sysctl user.max_user_namespaces` "
+        "and AppArmor's kernel.apparmor_restrict_unprivileged_userns"),
+    5: ("writing the id maps", "the host id range must be free to map: run as root, "
+        "or give the user a range in /etc/subuid and /etc/subgid"),
+    6: ("becoming container root", ""),
+    7: ("passing fds", ""),
+    8: ("exec of the init", "the package's sandbox-init may be damaged: reinstall"),
+    9: ("sending the launch plan", "the plan is too large: use fewer layers or mounts"),
+}
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A host directory (or file) handed to the sandbox as a detached mount."""
+
+    path: str
+    recursive: bool = False
+    attr_set: int = 0
+    idmap: bool = False
+
+
+@dataclass
+class Launched:
+    pid: int
+    pidfd: int
+    ctl: socket.socket
+
+
+_lock = threading.Lock()
+_init_fd: int | None = None
+_userns: dict[tuple[str, str], int] = {}
+
+
+def _init_memfd() -> int:
+    """The init program, copied once into a sealed memfd: what the sandbox
+    execs is not a host file it could reach or rewrite (CVE-2019-5736)."""
+    global _init_fd
+    with _lock:
+        if _init_fd is None:
+            data = resources.files("sandbox").joinpath("sandbox-init").read_bytes()
+            fd = os.memfd_create("sandbox-init", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            try:
+                os.write(fd, data)
+                seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+            except BaseException:
+                os.close(fd)
+                raise
+            _init_fd = fd
+        return _init_fd
+
+
+def _userns_fd(uid_map: str, gid_map: str) -> int:
+    key = (uid_map, gid_map)
+    with _lock:
+        fd = _userns.get(key)
+        if fd is None:
+            out = ffi.new("struct sbx_launched *")
+            fd = lib.sbx_make_userns(uid_map.encode(), gid_map.encode(), out)
+            if fd < 0:
+                raise _launch_error(out, [])
+            _userns[key] = fd
+        return fd
+
+
+def _launch_error(out: Any, trees: list[Tree]) -> LaunchError:
+    step, hint = _STAGES.get(out.stage, (f"stage {out.stage}", ""))
+    detail = ""
+    if out.stage == 2 and 0 <= out.index < len(trees):
+        detail = trees[out.index].path
+        if out.err == errno.EINVAL and trees[out.index].idmap:
+            step, hint = _STAGES[3]
+    return LaunchError(step, out.err, detail, hint)
+
+
+def launch(
+    plan: bytes,
+    trees: list[Tree],
+    uid_map: str,
+    gid_map: str,
+    flags: int = ALL_NAMESPACES,
+) -> Launched:
+    """Clone the sandbox's init; returns once it runs (its setup may still fail:
+    the caller waits for READY on the control socket)."""
+    userns = _userns_fd(uid_map, gid_map) if any(t.idmap for t in trees) else -1
+    keep = []
+    ctrees = ffi.new("struct sbx_tree[]", max(len(trees), 1))
+    for i, t in enumerate(trees):
+        path = ffi.new("char[]", os.fsencode(t.path))
+        keep.append(path)
+        ctrees[i].path = path
+        ctrees[i].recursive = int(t.recursive)
+        ctrees[i].attr_set = t.attr_set
+        ctrees[i].attr_clr = 0
+        ctrees[i].userns_fd = userns if t.idmap else -1
+    cplan = ffi.from_buffer(plan)
+    args = ffi.new("struct sbx_launch *")
+    args.init_fd = _init_memfd()
+    args.clone_flags = flags
+    umap, gmap = ffi.new("char[]", uid_map.encode()), ffi.new("char[]", gid_map.encode())
+    args.uid_map, args.gid_map = umap, gmap
+    args.plan = cplan
+    args.plan_len = len(plan)
+    args.trees = ctrees
+    args.ntrees = len(trees)
+    # The parent-death signal follows the thread that cloned: use it only from
+    # the main thread.  The control socket's EOF covers every case.
+    args.pdeathsig = int(threading.current_thread() is threading.main_thread())
+    out = ffi.new("struct sbx_launched *")
+    if lib.sbx_launch(args, out) < 0:
+        raise _launch_error(out, trees)
+    return Launched(out.pid, out.pidfd, socket.socket(fileno=out.ctl))

@@ -1,0 +1,262 @@
+"""The blocking front end: Sandbox and Process.  Only I/O lives here; the
+logic is shared with the async twin in `_base`."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import BinaryIO
+
+from . import protocol, users
+from ._base import (
+    START_TIMEOUT,
+    Collector,
+    SandboxBase,
+    drain,
+    recv_reply,
+    send_request,
+    setup_error,
+)
+from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed
+from .files import Files
+from .result import ExecResult
+
+PIPE = -1
+DEVNULL = -3
+
+
+def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
+
+
+class Sandbox(SandboxBase):
+    """A running container: ``with Sandbox(rootfs=DIR) as sb: sb.exec([...])``."""
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def start(self) -> Sandbox:
+        launched = self._launch()
+        try:
+            if not _wait_readable(launched.ctl, START_TIMEOUT):
+                raise LaunchError("setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s")
+            reply, fd = recv_reply(launched.ctl)
+            if fd is not None:
+                os.close(fd)
+            if reply.type != protocol.REP_READY:
+                raise setup_error(reply)
+        except SandboxClosed as e:
+            self._reap(launched)
+            raise LaunchError("setup", 0, "", "the init died during setup") from e
+        except BaseException:
+            self._reap(launched)
+            raise
+        self._launched = launched
+        return self
+
+    def close(self) -> None:
+        """Stop every process of the sandbox and free what it held.  Idempotent."""
+        self._closed = True
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            self._reap(launched)
+
+    @property
+    def files(self) -> Files:
+        return Files(self._roundtrip)
+
+    def _roundtrip(self, msg: bytes, timeout: float | None = START_TIMEOUT) -> tuple[protocol.Reply, int | None]:
+        ctl = self._ctl()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with mine:
+            try:
+                send_request(ctl, msg, [theirs.fileno()])
+            finally:
+                theirs.close()
+            if not _wait_readable(mine, timeout):
+                raise ProtocolError("the sandbox's init did not answer a request")
+            return recv_reply(mine)
+
+    def _user(self, spec: str | None) -> users.User:
+        if not users.needs_lookup(spec):
+            return users.resolve("user", spec)
+        if self._userdb is None:
+            self._userdb = (self.files.read_bytes("/etc/passwd", missing_ok=True),
+                            self.files.read_bytes("/etc/group", missing_ok=True))
+        return users.resolve("user", spec, *self._userdb)
+
+    def spawn(self, argv: Sequence[str], *, stdin: int = DEVNULL, stdout: int = PIPE,
+              stderr: int = PIPE, env: dict[str, str] | None = None, cwd: str | None = None,
+              user: str | int | None = None, timeout: float | None = None) -> Process:
+        """Start a command and return at once; stream with `stdout`, `stdin`."""
+        args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
+        u = self._user(uspec)
+        ctl = self._ctl()
+        mask, mine, theirs = 0, {}, []
+        try:
+            for n, want, reading in ((0, stdin, False), (1, stdout, True), (2, stderr, True)):
+                if want == PIPE:
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    mine[n], there = (r, w) if reading else (w, r)
+                    theirs.append(there)
+                    mask |= 1 << n
+            req_id, msg = self._exec_message(args, extra, wd, u, mask)
+            rsock, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                send_request(ctl, msg, [rtheirs.fileno(), *theirs])
+            except BaseException:
+                rsock.close()
+                raise
+            finally:
+                rtheirs.close()
+                for fd in theirs:
+                    os.close(fd)
+                theirs = []
+            col = Collector(args)
+            if t is not None:
+                col.deadline = col.started + t
+            try:
+                if not _wait_readable(rsock, START_TIMEOUT):
+                    raise ProtocolError("the sandbox's init did not answer an exec request")
+                reply, fd = recv_reply(rsock)
+                if fd is not None:
+                    os.close(fd)
+                pid = self._start_reply(reply, args[0])
+            except BaseException:
+                rsock.close()
+                raise
+        except BaseException:
+            for fd in [*mine.values(), *theirs]:
+                os.close(fd)
+            raise
+        return Process(self, req_id, pid, rsock, mine, col)
+
+    def exec(self, argv: Sequence[str], *, stdin: bytes | str | None = None,
+             timeout: float | None = None, env: dict[str, str] | None = None,
+             cwd: str | None = None, user: str | int | None = None,
+             check: bool = False) -> ExecResult:
+        """Run a command to its end and return how it went."""
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        if data is not None and not isinstance(data, bytes):
+            raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
+        p = self.spawn(argv, stdin=PIPE if data is not None else DEVNULL, env=env, cwd=cwd,
+                       user=user, timeout=timeout)
+        r = p.communicate(data)
+        return r.check() if check else r
+
+
+class Process:
+    """A command started by Sandbox.spawn."""
+
+    def __init__(self, sandbox: Sandbox, req_id: int, pid: int, reply: socket.socket,
+                 fds: dict[int, int], col: Collector) -> None:
+        self._sb = sandbox
+        self.id = req_id
+        self.pid = pid
+        """The command's pid inside the sandbox."""
+        self._reply = reply
+        self._col = col
+        self._result: ExecResult | None = None
+        self.stdin: BinaryIO | None = os.fdopen(fds[0], "wb", buffering=0) if 0 in fds else None
+        self.stdout: BinaryIO | None = os.fdopen(fds[1], "rb", buffering=0) if 1 in fds else None
+        self.stderr: BinaryIO | None = os.fdopen(fds[2], "rb", buffering=0) if 2 in fds else None
+
+    @property
+    def argv(self) -> list[str]:
+        return self._col.argv
+
+    @property
+    def returncode(self) -> int | None:
+        return self._result.returncode if self._result else None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the command and everything it started in its session."""
+        if self._result is not None:
+            return
+        self._sb._roundtrip(protocol.encode_kill(next(self._sb._ids), self.id, int(sig)))
+
+    def poll(self) -> ExecResult | None:
+        if self._result is None and _wait_readable(self._reply, 0):
+            self._on_exit()
+        return self._result
+
+    def wait(self, timeout: float | None = None) -> ExecResult:
+        return self.communicate(None, timeout)
+
+    def _on_exit(self) -> None:
+        reply, fd = recv_reply(self._reply)
+        if fd is not None:
+            os.close(fd)
+        self._col.on_reply(reply)
+        for n, f in ((1, self.stdout), (2, self.stderr)):
+            if f is not None and not f.closed:
+                drain(f.fileno(), self._col, n)
+                f.close()
+        if self.stdin is not None:
+            self.stdin.close()
+        self._reply.close()
+        self._result = self._col.result()
+
+    def communicate(self, input: bytes | None = None, timeout: float | None = None) -> ExecResult:
+        """Feed stdin, collect stdout and stderr, wait for the end.  On the
+        deadline the command's process tree is killed: reason "timeout"."""
+        if self._result is not None:
+            return self._result
+        col = self._col
+        if timeout is not None:
+            d = time.monotonic() + timeout
+            col.deadline = d if col.deadline is None else min(col.deadline, d)
+        pending = memoryview(input or b"")
+        if self.stdin is not None and not pending:
+            self.stdin.close()
+        poller = select.poll()
+        streams: dict[int, int] = {}
+        for n, f in ((1, self.stdout), (2, self.stderr)):
+            if f is not None and not f.closed:
+                poller.register(f.fileno(), select.POLLIN)
+                streams[f.fileno()] = n
+        if self.stdin is not None and not self.stdin.closed:
+            os.set_blocking(self.stdin.fileno(), False)
+            poller.register(self.stdin.fileno(), select.POLLOUT)
+        poller.register(self._reply, select.POLLIN)
+        while self._result is None:
+            left = col.remaining()
+            if left == 0 and not col.timed_out:
+                col.timed_out = True
+                self.kill()
+                col.deadline = None  # now wait for the exit record
+                continue
+            events = poller.poll(None if left is None else int(left * 1000) + 1)
+            for fd, ev in events:
+                if fd == self._reply.fileno():
+                    self._on_exit()
+                    break
+                if fd in streams:
+                    data = os.read(fd, 65536)
+                    if data:
+                        col.feed(streams[fd], data)
+                    else:
+                        poller.unregister(fd)
+                elif self.stdin is not None and fd == self.stdin.fileno():
+                    try:
+                        n = os.write(fd, pending[:65536]) if not (ev & select.POLLERR) else 0
+                    except (BrokenPipeError, BlockingIOError):
+                        n = -1
+                    if n > 0:
+                        pending = pending[n:]
+                    if n < 0 or ev & select.POLLERR or not pending:
+                        poller.unregister(fd)
+                        self.stdin.close()
+        return self._result

@@ -1,0 +1,110 @@
+"""The mount layout of a sandbox, as a launch plan.  This is where it is
+decided; the C init only executes it.
+
+Inside the sandbox's own mount namespace (so all of it vanishes with the
+sandbox, and nothing ever shows in the host's mount table):
+
+  /tmp (host's, shadowed)   staging tmpfs, size = disk limit
+     0 1 2 ...              the layers: detached, idmapped, read-only trees
+     u w                    overlay upper and work dirs (the writable layer)
+     r                      the overlay: the new root
+  then, resolved inside r:  /proc, a minimal /dev, /tmp, /etc/hostname,
+                            /etc/hosts, the user's mounts; pivot_root into r.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _core
+from .plan import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, Plan
+from .spec import Spec
+
+STAGE = "/tmp"
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_SYMLINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+                ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
+                ("pts/ptmx", "/dev/ptmx"))
+SHM_SIZE = 64 << 20
+
+
+def hosts_file(hostname: str) -> str:
+    return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{hostname}\n")
+
+
+def build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
+    p = Plan()
+    trees: list[_core.Tree] = []
+    # Nothing we mount may propagate back to the host (it could not anyway
+    # from a less privileged namespace; being explicit costs one syscall).
+    p.mount("", "/", "", MS_REC | MS_PRIVATE)
+    p.mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec.disk},mode=0755")
+    p.chdir(STAGE)
+    single_ro = spec.read_only and len(spec.layers) == 1
+    for i, layer in enumerate(spec.layers):
+        trees.append(_core.Tree(layer, idmap=True,
+                                attr_set=_core.MOUNT_ATTR_RDONLY if single_ro else 0))
+        p.mkdir(str(i))
+        p.attach(i, str(i))
+    if single_ro:
+        root = "0"
+    else:
+        # Overlay's first lowerdir is the top one; the relative names keep the
+        # option string short (it must fit in a page, for 100+ layers too).
+        opts = "lowerdir=" + ":".join(str(i) for i in reversed(range(len(spec.layers))))
+        if not spec.read_only:
+            p.mkdir("u")
+            p.mkdir("w")
+            opts += ",upperdir=u,workdir=w"
+        # userxattr: overlay keeps its metadata in user.overlay.* xattrs, the
+        # only ones a user namespace may write.
+        root = "r"
+        p.mkdir(root)
+        p.mount("overlay", root, "overlay", MS_NODEV, opts + ",userxattr")
+    p.root(root)
+
+    p.mkdir("/proc", optional=True)
+    p.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    p.mkdir("/dev", optional=True)
+    p.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=65536")
+    for d in DEVICES:
+        # Bind the host's nodes: a user namespace cannot mknod, and these are
+        # the harmless ones.
+        p.mkfile(f"/dev/{d}", 0o666)
+        p.mount(f"/dev/{d}", f"/dev/{d}", "", MS_BIND)
+    p.mkdir("/dev/pts")
+    p.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    p.mkdir("/dev/shm")
+    p.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={SHM_SIZE}")
+    p.mkdir("/dev/mqueue")
+    p.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)
+    for target, link in DEV_SYMLINKS:
+        p.symlink(target, link)
+    p.mkdir("/tmp", optional=True)
+    p.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec.disk}")
+
+    p.write("hostname", spec.hostname + "\n")
+    p.write("hosts", hosts_file(spec.hostname))
+    for name in ("hostname", "hosts"):
+        target = f"/etc/{name}"
+        p.mkfile(target, optional=spec.read_only)
+        p.mount(name, target, "", MS_BIND, optional=spec.read_only)
+        p.remount(target, MS_RDONLY if spec.read_only else 0, optional=True)
+
+    for m in spec.mounts:
+        attrs = _core.MOUNT_ATTR_NOSUID | _core.MOUNT_ATTR_NODEV
+        if m.read_only:
+            attrs |= _core.MOUNT_ATTR_RDONLY
+        trees.append(_core.Tree(os.fspath(m.src), recursive=True, attr_set=attrs))
+        if os.path.isdir(m.src):
+            p.mkdir_safe(m.dst)
+        else:
+            p.mkdir_safe(os.path.dirname(m.dst))
+            p.mkfile(m.dst)
+        p.attach(len(trees) - 1, m.dst)
+
+    p.pivot(root)
+    p.hostname(spec.hostname)
+    p.nfds = len(trees)
+    return p, trees

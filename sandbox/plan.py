@@ -1,0 +1,100 @@
+"""The launch plan: a flat, versioned list of operations that the init runs
+in order before it serves requests (mirrors `struct sbx_plan_hdr` and
+`struct sbx_op_hdr` in _cext/proto.h).  This module only encodes; what goes
+in the plan is decided by `sandbox.layout`."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+MAGIC = 0x50584253
+VERSION = 1
+
+HDR = struct.Struct("=IIII")  # magic, version, nops, nfds
+OP = struct.Struct("=HHIQII")  # type, nstr, len, a, flags, pad
+
+OP_MOUNT = 1
+OP_MKDIR = 2
+OP_WRITE = 3
+OP_SYMLINK = 4
+OP_ATTACH = 5
+OP_PIVOT = 6
+OP_HOSTNAME = 7
+OP_CHDIR = 8
+OP_REMOUNT = 9
+OP_MKFILE = 10
+OP_MKDIR_SAFE = 11
+OP_ROOT = 12
+
+F_OPTIONAL = 1
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+
+
+@dataclass
+class Plan:
+    """Operations in order; `nfds` detached trees are waiting at fds 4...
+
+    Paths: relative ones resolve against the staging directory; absolute
+    ones, after `root()`, inside the new root (never outside it)."""
+
+    nfds: int = 0
+    _ops: list[bytes] = field(default_factory=list)
+
+    def _add(self, op: int, *strings: str, a: int = 0, flags: int = 0) -> None:
+        body = b"".join(s.encode() + b"\0" for s in strings)
+        size = OP.size + len(body)
+        size += -size % 8
+        rec = OP.pack(op, len(strings), size, a, flags, 0) + body
+        self._ops.append(rec.ljust(size, b"\0"))
+
+    def mount(self, source: str, target: str, fstype: str = "", flags: int = 0,
+              data: str = "", optional: bool = False) -> None:
+        self._add(OP_MOUNT, source, target, fstype, data, a=flags,
+                  flags=F_OPTIONAL if optional else 0)
+
+    def mkdir(self, path: str, mode: int = 0o755, optional: bool = False) -> None:
+        self._add(OP_MKDIR, path, a=mode, flags=F_OPTIONAL if optional else 0)
+
+    def mkdir_safe(self, path: str) -> None:
+        self._add(OP_MKDIR_SAFE, path)
+
+    def write(self, path: str, content: str, mode: int = 0o644) -> None:
+        self._add(OP_WRITE, path, content, a=mode)
+
+    def mkfile(self, path: str, mode: int = 0o644, optional: bool = False) -> None:
+        self._add(OP_MKFILE, path, a=mode, flags=F_OPTIONAL if optional else 0)
+
+    def symlink(self, target: str, linkpath: str) -> None:
+        self._add(OP_SYMLINK, target, linkpath, flags=F_OPTIONAL)
+
+    def attach(self, index: int, target: str) -> None:
+        self._add(OP_ATTACH, target, a=index)
+
+    def root(self, path: str) -> None:
+        self._add(OP_ROOT, path)
+
+    def pivot(self, path: str) -> None:
+        self._add(OP_PIVOT, path)
+
+    def hostname(self, name: str) -> None:
+        self._add(OP_HOSTNAME, name)
+
+    def chdir(self, path: str) -> None:
+        self._add(OP_CHDIR, path)
+
+    def remount(self, path: str, flags: int, optional: bool = False) -> None:
+        self._add(OP_REMOUNT, path, a=flags, flags=F_OPTIONAL if optional else 0)
+
+    def encode(self) -> bytes:
+        return HDR.pack(MAGIC, VERSION, len(self._ops), self.nfds) + b"".join(self._ops)
+
+    def __len__(self) -> int:
+        return len(self._ops)

@@ -1,0 +1,72 @@
+"""ExecResult: how a command ended, with its output and accounting."""
+
+from __future__ import annotations
+
+import json
+import signal as _signal
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ExecFailed
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    argv: list[str]
+    exit_code: int | None
+    """The exit status, or None when the command was killed by a signal."""
+    signal: int | None
+    stdout: bytes = field(repr=False)
+    stderr: bytes = field(repr=False)
+    reason: str
+    """Why it ended: "exited", "signaled" or "timeout"."""
+    wall_time: float
+    cpu_time: float
+    max_rss: int
+    """Peak resident memory of the command's main process, in bytes."""
+
+    @property
+    def returncode(self) -> int:
+        """subprocess's convention: the exit status, or -N for signal N."""
+        if self.exit_code is not None:
+            return self.exit_code
+        return -(self.signal or 0)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == "exited" and self.exit_code == 0
+
+    @property
+    def stdout_text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+    def describe(self) -> str:
+        if self.reason == "timeout":
+            return f"a timeout after {self.wall_time:.3f} s"
+        if self.signal is not None:
+            try:
+                name = _signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            return f"{name} ({self.reason})"
+        return f"exit status {self.exit_code}"
+
+    def check(self) -> ExecResult:
+        """Raise ExecFailed unless the command exited with status 0."""
+        if not self.ok:
+            raise ExecFailed(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stdout"] = self.stdout_text
+        d["stderr"] = self.stderr_text
+        d["returncode"] = self.returncode
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())

@@ -1,0 +1,217 @@
+"""What a sandbox is made of, validated before anything is created: every
+bad value raises ConfigError naming the option and the fix, so that a
+failure never leaves a half-made sandbox behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError, HostError
+from .sizes import parse_size
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_DISK = "1G"
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+CONTAINER_IDS = 65536
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path bound into the sandbox; read-only unless asked.
+
+    The host files keep their host ownership: files of host root appear as
+    nobody inside, and the sandbox writes (with read_only=False) as its
+    unprivileged host uid."""
+
+    src: str | os.PathLike[str]
+    dst: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """Container ids 0..count-1 onto host ids host_start.. (never host 0)."""
+
+    host_start: int
+    count: int = CONTAINER_IDS
+
+    def uid_map(self) -> str:
+        return f"0 {self.host_start} {self.count}\n"
+
+
+@dataclass(frozen=True)
+class Spec:
+    layers: tuple[str, ...]
+    hostname: str
+    env: tuple[tuple[str, str], ...]
+    workdir: str
+    user: str | None
+    mounts: tuple[Mount, ...]
+    disk: int
+    read_only: bool
+    idmap: IdMap
+    tmp_size: int = field(default=0)
+
+
+def check_env(option: str, env: object) -> list[tuple[str, str]]:
+    if env is None:
+        return []
+    if not isinstance(env, Mapping):
+        raise ConfigError(option, f"expected a mapping of names to strings, got {type(env).__name__}")
+    out = []
+    for k, v in env.items():
+        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+            raise ConfigError(option, f"bad variable name {k!r}: names are non-empty strings without '=' or NUL")
+        if not isinstance(v, str) or "\0" in v:
+            raise ConfigError(option, f"{k}: the value must be a string without NUL, got {v!r}")
+        out.append((k, v))
+    return out
+
+
+def check_argv(argv: object) -> list[str]:
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence):
+        raise ConfigError("argv", f"expected a list of strings such as [\"ls\", \"-l\"], got {argv!r}")
+    if not argv:
+        raise ConfigError("argv", "is empty: give at least the program to run")
+    for i, a in enumerate(argv):
+        if not isinstance(a, str) or "\0" in a:
+            raise ConfigError(f"argv[{i}]", f"must be a string without NUL, got {a!r}")
+    if not argv[0]:
+        raise ConfigError("argv[0]", "is empty: name the program to run")
+    return list(argv)
+
+
+def check_abs_path(option: str, value: object) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(option, f"expected a path, got {value!r}")
+    s = os.fspath(value)
+    if not isinstance(s, str) or not s.startswith("/") or "\0" in s:
+        raise ConfigError(option, f"{s!r} is not an absolute path: paths inside the sandbox start with /")
+    parts = s.split("/")
+    if ".." in parts:
+        raise ConfigError(option, f"{s!r} contains '..': give the path without it")
+    return "/" + "/".join(p for p in parts if p and p != ".")
+
+
+def _host_dir(option: str, value: object) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(option, f"expected a directory path, got {value!r}")
+    s = os.fspath(value)
+    if not isinstance(s, str) or not os.path.isabs(s):
+        raise ConfigError(option, f"{s!r} is relative: give an absolute path, e.g. {os.path.abspath(str(s))!r}")
+    if not os.path.isdir(s):
+        raise ConfigError(option, f"{s!r} does not exist or is not a directory")
+    return os.path.realpath(s)
+
+
+def _check_dst_in_layers(option: str, dst: str, layers: Sequence[str]) -> None:
+    """A mount destination must not pass through a symlink of the image: it
+    would point somewhere else than the user meant (the init refuses it too)."""
+    parts = dst.strip("/").split("/")
+    for layer in layers:
+        cur = layer
+        for p in parts:
+            cur = os.path.join(cur, p)
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(st.st_mode):
+                rel = "/" + os.path.relpath(cur, layer)
+                raise ConfigError(option, f"{dst!r} goes through the symlink {rel!r} in the rootfs: "
+                                  "mount onto a real directory (the symlink's target, resolved inside the image)")
+
+
+def default_idmap() -> IdMap:
+    """The caller's range from /etc/subuid, or 100000:65536 for root."""
+    if os.geteuid() != 0:
+        raise HostError(
+            "sandboxes need root for now: mapping a range of ids as another user needs "
+            "newuidmap (the uidmap package), which is not supported yet; run as root"
+        )
+    try:
+        for line in Path("/etc/subuid").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            start, _, count = rest.partition(":")
+            if name in ("root", "0") and start.isdigit() and count.isdigit():
+                if int(start) > 0 and int(count) >= CONTAINER_IDS:
+                    return IdMap(int(start))
+    except OSError:
+        pass
+    return IdMap(100000)
+
+
+def make_spec(
+    *,
+    rootfs: object = None,
+    layers: object = None,
+    hostname: object = "sandbox",
+    env: object = None,
+    workdir: object = "/",
+    user: object = None,
+    mounts: object = (),
+    disk: object = DEFAULT_DISK,
+    read_only: object = False,
+    idmap: object = None,
+) -> Spec:
+    if (rootfs is None) == (layers is None):
+        raise ConfigError("rootfs", "give exactly one of rootfs=DIR or layers=[DIR, ...]")
+    if rootfs is not None:
+        lay = [_host_dir("rootfs", rootfs)]
+    else:
+        if isinstance(layers, (str, bytes, os.PathLike)) or not isinstance(layers, Sequence) or not layers:
+            raise ConfigError("layers", "expected a non-empty list of directories, lowest layer first")
+        if len(layers) > 200:
+            raise ConfigError("layers", f"{len(layers)} layers: at most 200 are supported")
+        lay = [_host_dir(f"layers[{i}]", d) for i, d in enumerate(layers)]
+    if not isinstance(hostname, str) or len(hostname) > 64 or not _HOSTNAME.match(hostname):
+        raise ConfigError("hostname", f"{hostname!r} is not a valid host name (letters, digits, '-' and '.', at most 64)")
+    envl = check_env("env", env)
+    wd = check_abs_path("workdir", workdir)
+    if user is not None and (not isinstance(user, (str, int)) or isinstance(user, bool)):
+        raise ConfigError("user", f"expected 'name', 'uid' or 'uid:gid', got {user!r}")
+    if not isinstance(read_only, bool):
+        raise ConfigError("read_only", f"expected True or False, got {read_only!r}")
+    if isinstance(mounts, (str, bytes)) or not isinstance(mounts, Sequence):
+        raise ConfigError("mounts", "expected a list of Mount(src, dst)")
+    ms = []
+    for i, m in enumerate(mounts):
+        opt = f"mounts[{i}]"
+        if not isinstance(m, Mount):
+            raise ConfigError(opt, f"expected Mount(src, dst, read_only=True), got {m!r}")
+        src = m.src
+        if not isinstance(src, (str, os.PathLike)) or not os.path.isabs(os.fspath(src)):
+            raise ConfigError(f"{opt}.src", f"{src!r} is not an absolute host path")
+        if not os.path.exists(src):
+            raise ConfigError(f"{opt}.src", f"{os.fspath(src)!r} does not exist on the host")
+        dst = check_abs_path(f"{opt}.dst", m.dst)
+        if dst == "/":
+            raise ConfigError(f"{opt}.dst", "cannot mount over / : use rootfs= for the root")
+        _check_dst_in_layers(f"{opt}.dst", dst, lay[::-1])
+        ms.append(Mount(os.path.realpath(src), dst, bool(m.read_only)))
+    if idmap is None:
+        im = default_idmap()
+    elif isinstance(idmap, IdMap):
+        im = idmap
+    else:
+        raise ConfigError("idmap", f"expected IdMap(host_start), got {idmap!r}")
+    if im.host_start <= 0 or im.count < 1 or im.host_start + im.count > 2**32 - 1:
+        raise ConfigError("idmap", f"host ids {im.host_start}..+{im.count}: the range must start above 0")
+    if im.host_start <= os.geteuid() < im.host_start + im.count:
+        raise ConfigError("idmap", "the range holds the caller's own uid: pick a range of unused ids")
+    return Spec(
+        layers=tuple(lay),
+        hostname=hostname,
+        env=tuple(envl),
+        workdir=wd,
+        user=str(user) if user is not None else None,
+        mounts=tuple(ms),
+        disk=parse_size("disk", disk, minimum=1 << 20),
+        read_only=read_only,
+        idmap=im,
+    )

@@ -1,0 +1,34 @@
+"""Build glue: the cffi launcher extension, and the sandbox init, a static
+executable shipped inside the package (it runs inside sandboxes, where no
+host library is reachable)."""
+
+import subprocess
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+INIT_SRC = HERE / "sandbox" / "_cext" / "init.c"
+INIT_NAME = "sandbox-init"
+INIT_FLAGS = ["-O2", "-static", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-s"]
+
+
+class BuildWithInit(build_ext):
+    def run(self) -> None:
+        super().run()
+        outdirs = {Path(self.build_lib) / "sandbox"}
+        if self.inplace or getattr(self, "editable_mode", False):
+            outdirs.add(HERE / "sandbox")
+        for out in outdirs:
+            out.mkdir(parents=True, exist_ok=True)
+            cc = self.compiler.compiler_so[0] if self.compiler else "cc"
+            tmp = out / (INIT_NAME + ".tmp")
+            subprocess.run(
+                [cc, *INIT_FLAGS, "-I", str(INIT_SRC.parent), "-o", str(tmp), str(INIT_SRC)],
+                check=True,
+            )
+            tmp.replace(out / INIT_NAME)
+
+
+setup(cffi_modules=["sandbox/_cext/build.py:ffibuilder"], cmdclass={"build_ext": BuildWithInit})
