@@ -1,2 +1,285 @@
-class AsyncSandbox: pass
-class AsyncProcess: pass
+"""The async front end on anyio (asyncio and trio): AsyncSandbox and
+AsyncProcess, with the names and arguments of the sync twin.  Only the
+waiting differs: every blocking wait becomes an awaited readiness check on
+the same fds, so nothing here blocks the event loop for longer than a
+system call (the launch itself, about a millisecond, runs inline)."""
+
+from __future__ import annotations
+
+import os
+import time
+import signal
+import socket
+from collections.abc import Sequence
+from types import TracebackType
+
+import anyio
+
+from . import files, protocol
+from ._base import (
+    DEVNULL,
+    PIPE,
+    START_TIMEOUT,
+    Collector,
+    SandboxBase,
+    drain,
+    recv_reply,
+    send_request,
+    setup_error,
+)
+from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed
+from .files import AsyncFiles
+from .result import ExecResult
+
+KILL_GRACE = 10.0  # seconds to wait for the exit record of a killed command
+
+
+class AsyncSandbox(SandboxBase):
+    """``async with AsyncSandbox(rootfs=DIR) as sb: await sb.exec([...])``."""
+
+    async def __aenter__(self) -> AsyncSandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, v: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def start(self) -> AsyncSandbox:
+        launched = self._launch()
+        try:
+            with anyio.fail_after(START_TIMEOUT):
+                await anyio.wait_readable(launched.ctl)
+            reply, fd = recv_reply(launched.ctl)
+            if fd is not None:
+                os.close(fd)
+            if reply.type != protocol.REP_READY:
+                raise setup_error(reply)
+        except SandboxClosed as e:
+            self._reap(launched)
+            raise LaunchError("setup", 0, "", "the init died during setup") from e
+        except TimeoutError as e:
+            self._reap(launched)
+            raise LaunchError("setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s") from e
+        except BaseException:
+            self._reap(launched)
+            raise
+        self._launched = launched
+        return self
+
+    async def aclose(self) -> None:
+        """Stop every process of the sandbox and free what it held.  Idempotent."""
+        self._closed = True
+        launched, self._launched = self._launched, None
+        if launched is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            # a pidfd turns readable when its process has exited
+            await anyio.wait_readable(launched.pidfd)
+            self._reap(launched)
+
+    def close(self) -> None:
+        """The blocking close, for finalisers and sync code."""
+        self._closed = True
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            self._reap(launched)
+
+    @property
+    def files(self) -> AsyncFiles:
+        return AsyncFiles(self._roundtrip)
+
+    async def _roundtrip(self, msg: bytes) -> tuple[protocol.Reply, int | None]:
+        ctl = self._ctl()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with mine:
+            try:
+                send_request(ctl, msg, [theirs.fileno()])
+            finally:
+                theirs.close()
+            with anyio.fail_after(START_TIMEOUT):
+                await anyio.wait_readable(mine)
+            return recv_reply(mine)
+
+    async def spawn(self, argv: Sequence[str], *, stdin: int = DEVNULL, stdout: int = PIPE,
+                    stderr: int = PIPE, env: dict[str, str] | None = None, cwd: str | None = None,
+                    user: str | int | None = None, timeout: float | None = None) -> AsyncProcess:
+        """Start a command and return at once."""
+        args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
+        u = await files.run_async(self._user_op(uspec), self._roundtrip)
+        sp = self._prepare_spawn(argv, stdin, stdout, stderr, env, cwd, u, t, args, extra, wd)
+        try:
+            try:
+                send_request(self._ctl(), sp.msg, sp.theirs)
+            finally:
+                sp.sent()
+            assert sp.reply is not None
+            with anyio.fail_after(START_TIMEOUT):
+                await anyio.wait_readable(sp.reply)
+            reply, fd = recv_reply(sp.reply)
+            if fd is not None:
+                os.close(fd)
+            pid = self._start_reply(reply, args[0])
+        except TimeoutError as e:
+            sp.abort()
+            raise ProtocolError("the sandbox's init did not answer an exec request") from e
+        except BaseException:
+            sp.abort()
+            raise
+        return AsyncProcess(self, sp.req_id, pid, sp.reply, sp.mine, sp.col)
+
+    async def exec(self, argv: Sequence[str], *, stdin: bytes | str | None = None,
+                   timeout: float | None = None, env: dict[str, str] | None = None,
+                   cwd: str | None = None, user: str | int | None = None,
+                   check: bool = False) -> ExecResult:
+        """Run a command to its end.  Cancelling the await kills its process tree."""
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        if data is not None and not isinstance(data, bytes):
+            raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
+        p = await self.spawn(argv, stdin=PIPE if data is not None else DEVNULL, env=env, cwd=cwd,
+                             user=user, timeout=timeout)
+        r = await p.communicate(data)
+        return r.check() if check else r
+
+
+class AsyncProcess:
+    """A command started by AsyncSandbox.spawn.  Its pipes are raw fds
+    (`stdout_fd`...); read them with `read_stdout()`, or let `communicate()`
+    collect everything."""
+
+    def __init__(self, sandbox: AsyncSandbox, req_id: int, pid: int, reply: socket.socket,
+                 fds: dict[int, int], col: Collector) -> None:
+        self._sb = sandbox
+        self.id = req_id
+        self.pid = pid
+        self._reply = reply
+        self._col = col
+        self._fds = dict(fds)
+        for fd in fds.values():
+            os.set_blocking(fd, False)
+        self._result: ExecResult | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return self._col.argv
+
+    @property
+    def returncode(self) -> int | None:
+        return self._result.returncode if self._result else None
+
+    async def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the command and everything it started in its session."""
+        if self._result is None:
+            await self._sb._roundtrip(protocol.encode_kill(next(self._sb._ids), self.id, int(sig)))
+
+    async def _read(self, n: int) -> bytes:
+        fd = self._fds.get(n)
+        if fd is None:
+            return b""
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                continue
+            if not data:
+                os.close(self._fds.pop(n))
+            return data
+
+    async def read_stdout(self) -> bytes:
+        """The next chunk of stdout; b"" at its end."""
+        return await self._read(1)
+
+    async def read_stderr(self) -> bytes:
+        return await self._read(2)
+
+    async def write_stdin(self, data: bytes) -> None:
+        fd = self._fds.get(0)
+        if fd is None:
+            raise ExecError("stdin: the process was not started with stdin=PIPE, or it is closed")
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                await anyio.wait_writable(fd)
+
+    def close_stdin(self) -> None:
+        fd = self._fds.pop(0, None)
+        if fd is not None:
+            os.close(fd)
+
+    async def _pump(self, n: int) -> None:
+        while self._fds.get(n) is not None:
+            data = await self._read(n)
+            if data:
+                self._col.feed(n, data)
+
+    async def _feed(self, data: bytes) -> None:
+        try:
+            await self.write_stdin(data)
+        except BrokenPipeError:
+            pass
+        self.close_stdin()
+
+    def _on_exit(self) -> None:
+        reply, fd = recv_reply(self._reply)
+        if fd is not None:
+            os.close(fd)
+        self._col.on_reply(reply)
+        for n in (1, 2):
+            if n in self._fds:
+                drain(self._fds[n], self._col, n)
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+        self._reply.close()
+        self._result = self._col.result()
+
+    async def _wait_exit_killed(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.kill()
+            with anyio.move_on_after(KILL_GRACE):
+                await anyio.wait_readable(self._reply)
+                self._on_exit()
+
+    async def wait(self, timeout: float | None = None) -> ExecResult:
+        return await self.communicate(None, timeout)
+
+    async def communicate(self, input: bytes | None = None, timeout: float | None = None) -> ExecResult:
+        """Feed stdin, collect output, wait for the end.  On the deadline, or
+        when the caller is cancelled, the command's process tree is killed."""
+        if self._result is not None:
+            return self._result
+        col = self._col
+        if timeout is not None:
+            d = time.monotonic() + timeout
+            col.deadline = d if col.deadline is None else min(col.deadline, d)
+        try:
+            with anyio.move_on_after(col.remaining() if col.deadline is not None else float("inf")) as scope:
+                async with anyio.create_task_group() as tg:
+                    for n in (1, 2):
+                        if n in self._fds:
+                            tg.start_soon(self._pump, n)
+                    if 0 in self._fds:
+                        if input:
+                            tg.start_soon(self._feed, input)
+                        else:
+                            self.close_stdin()
+                    await anyio.wait_readable(self._reply)
+                    tg.cancel_scope.cancel()
+            if scope.cancelled_caught:
+                col.timed_out = True
+                await self._wait_exit_killed()
+            else:
+                self._on_exit()
+        except anyio.get_cancelled_exc_class():
+            await self._wait_exit_killed()
+            raise
+        if self._result is None:
+            raise SandboxClosed("a killed command did not report its end")
+        return self._result

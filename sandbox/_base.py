@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import _core, layout, protocol, users
+from . import _core, files, layout, protocol, users
 from .errors import (
     CommandNotFound,
     ConfigError,
@@ -166,6 +166,38 @@ def drain(fd: int, sink: Collector, stream: int) -> None:
         sink.feed(stream, data)
 
 
+PIPE = -1
+DEVNULL = -3
+
+
+@dataclass
+class Spawning:
+    """An exec on its way: our ends of its pipes, the fds that go with the
+    request, and its reply socket."""
+
+    col: Collector
+    mine: dict[int, int] = field(default_factory=dict)
+    theirs: list[int] = field(default_factory=list)
+    mask: int = 0
+    req_id: int = 0
+    msg: bytes = b""
+    reply: socket.socket | None = None
+
+    def sent(self) -> None:
+        """The init has its copies now: close ours."""
+        for fd in self.theirs:
+            os.close(fd)
+        self.theirs = []
+
+    def abort(self) -> None:
+        self.sent()
+        for fd in self.mine.values():
+            os.close(fd)
+        self.mine = {}
+        if self.reply is not None:
+            self.reply.close()
+
+
 class SandboxBase:
     """Options, validation and protocol shared by Sandbox and AsyncSandbox."""
 
@@ -260,6 +292,39 @@ class SandboxBase:
             raise ConfigError("argv", f"{e}; pass large data through stdin or files") from None
         return req_id, msg
 
+    def _user_op(self, spec: str | None) -> files.Op[users.User]:
+        """The exec user; names are looked up in the sandbox's own files."""
+        if users.needs_lookup(spec):
+            if self._userdb is None:
+                pw = yield from files.read_bytes("/etc/passwd", True)
+                gr = yield from files.read_bytes("/etc/group", True)
+                self._userdb = (pw, gr)
+            return users.resolve("user", spec, *self._userdb)
+        return users.resolve("user", spec)
+
+    def _prepare_spawn(self, argv: object, stdin: int, stdout: int, stderr: int, env: object,
+                       cwd: object, user: users.User, timeout: float | None,
+                       args: list[str], extra: list[tuple[str, str]], wd: str) -> Spawning:
+        """Pipes for the requested streams and the exec request; the caller
+        sends it with `Spawning.send_fds` and must call `Spawning.sent()`."""
+        sp = Spawning(Collector(args))
+        try:
+            for n, want, reading in ((0, stdin, False), (1, stdout, True), (2, stderr, True)):
+                if want == PIPE:
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    sp.mine[n], there = (r, w) if reading else (w, r)
+                    sp.theirs.append(there)
+                    sp.mask |= 1 << n
+            sp.req_id, sp.msg = self._exec_message(args, extra, wd, user, sp.mask)
+            sp.reply, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            sp.theirs.insert(0, rtheirs.detach())
+        except BaseException:
+            sp.abort()
+            raise
+        if timeout is not None:
+            sp.col.deadline = sp.col.started + timeout
+        return sp
+
     def _start_reply(self, reply: protocol.Reply, argv0: str) -> int:
         if reply.type == protocol.REP_STARTED:
             try:
@@ -275,9 +340,3 @@ class SandboxBase:
         raise ProtocolError(f"unexpected message type {reply.type} for an exec")
 
 
-def file_error_text(reply: protocol.Reply) -> tuple[int, str]:
-    try:
-        f = protocol.decode_fail(reply.body)
-    except protocol.Malformed as e:
-        raise ProtocolError(str(e)) from None
-    return f.errno, f.detail

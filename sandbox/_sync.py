@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import BinaryIO
 
-from . import protocol, users
+from . import files, protocol
 from ._base import (
+    DEVNULL,
+    PIPE,
     START_TIMEOUT,
     Collector,
     SandboxBase,
@@ -25,10 +27,6 @@ from ._base import (
 from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed
 from .files import Files
 from .result import ExecResult
-
-PIPE = -1
-DEVNULL = -3
-
 
 def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
     p = select.poll()
@@ -89,59 +87,29 @@ class Sandbox(SandboxBase):
                 raise ProtocolError("the sandbox's init did not answer a request")
             return recv_reply(mine)
 
-    def _user(self, spec: str | None) -> users.User:
-        if not users.needs_lookup(spec):
-            return users.resolve("user", spec)
-        if self._userdb is None:
-            self._userdb = (self.files.read_bytes("/etc/passwd", missing_ok=True),
-                            self.files.read_bytes("/etc/group", missing_ok=True))
-        return users.resolve("user", spec, *self._userdb)
-
     def spawn(self, argv: Sequence[str], *, stdin: int = DEVNULL, stdout: int = PIPE,
               stderr: int = PIPE, env: dict[str, str] | None = None, cwd: str | None = None,
               user: str | int | None = None, timeout: float | None = None) -> Process:
         """Start a command and return at once; stream with `stdout`, `stdin`."""
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
-        u = self._user(uspec)
-        ctl = self._ctl()
-        mask, mine, theirs = 0, {}, []
+        u = files.run_sync(self._user_op(uspec), self._roundtrip)
+        sp = self._prepare_spawn(argv, stdin, stdout, stderr, env, cwd, u, t, args, extra, wd)
         try:
-            for n, want, reading in ((0, stdin, False), (1, stdout, True), (2, stderr, True)):
-                if want == PIPE:
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    mine[n], there = (r, w) if reading else (w, r)
-                    theirs.append(there)
-                    mask |= 1 << n
-            req_id, msg = self._exec_message(args, extra, wd, u, mask)
-            rsock, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                send_request(ctl, msg, [rtheirs.fileno(), *theirs])
-            except BaseException:
-                rsock.close()
-                raise
+                send_request(self._ctl(), sp.msg, sp.theirs)
             finally:
-                rtheirs.close()
-                for fd in theirs:
-                    os.close(fd)
-                theirs = []
-            col = Collector(args)
-            if t is not None:
-                col.deadline = col.started + t
-            try:
-                if not _wait_readable(rsock, START_TIMEOUT):
-                    raise ProtocolError("the sandbox's init did not answer an exec request")
-                reply, fd = recv_reply(rsock)
-                if fd is not None:
-                    os.close(fd)
-                pid = self._start_reply(reply, args[0])
-            except BaseException:
-                rsock.close()
-                raise
-        except BaseException:
-            for fd in [*mine.values(), *theirs]:
+                sp.sent()
+            assert sp.reply is not None
+            if not _wait_readable(sp.reply, START_TIMEOUT):
+                raise ProtocolError("the sandbox's init did not answer an exec request")
+            reply, fd = recv_reply(sp.reply)
+            if fd is not None:
                 os.close(fd)
+            pid = self._start_reply(reply, args[0])
+        except BaseException:
+            sp.abort()
             raise
-        return Process(self, req_id, pid, rsock, mine, col)
+        return Process(self, sp.req_id, pid, sp.reply, sp.mine, sp.col)
 
     def exec(self, argv: Sequence[str], *, stdin: bytes | str | None = None,
              timeout: float | None = None, env: dict[str, str] | None = None,

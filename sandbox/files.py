@@ -1,145 +1,234 @@
 """File access through the sandbox itself: the init opens the path inside
 the sandbox's root and passes the open file back.  Paths resolve inside the
 sandbox (its root is the pivoted one), so a symlink planted in the rootfs can
-never redirect a read or a write onto the host."""
+never redirect a read or a write onto the host.
+
+Each operation is written once, sans I/O, as a generator that yields request
+messages and is sent back (reply, fd); `Files` drives them with blocking
+round trips, `AsyncFiles` with awaited ones."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
+from typing import TypeVar
 
 from . import protocol
-from ._base import file_error_text
 from .errors import FileOpError, ProtocolError
 from .spec import check_abs_path
 
-Roundtrip = Callable[[bytes], tuple[protocol.Reply, "int | None"]]
+T = TypeVar("T")
+Answer = tuple[protocol.Reply, "int | None"]
+Op = Generator[bytes, Answer, T]
 
-O_DIRECTORY = os.O_DIRECTORY
+
+def _fail_errno(reply: protocol.Reply) -> int:
+    try:
+        return protocol.decode_fail(reply.body).errno
+    except protocol.Malformed as e:
+        raise ProtocolError(str(e)) from None
+
+
+def _open(op: str, path: str, flags: int, mode: int = 0o644) -> Op[int]:
+    p = check_abs_path("path", path)
+    reply, fd = yield protocol.encode_path(protocol.REQ_OPEN, 0, p, flags, mode)
+    if reply.type == protocol.REP_FD and fd is not None:
+        return fd
+    if fd is not None:
+        os.close(fd)
+    if reply.type == protocol.REP_ERROR:
+        raise FileOpError(op, p, _fail_errno(reply))
+    raise ProtocolError(f"unexpected reply type {reply.type} to an open")
 
 
 def _read_all(fd: int) -> bytes:
     chunks = []
-    while True:
-        b = os.read(fd, 1 << 20)
-        if not b:
-            return b"".join(chunks)
+    while b := os.read(fd, 1 << 20):
         chunks.append(b)
+    return b"".join(chunks)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def read_bytes(path: str, missing_ok: bool = False) -> Op[bytes | None]:
+    try:
+        fd = yield from _open("read", path, os.O_RDONLY)
+    except FileOpError as e:
+        if missing_ok and e.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise FileOpError("read", path, errno.EISDIR)
+        return _read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str, data: bytes, mode: int = 0o644) -> Op[None]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data: expected bytes, got {type(data).__name__}")
+    fd = yield from _open("write", path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def listdir(path: str) -> Op[list[str]]:
+    fd = yield from _open("list", path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def is_dir(path: str) -> Op[bool]:
+    try:
+        fd = yield from _open("stat", path, os.O_RDONLY)
+    except FileOpError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    try:
+        return stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+def mkdir(path: str, mode: int = 0o755, parents: bool = False, exist_ok: bool = False) -> Op[None]:
+    p = check_abs_path("path", path)
+    if parents and p != "/":
+        parent = p.rsplit("/", 1)[0] or "/"
+        if not (yield from is_dir(parent)):
+            yield from mkdir(parent, mode, True, True)
+    reply, fd = yield protocol.encode_path(protocol.REQ_MKDIR, 0, p, 0, mode)
+    if fd is not None:
+        os.close(fd)
+    if reply.type == protocol.REP_ERROR:
+        err = _fail_errno(reply)
+        if err == errno.EEXIST and exist_ok and (yield from is_dir(p)):
+            return
+        raise FileOpError("mkdir", p, err)
+
+
+def put(host_path: str | os.PathLike[str], path: str) -> Op[None]:
+    src = Path(host_path)
+    if src.is_dir():
+        yield from mkdir(path, parents=True, exist_ok=True)
+        for child in sorted(src.iterdir()):
+            yield from put(child, path.rstrip("/") + "/" + child.name)
+    else:
+        yield from write_bytes(path, src.read_bytes(), stat.S_IMODE(src.stat().st_mode))
+
+
+def get(path: str, host_path: str | os.PathLike[str]) -> Op[None]:
+    dst = Path(host_path)
+    if (yield from is_dir(path)):
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in (yield from listdir(path)):
+            # names come from the sandbox: never let one climb out of dst
+            if "/" in name or name in (".", ".."):
+                raise ProtocolError(f"a directory entry named {name!r}")
+            yield from get(path.rstrip("/") + "/" + name, dst / name)
+    else:
+        data = yield from read_bytes(path)
+        assert data is not None
+        dst.write_bytes(data)
+
+
+def run_sync(op: Op[T], roundtrip: Callable[[bytes], Answer]) -> T:
+    try:
+        msg = next(op)
+        while True:
+            msg = op.send(roundtrip(msg))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def run_async(op: Op[T], roundtrip: Callable[[bytes], Awaitable[Answer]]) -> T:
+    try:
+        msg = next(op)
+        while True:
+            msg = op.send(await roundtrip(msg))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 class Files:
-    """`sandbox.files`: read, write, list, put and get."""
+    """`Sandbox.files`: read, write, list, mkdir, put and get."""
 
-    def __init__(self, roundtrip: Roundtrip) -> None:
+    def __init__(self, roundtrip: Callable[[bytes], Answer]) -> None:
         self._rt = roundtrip
 
-    def _open(self, op: str, path: str, flags: int, mode: int = 0o644) -> int:
-        p = check_abs_path("path", path)
-        reply, fd = self._rt(protocol.encode_path(protocol.REQ_OPEN, 0, p, flags, mode))
-        if reply.type == protocol.REP_FD and fd is not None:
-            return fd
-        if fd is not None:
-            os.close(fd)
-        if reply.type == protocol.REP_ERROR:
-            err, _ = file_error_text(reply)
-            raise FileOpError(op, p, err)
-        raise ProtocolError(f"unexpected reply type {reply.type} to an open")
-
     def read_bytes(self, path: str, *, missing_ok: bool = False) -> bytes | None:
-        try:
-            fd = self._open("read", path, os.O_RDONLY)
-        except FileOpError as e:
-            if missing_ok and e.errno == errno.ENOENT:
-                return None
-            raise
-        try:
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                raise FileOpError("read", path, errno.EISDIR)
-            return _read_all(fd)
-        finally:
-            os.close(fd)
+        return run_sync(read_bytes(path, missing_ok), self._rt)
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        data = self.read_bytes(path)
+        data = run_sync(read_bytes(path), self._rt)
         assert data is not None
         return data.decode(encoding)
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        fd = self._open("write", path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
+        run_sync(write_bytes(path, data, mode), self._rt)
 
     def write_text(self, path: str, text: str, mode: int = 0o644, encoding: str = "utf-8") -> None:
-        self.write_bytes(path, text.encode(encoding), mode)
+        run_sync(write_bytes(path, text.encode(encoding), mode), self._rt)
 
     def list(self, path: str) -> list[str]:
-        fd = self._open("list", path, os.O_RDONLY | O_DIRECTORY)
-        try:
-            return sorted(os.listdir(fd))
-        finally:
-            os.close(fd)
+        return run_sync(listdir(path), self._rt)
 
     def is_dir(self, path: str) -> bool:
-        try:
-            fd = self._open("stat", path, os.O_RDONLY)
-        except FileOpError as e:
-            if e.errno == errno.ENOENT:
-                return False
-            raise
-        try:
-            return stat.S_ISDIR(os.fstat(fd).st_mode)
-        finally:
-            os.close(fd)
+        return run_sync(is_dir(path), self._rt)
 
     def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
-        p = check_abs_path("path", path)
-        if parents and p != "/":
-            parent = p.rsplit("/", 1)[0] or "/"
-            if not self.is_dir(parent):
-                self.mkdir(parent, mode, parents=True, exist_ok=True)
-        reply, fd = self._rt(protocol.encode_path(protocol.REQ_MKDIR, 0, p, 0, mode))
-        if fd is not None:
-            os.close(fd)
-        if reply.type == protocol.REP_ERROR:
-            err, _ = file_error_text(reply)
-            if err == errno.EEXIST and exist_ok and self.is_dir(p):
-                return
-            raise FileOpError("mkdir", p, err)
+        run_sync(mkdir(path, mode, parents, exist_ok), self._rt)
 
     def put(self, host_path: str | os.PathLike[str], path: str) -> None:
         """Copy a host file or directory tree into the sandbox."""
-        src = Path(host_path)
-        if src.is_dir():
-            self.mkdir(path, parents=True, exist_ok=True)
-            for child in sorted(src.iterdir()):
-                self.put(child, path.rstrip("/") + "/" + child.name)
-        else:
-            self.write_bytes(path, src.read_bytes(), stat.S_IMODE(src.stat().st_mode))
+        run_sync(put(host_path, path), self._rt)
 
     def get(self, path: str, host_path: str | os.PathLike[str]) -> None:
-        """Copy a file or directory tree out of the sandbox onto the host.
-        Entries of the sandbox are read through it; only plain files and
-        directories are copied (names come from the sandbox: checked)."""
-        dst = Path(host_path)
-        if self.is_dir(path):
-            dst.mkdir(parents=True, exist_ok=True)
-            for name in self.list(path):
-                if "/" in name or name in (".", ".."):
-                    raise ProtocolError(f"a directory entry named {name!r}")
-                self.get(path.rstrip("/") + "/" + name, dst / name)
-        else:
-            data = self.read_bytes(path)
-            assert data is not None
-            dst.write_bytes(data)
+        """Copy a file or directory tree of the sandbox onto the host."""
+        run_sync(get(path, host_path), self._rt)
+
+
+class AsyncFiles:
+    """`AsyncSandbox.files`: the same operations, awaited."""
+
+    def __init__(self, roundtrip: Callable[[bytes], Awaitable[Answer]]) -> None:
+        self._rt = roundtrip
+
+    async def read_bytes(self, path: str, *, missing_ok: bool = False) -> bytes | None:
+        return await run_async(read_bytes(path, missing_ok), self._rt)
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        data = await run_async(read_bytes(path), self._rt)
+        assert data is not None
+        return data.decode(encoding)
+
+    async def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        await run_async(write_bytes(path, data, mode), self._rt)
+
+    async def write_text(self, path: str, text: str, mode: int = 0o644, encoding: str = "utf-8") -> None:
+        await run_async(write_bytes(path, text.encode(encoding), mode), self._rt)
+
+    async def list(self, path: str) -> list[str]:
+        return await run_async(listdir(path), self._rt)
+
+    async def is_dir(self, path: str) -> bool:
+        return await run_async(is_dir(path), self._rt)
+
+    async def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
+        await run_async(mkdir(path, mode, parents, exist_ok), self._rt)
+
+    async def put(self, host_path: str | os.PathLike[str], path: str) -> None:
+        await run_async(put(host_path, path), self._rt)
+
+    async def get(self, path: str, host_path: str | os.PathLike[str]) -> None:
+        await run_async(get(path, host_path), self._rt)
+
+

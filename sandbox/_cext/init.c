@@ -289,8 +289,11 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
         *what = "attach";
         if (!s0 || op->a >= nfds)
             return -EBADF;
+        /* move_mount does not follow a magic link at the target: pass the fd */
         if ((r = target_path(s0, tgt, sizeof tgt, &tfd)) == 0 &&
-            move_mount(FIRST_TREE_FD + (int)op->a, "", AT_FDCWD, tgt, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            (tfd >= 0 ? move_mount(FIRST_TREE_FD + (int)op->a, "", tfd, "",
+                                   MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+                      : move_mount(FIRST_TREE_FD + (int)op->a, "", AT_FDCWD, tgt, MOVE_MOUNT_F_EMPTY_PATH)) < 0)
             r = -errno;
         break;
     case SBX_OP_ROOT:

@@ -1,0 +1,143 @@
+"""The `sandbox` command.  `sandbox run` is shaped like `docker run`:
+
+    sandbox run [--rootfs DIR] [--env K=V] [--workdir DIR] [--user U[:G]]
+                [--mount SRC:DST[:rw]] [--timeout S] [--json] -- CMD...
+
+Its exit status is the command's, 128+N when a signal N ended it; 125 when
+the sandbox itself could not run the command (bad option, failed start),
+127 when the command does not exist (as a shell would say)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import sys
+from collections.abc import Sequence
+
+from .errors import CommandNotFound, ConfigError, SandboxError
+from .spec import Mount
+
+EXIT_SANDBOX = 125
+EXIT_NOT_FOUND = 127
+
+
+def default_rootfs() -> str:
+    """The embedded default rootfs, built by the setup (images/busybox)."""
+    home = os.environ.get("SANDBOX_HOME", "/var/lib/sandbox")
+    return os.path.join(home, "rootfs", "busybox")
+
+
+def _kv(option: str, items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep:
+            # docker's `-e NAME` takes the value from the caller's environment
+            if k not in os.environ:
+                raise ConfigError(option, f"{it!r}: write NAME=VALUE, or export {it} first")
+            v = os.environ[k]
+        out[k] = v
+    return out
+
+
+def _mount(spec: str) -> Mount:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("rw", "ro")):
+        raise ConfigError("--mount", f"{spec!r}: write SRC:DST, SRC:DST:ro or SRC:DST:rw")
+    return Mount(os.path.abspath(parts[0]), parts[1], read_only=not (len(parts) == 3 and parts[2] == "rw"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sandbox", description="Run commands in Linux sandboxes.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run a command in a new sandbox")
+    run.add_argument("--rootfs", help="root file system directory (default: the embedded busybox rootfs)")
+    run.add_argument("--layer", action="append", default=[], help="a layer directory, lowest first (repeat)")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    run.add_argument("-w", "--workdir", default="/")
+    run.add_argument("-u", "--user")
+    run.add_argument("-v", "--mount", action="append", default=[], metavar="SRC:DST[:rw]")
+    run.add_argument("--hostname", default="sandbox")
+    run.add_argument("--read-only", action="store_true")
+    run.add_argument("--disk", default="1G", help="size of the writable layer (tmpfs)")
+    run.add_argument("--timeout", type=float, help="seconds before the command is killed")
+    run.add_argument("-i", "--interactive", action="store_true", help="pass this process's stdin")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    return ap
+
+
+def _stream(p: object, out: int, err: int) -> None:
+    """Copy the command's output to ours as it comes."""
+    from ._sync import Process
+
+    assert isinstance(p, Process)
+    fds = {f.fileno(): dst for f, dst in ((p.stdout, out), (p.stderr, err)) if f is not None}
+    while fds:
+        ready, _, _ = select.select(list(fds), [], [], p._col.remaining())
+        if not ready:
+            return  # the deadline: wait() kills it
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if not data:
+                del fds[fd]
+                continue
+            os.write(fds[fd], data)
+            if p.poll() is not None:
+                return
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from ._sync import PIPE, Sandbox
+
+    argv = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not argv:
+        raise ConfigError("COMMAND", "nothing to run: give it after --, e.g. sandbox run -- echo hi")
+    if a.layer and a.rootfs:
+        raise ConfigError("--layer", "give either --rootfs or --layer, not both")
+    kw: dict[str, object] = {"layers": a.layer} if a.layer else {"rootfs": a.rootfs or default_rootfs()}
+    with Sandbox(
+        **kw,  # type: ignore[arg-type]
+        env=_kv("--env", a.env), workdir=a.workdir, user=a.user, hostname=a.hostname,
+        mounts=[_mount(m) for m in a.mount], read_only=a.read_only, disk=a.disk,
+    ) as sb:
+        data = sys.stdin.buffer.read() if a.interactive else None
+        if a.json:
+            r = sb.exec(argv, stdin=data, timeout=a.timeout)
+            print(r.to_json())
+        else:
+            p = sb.spawn(argv, stdin=PIPE if data is not None else -3, timeout=a.timeout)
+            if data is not None:
+                r = p.communicate(data)
+                sys.stdout.buffer.write(r.stdout)
+                sys.stderr.buffer.write(r.stderr)
+            else:
+                _stream(p, sys.stdout.fileno(), sys.stderr.fileno())
+                r = p.wait()
+                sys.stdout.buffer.write(r.stdout)
+                sys.stderr.buffer.write(r.stderr)
+            sys.stdout.flush()
+            if r.reason == "timeout":
+                print(f"sandbox: killed after the {a.timeout} s timeout", file=sys.stderr)
+    if r.signal is not None:
+        return 128 + r.signal
+    return r.exit_code or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        if a.cmd == "run":
+            return cmd_run(a)
+    except CommandNotFound as e:
+        print(f"sandbox: {e}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except SandboxError as e:
+        print(f"sandbox: {e}", file=sys.stderr)
+        return EXIT_SANDBOX
+    return EXIT_SANDBOX
+
+
+if __name__ == "__main__":
+    sys.exit(main())
