@@ -1,12 +1,13 @@
 """Run untrusted code in real Linux containers, from Python, with no daemon.
 
-    from sandbox import Sandbox
-    with Sandbox(rootfs="/var/lib/sandbox/rootfs/busybox") as sb:
-        print(sb.exec(["echo", "hello"]).stdout)
+from sandbox import Sandbox
+with Sandbox(rootfs="/var/lib/sandbox/rootfs/busybox") as sb:
+    print(sb.exec(["echo", "hello"]).stdout)
 """
 
 from ._async import AsyncProcess, AsyncSandbox
-from ._sync import DEVNULL, PIPE, Process, Sandbox
+from ._base import DEVNULL, PIPE
+from ._sync import Process, Sandbox
 from .errors import (
     CommandNotFound,
     ConfigError,

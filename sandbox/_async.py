@@ -7,9 +7,9 @@ system call (the launch itself, about a millisecond, runs inline)."""
 from __future__ import annotations
 
 import os
-import time
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -41,8 +41,9 @@ class AsyncSandbox(SandboxBase):
         await self.start()
         return self
 
-    async def __aexit__(self, t: type[BaseException] | None, v: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     async def start(self) -> AsyncSandbox:
@@ -60,7 +61,9 @@ class AsyncSandbox(SandboxBase):
             raise LaunchError("setup", 0, "", "the init died during setup") from e
         except TimeoutError as e:
             self._reap(launched)
-            raise LaunchError("setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s") from e
+            raise LaunchError(
+                "setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s"
+            ) from e
         except BaseException:
             self._reap(launched)
             raise
@@ -105,9 +108,18 @@ class AsyncSandbox(SandboxBase):
                 await anyio.wait_readable(mine)
             return recv_reply(mine)
 
-    async def spawn(self, argv: Sequence[str], *, stdin: int = DEVNULL, stdout: int = PIPE,
-                    stderr: int = PIPE, env: dict[str, str] | None = None, cwd: str | None = None,
-                    user: str | int | None = None, timeout: float | None = None) -> AsyncProcess:
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: int = DEVNULL,
+        stdout: int = PIPE,
+        stderr: int = PIPE,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncProcess:
         """Start a command and return at once."""
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         u = await files.run_async(self._user_op(uspec), self._roundtrip)
@@ -132,16 +144,24 @@ class AsyncSandbox(SandboxBase):
             raise
         return AsyncProcess(self, sp.req_id, pid, sp.reply, sp.mine, sp.col)
 
-    async def exec(self, argv: Sequence[str], *, stdin: bytes | str | None = None,
-                   timeout: float | None = None, env: dict[str, str] | None = None,
-                   cwd: str | None = None, user: str | int | None = None,
-                   check: bool = False) -> ExecResult:
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+        check: bool = False,
+    ) -> ExecResult:
         """Run a command to its end.  Cancelling the await kills its process tree."""
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and not isinstance(data, bytes):
             raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
-        p = await self.spawn(argv, stdin=PIPE if data is not None else DEVNULL, env=env, cwd=cwd,
-                             user=user, timeout=timeout)
+        p = await self.spawn(
+            argv, stdin=PIPE if data is not None else DEVNULL, env=env, cwd=cwd, user=user, timeout=timeout
+        )
         r = await p.communicate(data)
         return r.check() if check else r
 
@@ -151,8 +171,15 @@ class AsyncProcess:
     (`stdout_fd`...); read them with `read_stdout()`, or let `communicate()`
     collect everything."""
 
-    def __init__(self, sandbox: AsyncSandbox, req_id: int, pid: int, reply: socket.socket,
-                 fds: dict[int, int], col: Collector) -> None:
+    def __init__(
+        self,
+        sandbox: AsyncSandbox,
+        req_id: int,
+        pid: int,
+        reply: socket.socket,
+        fds: dict[int, int],
+        col: Collector,
+    ) -> None:
         self._sb = sandbox
         self.id = req_id
         self.pid = pid
@@ -204,7 +231,7 @@ class AsyncProcess:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             except BlockingIOError:
                 await anyio.wait_writable(fd)
 

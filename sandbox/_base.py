@@ -95,10 +95,17 @@ def exec_error(f: protocol.Fail, argv0: str) -> ExecError:
     if stage == "exec":
         msg = f"exec {argv0}: {os_error_text(f.errno)}"
         if f.errno == errno.ENOENT:
-            return CommandNotFound(msg + "; check the path, or that the program exists in the image", f.errno, stage)
+            return CommandNotFound(
+                msg + "; check the path, or that the program exists in the image", f.errno, stage
+            )
         return ExecError(msg, f.errno, stage)
     if stage == "chdir":
-        return ExecError(f"exec {argv0}: cannot enter the working directory {f.detail!r}: {os_error_text(f.errno)}; pass an existing cwd=", f.errno, stage)
+        return ExecError(
+            f"exec {argv0}: cannot enter the working directory {f.detail!r}: "
+            f"{os_error_text(f.errno)}; pass an existing cwd=",
+            f.errno,
+            stage,
+        )
     return ExecError(f"exec {argv0}: {stage} failed: {os_error_text(f.errno)}", f.errno, stage)
 
 
@@ -215,9 +222,18 @@ class SandboxBase:
         read_only: bool = False,
         idmap: IdMap | None = None,
     ) -> None:
-        self._spec = make_spec(rootfs=rootfs, layers=layers, hostname=hostname, env=env,
-                               workdir=workdir, user=user, mounts=mounts, disk=disk,
-                               read_only=read_only, idmap=idmap)
+        self._spec = make_spec(
+            rootfs=rootfs,
+            layers=layers,
+            hostname=hostname,
+            env=env,
+            workdir=workdir,
+            user=user,
+            mounts=mounts,
+            disk=disk,
+            read_only=read_only,
+            idmap=idmap,
+        )
         self._launched: _core.Launched | None = None
         self._closed = False
         self._ids = itertools.count(1)
@@ -268,8 +284,9 @@ class SandboxBase:
 
     # -- exec --------------------------------------------------------------------
 
-    def _exec_args(self, argv: object, env: object, cwd: object, user: object,
-                   timeout: object) -> tuple[list[str], list[tuple[str, str]], str, str | None, float | None]:
+    def _exec_args(
+        self, argv: object, env: object, cwd: object, user: object, timeout: object
+    ) -> tuple[list[str], list[tuple[str, str]], str, str | None, float | None]:
         args = check_argv(argv)
         extra = check_env("env", env)
         wd = self._spec.workdir if cwd is None else check_abs_path("cwd", cwd)
@@ -279,15 +296,25 @@ class SandboxBase:
         t = None if timeout is None else parse_seconds("timeout", timeout)
         return args, extra, wd, u, t
 
-    def _exec_message(self, argv: list[str], extra: list[tuple[str, str]], cwd: str,
-                      user: users.User, fds_mask: int) -> tuple[int, bytes]:
+    def _exec_message(
+        self, argv: list[str], extra: list[tuple[str, str]], cwd: str, user: users.User, fds_mask: int
+    ) -> tuple[int, bytes]:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
         env.update(self._spec.env)
         env.update(extra)
         req_id = next(self._ids)
         try:
-            msg = protocol.encode_exec(req_id, argv, [f"{k}={v}" for k, v in env.items()], cwd,
-                                       user.uid, user.gid, list(user.groups), [], fds_mask)
+            msg = protocol.encode_exec(
+                req_id,
+                argv,
+                [f"{k}={v}" for k, v in env.items()],
+                cwd,
+                user.uid,
+                user.gid,
+                list(user.groups),
+                [],
+                fds_mask,
+            )
         except ValueError as e:
             raise ConfigError("argv", f"{e}; pass large data through stdin or files") from None
         return req_id, msg
@@ -302,9 +329,20 @@ class SandboxBase:
             return users.resolve("user", spec, *self._userdb)
         return users.resolve("user", spec)
 
-    def _prepare_spawn(self, argv: object, stdin: int, stdout: int, stderr: int, env: object,
-                       cwd: object, user: users.User, timeout: float | None,
-                       args: list[str], extra: list[tuple[str, str]], wd: str) -> Spawning:
+    def _prepare_spawn(
+        self,
+        argv: object,
+        stdin: int,
+        stdout: int,
+        stderr: int,
+        env: object,
+        cwd: object,
+        user: users.User,
+        timeout: float | None,
+        args: list[str],
+        extra: list[tuple[str, str]],
+        wd: str,
+    ) -> Spawning:
         """Pipes for the requested streams and the exec request; the caller
         sends it with `Spawning.send_fds` and must call `Spawning.sent()`."""
         sp = Spawning(Collector(args))
@@ -338,5 +376,3 @@ class SandboxBase:
                 raise ProtocolError(str(e)) from None
             raise exec_error(f, argv0)
         raise ProtocolError(f"unexpected message type {reply.type} for an exec")
-
-

@@ -41,13 +41,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 ALL_NAMESPACES = (
-    CLONE_NEWNS
-    | CLONE_NEWCGROUP
-    | CLONE_NEWUTS
-    | CLONE_NEWIPC
-    | CLONE_NEWUSER
-    | CLONE_NEWPID
-    | CLONE_NEWNET
+    CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
 )
 
 MOUNT_ATTR_RDONLY = 0x1
@@ -60,10 +54,16 @@ _STAGES: dict[int, tuple[str, str]] = {
     1: ("socket setup", "the process may be out of file descriptors"),
     2: ("preparing a mount tree", "check that the path exists and is a directory on a local file system"),
     3: ("idmapping a layer", "the file system must support idmapped mounts (ext4, xfs, btrfs, tmpfs)"),
-    4: ("clone", "user namespaces may be disabled: check `sysctl user.max_user_namespaces` "
-        "and AppArmor's kernel.apparmor_restrict_unprivileged_userns"),
-    5: ("writing the id maps", "the host id range must be free to map: run as root, "
-        "or give the user a range in /etc/subuid and /etc/subgid"),
+    4: (
+        "clone",
+        "user namespaces may be disabled: check `sysctl user.max_user_namespaces` "
+        "and AppArmor's kernel.apparmor_restrict_unprivileged_userns",
+    ),
+    5: (
+        "writing the id maps",
+        "the host id range must be free to map: run as root, "
+        "or give the user a range in /etc/subuid and /etc/subgid",
+    ),
     6: ("becoming container root", ""),
     7: ("passing fds", ""),
     8: ("exec of the init", "the package's sandbox-init may be damaged: reinstall"),

@@ -28,6 +28,7 @@ from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed
 from .files import Files
 from .result import ExecResult
 
+
 def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
     p = select.poll()
     p.register(sock, select.POLLIN)
@@ -41,8 +42,9 @@ class Sandbox(SandboxBase):
         self.start()
         return self
 
-    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def start(self) -> Sandbox:
@@ -75,7 +77,9 @@ class Sandbox(SandboxBase):
     def files(self) -> Files:
         return Files(self._roundtrip)
 
-    def _roundtrip(self, msg: bytes, timeout: float | None = START_TIMEOUT) -> tuple[protocol.Reply, int | None]:
+    def _roundtrip(
+        self, msg: bytes, timeout: float | None = START_TIMEOUT
+    ) -> tuple[protocol.Reply, int | None]:
         ctl = self._ctl()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with mine:
@@ -87,9 +91,18 @@ class Sandbox(SandboxBase):
                 raise ProtocolError("the sandbox's init did not answer a request")
             return recv_reply(mine)
 
-    def spawn(self, argv: Sequence[str], *, stdin: int = DEVNULL, stdout: int = PIPE,
-              stderr: int = PIPE, env: dict[str, str] | None = None, cwd: str | None = None,
-              user: str | int | None = None, timeout: float | None = None) -> Process:
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: int = DEVNULL,
+        stdout: int = PIPE,
+        stderr: int = PIPE,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+        timeout: float | None = None,
+    ) -> Process:
         """Start a command and return at once; stream with `stdout`, `stdin`."""
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         u = files.run_sync(self._user_op(uspec), self._roundtrip)
@@ -111,16 +124,24 @@ class Sandbox(SandboxBase):
             raise
         return Process(self, sp.req_id, pid, sp.reply, sp.mine, sp.col)
 
-    def exec(self, argv: Sequence[str], *, stdin: bytes | str | None = None,
-             timeout: float | None = None, env: dict[str, str] | None = None,
-             cwd: str | None = None, user: str | int | None = None,
-             check: bool = False) -> ExecResult:
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+        check: bool = False,
+    ) -> ExecResult:
         """Run a command to its end and return how it went."""
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and not isinstance(data, bytes):
             raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
-        p = self.spawn(argv, stdin=PIPE if data is not None else DEVNULL, env=env, cwd=cwd,
-                       user=user, timeout=timeout)
+        p = self.spawn(
+            argv, stdin=PIPE if data is not None else DEVNULL, env=env, cwd=cwd, user=user, timeout=timeout
+        )
         r = p.communicate(data)
         return r.check() if check else r
 
@@ -128,8 +149,15 @@ class Sandbox(SandboxBase):
 class Process:
     """A command started by Sandbox.spawn."""
 
-    def __init__(self, sandbox: Sandbox, req_id: int, pid: int, reply: socket.socket,
-                 fds: dict[int, int], col: Collector) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        req_id: int,
+        pid: int,
+        reply: socket.socket,
+        fds: dict[int, int],
+        col: Collector,
+    ) -> None:
         self._sb = sandbox
         self.id = req_id
         self.pid = pid

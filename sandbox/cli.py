@@ -89,7 +89,8 @@ def _stream(p: object, out: int, err: int) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from ._sync import PIPE, Sandbox
+    from ._base import PIPE
+    from ._sync import Sandbox
 
     argv = a.command[1:] if a.command[:1] == ["--"] else a.command
     if not argv:
@@ -99,8 +100,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     kw: dict[str, object] = {"layers": a.layer} if a.layer else {"rootfs": a.rootfs or default_rootfs()}
     with Sandbox(
         **kw,  # type: ignore[arg-type]
-        env=_kv("--env", a.env), workdir=a.workdir, user=a.user, hostname=a.hostname,
-        mounts=[_mount(m) for m in a.mount], read_only=a.read_only, disk=a.disk,
+        env=_kv("--env", a.env),
+        workdir=a.workdir,
+        user=a.user,
+        hostname=a.hostname,
+        mounts=[_mount(m) for m in a.mount],
+        read_only=a.read_only,
+        disk=a.disk,
     ) as sb:
         data = sys.stdin.buffer.read() if a.interactive else None
         if a.json:

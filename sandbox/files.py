@@ -73,7 +73,7 @@ def write_bytes(path: str, data: bytes, mode: int = 0o644) -> Op[None]:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -222,7 +222,9 @@ class AsyncFiles:
     async def is_dir(self, path: str) -> bool:
         return await run_async(is_dir(path), self._rt)
 
-    async def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
+    async def mkdir(
+        self, path: str, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False
+    ) -> None:
         await run_async(mkdir(path, mode, parents, exist_ok), self._rt)
 
     async def put(self, host_path: str | os.PathLike[str], path: str) -> None:
@@ -230,5 +232,3 @@ class AsyncFiles:
 
     async def get(self, path: str, host_path: str | os.PathLike[str]) -> None:
         await run_async(get(path, host_path), self._rt)
-
-

@@ -22,15 +22,18 @@ from .spec import Spec
 
 STAGE = "/tmp"
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-DEV_SYMLINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
-                ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
-                ("pts/ptmx", "/dev/ptmx"))
+DEV_SYMLINKS = (
+    ("/proc/self/fd", "/dev/fd"),
+    ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"),
+    ("/proc/self/fd/2", "/dev/stderr"),
+    ("pts/ptmx", "/dev/ptmx"),
+)
 SHM_SIZE = 64 << 20
 
 
 def hosts_file(hostname: str) -> str:
-    return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{hostname}\n")
+    return f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
 
 
 def build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
@@ -43,8 +46,7 @@ def build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
     p.chdir(STAGE)
     single_ro = spec.read_only and len(spec.layers) == 1
     for i, layer in enumerate(spec.layers):
-        trees.append(_core.Tree(layer, idmap=True,
-                                attr_set=_core.MOUNT_ATTR_RDONLY if single_ro else 0))
+        trees.append(_core.Tree(layer, idmap=True, attr_set=_core.MOUNT_ATTR_RDONLY if single_ro else 0))
         p.mkdir(str(i))
         p.attach(i, str(i))
     if single_ro:

@@ -55,10 +55,16 @@ class Plan:
         rec = OP.pack(op, len(strings), size, a, flags, 0) + body
         self._ops.append(rec.ljust(size, b"\0"))
 
-    def mount(self, source: str, target: str, fstype: str = "", flags: int = 0,
-              data: str = "", optional: bool = False) -> None:
-        self._add(OP_MOUNT, source, target, fstype, data, a=flags,
-                  flags=F_OPTIONAL if optional else 0)
+    def mount(
+        self,
+        source: str,
+        target: str,
+        fstype: str = "",
+        flags: int = 0,
+        data: str = "",
+        optional: bool = False,
+    ) -> None:
+        self._add(OP_MOUNT, source, target, fstype, data, a=flags, flags=F_OPTIONAL if optional else 0)
 
     def mkdir(self, path: str, mode: int = 0o755, optional: bool = False) -> None:
         self._add(OP_MKDIR, path, a=mode, flags=F_OPTIONAL if optional else 0)

@@ -36,8 +36,16 @@ EXITED = struct.Struct("=iIqqq")
 
 # Exec stages (enum sbx_exec_stage), as words for messages.
 EXEC_STAGES = {
-    1: "fork", 2: "setsid", 3: "stdio", 4: "setrlimit", 5: "setgroups",
-    6: "setgid", 7: "setuid", 8: "chdir", 9: "exec", 10: "request",
+    1: "fork",
+    2: "setsid",
+    3: "stdio",
+    4: "setrlimit",
+    5: "setgroups",
+    6: "setgid",
+    7: "setuid",
+    8: "chdir",
+    9: "exec",
+    10: "request",
 }
 
 
@@ -93,7 +101,9 @@ def encode_kill(req_id: int, target: int, sig: int) -> bytes:
 
 
 def encode_path(kind: int, req_id: int, path: str, flags: int, mode: int) -> bytes:
-    return HDR.pack(kind, req_id) + PATH_REQ.pack(flags, mode) + path.encode("utf-8", "surrogateescape") + b"\0"
+    return (
+        HDR.pack(kind, req_id) + PATH_REQ.pack(flags, mode) + path.encode("utf-8", "surrogateescape") + b"\0"
+    )
 
 
 def decode(data: bytes) -> Reply:

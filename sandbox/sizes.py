@@ -20,7 +20,10 @@ def parse_size(option: str, value: object, *, minimum: int = 1) -> int:
     else:
         m = _SIZE.match(value)
         if not m:
-            raise ConfigError(option, f"{value!r} is not a size: write a number with an optional unit K, M, G or T, e.g. \"256M\"")
+            raise ConfigError(
+                option,
+                f'{value!r} is not a size: write a number with an optional unit K, M, G or T, e.g. "256M"',
+            )
         n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if n < minimum:
         raise ConfigError(option, f"{value!r} is too small: the minimum is {minimum} bytes")

@@ -16,7 +16,9 @@ from .sizes import parse_size
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_DISK = "1G"
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 CONTAINER_IDS = 65536
 
 
@@ -66,7 +68,9 @@ def check_env(option: str, env: object) -> list[tuple[str, str]]:
     out = []
     for k, v in env.items():
         if not isinstance(k, str) or not k or "=" in k or "\0" in k:
-            raise ConfigError(option, f"bad variable name {k!r}: names are non-empty strings without '=' or NUL")
+            raise ConfigError(
+                option, f"bad variable name {k!r}: names are non-empty strings without '=' or NUL"
+            )
         if not isinstance(v, str) or "\0" in v:
             raise ConfigError(option, f"{k}: the value must be a string without NUL, got {v!r}")
         out.append((k, v))
@@ -75,7 +79,7 @@ def check_env(option: str, env: object) -> list[tuple[str, str]]:
 
 def check_argv(argv: object) -> list[str]:
     if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence):
-        raise ConfigError("argv", f"expected a list of strings such as [\"ls\", \"-l\"], got {argv!r}")
+        raise ConfigError("argv", f'expected a list of strings such as ["ls", "-l"], got {argv!r}')
     if not argv:
         raise ConfigError("argv", "is empty: give at least the program to run")
     for i, a in enumerate(argv):
@@ -103,7 +107,9 @@ def _host_dir(option: str, value: object) -> str:
         raise ConfigError(option, f"expected a directory path, got {value!r}")
     s = os.fspath(value)
     if not isinstance(s, str) or not os.path.isabs(s):
-        raise ConfigError(option, f"{s!r} is relative: give an absolute path, e.g. {os.path.abspath(str(s))!r}")
+        raise ConfigError(
+            option, f"{s!r} is relative: give an absolute path, e.g. {os.path.abspath(str(s))!r}"
+        )
     if not os.path.isdir(s):
         raise ConfigError(option, f"{s!r} does not exist or is not a directory")
     return os.path.realpath(s)
@@ -123,8 +129,11 @@ def _check_dst_in_layers(option: str, dst: str, layers: Sequence[str]) -> None:
                 break
             if stat.S_ISLNK(st.st_mode):
                 rel = "/" + os.path.relpath(cur, layer)
-                raise ConfigError(option, f"{dst!r} goes through the symlink {rel!r} in the rootfs: "
-                                  "mount onto a real directory (the symlink's target, resolved inside the image)")
+                raise ConfigError(
+                    option,
+                    f"{dst!r} goes through the symlink {rel!r} in the rootfs: "
+                    "mount onto a real directory (the symlink's target, resolved inside the image)",
+                )
 
 
 def default_idmap() -> IdMap:
@@ -170,7 +179,9 @@ def make_spec(
             raise ConfigError("layers", f"{len(layers)} layers: at most 200 are supported")
         lay = [_host_dir(f"layers[{i}]", d) for i, d in enumerate(layers)]
     if not isinstance(hostname, str) or len(hostname) > 64 or not _HOSTNAME.match(hostname):
-        raise ConfigError("hostname", f"{hostname!r} is not a valid host name (letters, digits, '-' and '.', at most 64)")
+        raise ConfigError(
+            "hostname", f"{hostname!r} is not a valid host name (letters, digits, '-' and '.', at most 64)"
+        )
     envl = check_env("env", env)
     wd = check_abs_path("workdir", workdir)
     if user is not None and (not isinstance(user, (str, int)) or isinstance(user, bool)):

@@ -67,7 +67,10 @@ def resolve(option: str, spec: str | None, passwd: bytes | None = None, group: b
     else:
         row = next((f for f in pw if f[0] == uname), None)
         if row is None or not row[2].isdigit() or not row[3].isdigit():
-            raise ConfigError(option, f"no user {uname!r} in the sandbox's /etc/passwd: give a numeric uid:gid or create the user")
+            raise ConfigError(
+                option,
+                f"no user {uname!r} in the sandbox's /etc/passwd: give a numeric uid:gid or create the user",
+            )
         uid, gid, home, name = _id(option, row[2]), _id(option, row[3]), row[5] or "/", uname
     if gname:
         if gname.isdigit():
