@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import _core, files, layout, protocol, users
+from . import _core, files, layout, netpool, protocol, users
 from .errors import (
     CommandNotFound,
     ConfigError,
@@ -248,7 +248,12 @@ class SandboxBase:
             raise SandboxClosed("this sandbox is already started")
         plan, trees = layout.build(self._spec)
         umap = self._spec.idmap.uid_map()
-        return _core.launch(plan.encode(), trees, umap, umap)
+        netns = netpool.pool.take()
+        try:
+            return _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+        finally:
+            if netns is not None:
+                os.close(netns)
 
     def _ctl(self) -> socket.socket:
         if self._launched is None:

@@ -11,6 +11,7 @@ import fcntl
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -125,7 +126,7 @@ def _userns_fd(uid_map: str, gid_map: str) -> int:
         return fd
 
 
-def _launch_error(out: Any, trees: list[Tree]) -> LaunchError:
+def _launch_error(out: Any, trees: Sequence[Tree]) -> LaunchError:
     step, hint = _STAGES.get(out.stage, (f"stage {out.stage}", ""))
     detail = ""
     if out.stage == 2 and 0 <= out.index < len(trees):
@@ -137,10 +138,11 @@ def _launch_error(out: Any, trees: list[Tree]) -> LaunchError:
 
 def launch(
     plan: bytes,
-    trees: list[Tree],
+    trees: Sequence[Tree],
     uid_map: str,
     gid_map: str,
     flags: int = ALL_NAMESPACES,
+    netns_fd: int = -1,
 ) -> Launched:
     """Clone the sandbox's init; returns once it runs (its setup may still fail:
     the caller waits for READY on the control socket)."""
@@ -168,6 +170,7 @@ def launch(
     # The parent-death signal follows the thread that cloned: use it only from
     # the main thread.  The control socket's EOF covers every case.
     args.pdeathsig = int(threading.current_thread() is threading.main_thread())
+    args.netns_fd = netns_fd
     out = ffi.new("struct sbx_launched *")
     if lib.sbx_launch(args, out) < 0:
         raise _launch_error(out, trees)

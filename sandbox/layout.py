@@ -14,6 +14,7 @@ sandbox, and nothing ever shows in the host's mount table):
 
 from __future__ import annotations
 
+import functools
 import os
 
 from . import _core
@@ -36,7 +37,15 @@ def hosts_file(hostname: str) -> str:
     return f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
 
 
-def build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
+@functools.lru_cache(maxsize=256)
+def build(spec: Spec) -> tuple[bytes, tuple[_core.Tree, ...]]:
+    """The encoded plan and its trees; a spec is immutable, so both are
+    cached (sandboxes made from one spec share them)."""
+    p, trees = _build(spec)
+    return p.encode(), tuple(trees)
+
+
+def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
     p = Plan()
     trees: list[_core.Tree] = []
     # Nothing we mount may propagate back to the host (it could not anyway

@@ -1,4 +1,5 @@
-/* The sandbox init: a small static program, PID 1 of the sandbox.
+/* The sandbox init: a small static program, PID 1 of the sandbox, linked
+ * with no libc (see rt.h for why).
  *
  * The launcher clones a child into fresh namespaces and execs this file
  * from a sealed memfd (so the init is not a host file the sandbox could reach
@@ -15,40 +16,104 @@
  * process left in the pid namespace.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <linux/openat2.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include "proto.h"
+#include "rt.h"
 
 #define CTL_FD 3
 #define FIRST_TREE_FD 4
 #define MAX_EXECS 4096
 #define MAX_FDS 4
+#define MAX_ARGS 65536
+#define MAX_GROUPS 65536
+#define MAX_RLIMITS 64
 
+/* Large buffers live in .bss: untouched pages cost nothing. */
 static unsigned char msgbuf[SBX_MSG_MAX];
+static char *strs[1 + 2 * MAX_ARGS + 2];
+static char *envp_buf[MAX_ARGS + 1];
+static uint32_t groups_buf[MAX_GROUPS];
+static struct sbx_rlimit rl_buf[MAX_RLIMITS];
 
-/* ---- small helpers ------------------------------------------------------------ */
-
-static void put_detail(struct sbx_fail *f, const char *a, const char *b)
+void *memcpy(void *d, const void *s, size_t n)
 {
-    snprintf(f->detail, sizeof f->detail, "%s%s%s", a ? a : "", (a && b) ? " " : "", b ? b : "");
+    unsigned char *dp = d;
+    const unsigned char *sp = s;
+    while (n--)
+        *dp++ = *sp++;
+    return d;
+}
+
+void *memmove(void *d, const void *s, size_t n)
+{
+    unsigned char *dp = d;
+    const unsigned char *sp = s;
+    if (dp < sp)
+        while (n--)
+            *dp++ = *sp++;
+    else
+        while (n--)
+            dp[n] = sp[n];
+    return d;
+}
+
+void *memset(void *d, int c, size_t n)
+{
+    unsigned char *dp = d;
+    while (n--)
+        *dp++ = (unsigned char)c;
+    return d;
+}
+
+int memcmp(const void *a, const void *b, size_t n)
+{
+    const unsigned char *x = a, *y = b;
+    for (; n; n--, x++, y++)
+        if (*x != *y)
+            return *x - *y;
+    return 0;
+}
+
+/* ---- system calls --------------------------------------------------------- */
+
+static int xclose(int fd) { return (int)SYS1(SYS_close, fd); }
+static int xopen(const char *p, int flags, int mode) { return (int)SYS4(SYS_openat, AT_FDCWD, p, flags, mode); }
+static long xread(int fd, void *b, size_t n) { return SYS3(SYS_read, fd, b, n); }
+static long xwrite(int fd, const void *b, size_t n) { return SYS3(SYS_write, fd, b, n); }
+static int xdup2(int a, int b) { return (int)SYS3(SYS_dup3, a, b, 0); }
+static int xclose_range(unsigned a, unsigned b) { return (int)SYS3(SYS_close_range, a, b, 0); }
+static int xmount(const char *s, const char *t, const char *f, unsigned long fl, const void *d)
+{
+    return (int)SYS5(SYS_mount, s, t, f, fl, d);
+}
+static int xmkdirat(int d, const char *p, int mode) { return (int)SYS3(SYS_mkdirat, d, p, mode); }
+static int xopenat(int d, const char *p, int flags, int mode) { return (int)SYS4(SYS_openat, d, p, flags, mode); }
+static int xchdir(const char *p) { return (int)SYS1(SYS_chdir, p); }
+static int xkill(int pid, int sig) { return (int)SYS2(SYS_kill, pid, sig); }
+static int xsigmask(int how, const uint64_t *set) { return (int)SYS4(SYS_rt_sigprocmask, how, set, 0, 8); }
+
+static void msg_fail(struct sbx_fail *f, uint32_t stage, int err, const char *a, const char *b)
+{
+    memset(f, 0, sizeof *f);
+    f->stage = stage;
+    f->err = err;
+    if (a)
+        rt_append(f->detail, sizeof f->detail, a);
+    if (a && b)
+        rt_append(f->detail, sizeof f->detail, " ");
+    if (b)
+        rt_append(f->detail, sizeof f->detail, b);
 }
 
 static void send_msg(int fd, uint32_t type, uint32_t id, const void *body, size_t len, int pass_fd)
@@ -70,40 +135,29 @@ static void send_msg(int fd, uint32_t type, uint32_t id, const void *body, size_
         memset(&u, 0, sizeof u);
         m.msg_control = u.b;
         m.msg_controllen = sizeof u.b;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+        u.c.cmsg_level = SOL_SOCKET;
+        u.c.cmsg_type = SCM_RIGHTS;
+        u.c.cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(&u.c), &pass_fd, sizeof(int));
     }
     /* The host may have gone away: never block, never die of SIGPIPE. */
-    (void)sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    SYS3(SYS_sendmsg, fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 static void send_fail(int fd, uint32_t type, uint32_t id, uint32_t stage, int err, const char *a,
                       const char *b)
 {
     struct sbx_fail f;
-    memset(&f, 0, sizeof f);
-    f.stage = stage;
-    f.err = err;
-    put_detail(&f, a, b);
+    msg_fail(&f, stage, err, a, b);
     send_msg(fd, type, id, &f, sizeof f, -1);
 }
 
 /* ---- the launch plan -------------------------------------------------------- */
 
-static void setup_fail(uint32_t opindex, int err, const char *what, const char *path)
+__attribute__((noreturn)) static void setup_fail(uint32_t opindex, int err, const char *what, const char *path)
 {
-    char idx[32];
-    snprintf(idx, sizeof idx, "op%u", opindex);
-    struct sbx_fail f;
-    memset(&f, 0, sizeof f);
-    f.stage = opindex;
-    f.err = err;
-    snprintf(f.detail, sizeof f.detail, "%s %s", what, path ? path : "");
-    send_msg(CTL_FD, SBX_REP_SETUP_FAIL, 0, &f, sizeof f, -1);
-    _exit(1);
+    send_fail(CTL_FD, SBX_REP_SETUP_FAIL, 0, opindex, err, what, path ? path : "");
+    sys_exit(1);
 }
 
 /* Paths of targets.  Before SBX_OP_ROOT they resolve as usual (relative
@@ -114,51 +168,57 @@ static int root_fd = -1;
 
 static int in_root(const char *path) { return root_fd >= 0 && path[0] == '/'; }
 
-static int open_at_root(const char *path, int flags, mode_t mode)
+static int open_at_root(const char *path, int flags, int mode)
 {
     if (!in_root(path))
-        return open(path, flags | O_CLOEXEC, mode);
-    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC), .mode = mode,
+        return xopen(path, flags | O_CLOEXEC, mode);
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC), .mode = (uint64_t)mode,
                            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-    const char *rel = path + strspn(path, "/");
-    return (int)syscall(SYS_openat2, root_fd, *rel ? rel : ".", &how, sizeof how);
+    while (*path == '/')
+        path++;
+    return (int)SYS4(SYS_openat2, root_fd, *path ? path : ".", &how, sizeof how);
 }
 
-/* The directory holding `path` (resolved as above) and the last component. */
+/* The directory holding `path` (resolved as above), and its last component. */
 static int open_parent(const char *path, char *base, size_t basesz)
 {
-    const char *slash = strrchr(path, '/');
+    const char *slash = rt_strrchr(path, '/');
     const char *name = slash ? slash + 1 : path;
-    if (!*name || !strcmp(name, ".") || !strcmp(name, "..") || strlen(name) >= basesz)
+    if (!*name || rt_streq(name, ".") || rt_streq(name, "..") || rt_strlen(name) >= basesz)
         return -EINVAL;
-    strcpy(base, name);
+    base[0] = 0;
+    rt_append(base, basesz, name);
     char dir[4096];
     size_t n = slash ? (size_t)(slash - path) : 0;
     if (n >= sizeof dir)
         return -ENAMETOOLONG;
     memcpy(dir, path, n);
     dir[n] = 0;
-    if (!slash)
-        strcpy(dir, ".");
-    else if (n == 0)
-        strcpy(dir, "/");
-    int fd = open_at_root(dir, O_PATH | O_DIRECTORY, 0);
-    return fd < 0 ? -errno : fd;
+    if (!slash) {
+        dir[0] = '.';
+        dir[1] = 0;
+    } else if (n == 0) {
+        dir[0] = '/';
+        dir[1] = 0;
+    }
+    return open_at_root(dir, O_PATH | O_DIRECTORY, 0);
 }
 
-/* A target for mount(2) and friends: a path that names exactly the file
- * resolved above, through the host's /proc (still mounted before the pivot). */
+/* A target for mount(2): a path naming exactly the file resolved above,
+ * through the host's /proc (still mounted before the pivot). */
 static int target_path(const char *path, char *out, size_t outsz, int *fd)
 {
     *fd = -1;
+    out[0] = 0;
     if (!in_root(path)) {
-        snprintf(out, outsz, "%s", path);
+        rt_append(out, outsz, path);
         return 0;
     }
     *fd = open_at_root(path, O_PATH, 0);
     if (*fd < 0)
-        return -errno;
-    snprintf(out, outsz, "/proc/self/fd/%d", *fd);
+        return *fd;
+    rt_append(out, outsz, "/proc/self/fd/");
+    rt_append_uint(out, outsz, (unsigned long)*fd);
     return 0;
 }
 
@@ -167,64 +227,63 @@ static int target_path(const char *path, char *out, size_t outsz, int *fd)
 static int mkdir_safe(const char *path)
 {
     char comp[256];
-    int dfd = root_fd >= 0 ? dup(root_fd) : open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int dfd = root_fd >= 0 ? (int)SYS3(SYS_fcntl, root_fd, F_DUPFD_CLOEXEC, 0)
+                           : xopen("/", O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0)
-        return -errno;
+        return dfd;
     const char *p = path;
     while (*p) {
-        p += strspn(p, "/");
+        while (*p == '/')
+            p++;
         if (!*p)
             break;
-        size_t n = strcspn(p, "/");
+        size_t n = 0;
+        while (p[n] && p[n] != '/')
+            n++;
         if (n >= sizeof comp) {
-            close(dfd);
+            xclose(dfd);
             return -ENAMETOOLONG;
         }
         memcpy(comp, p, n);
         comp[n] = 0;
         p += n;
-        if (!strcmp(comp, "..") || !strcmp(comp, ".")) {
-            close(dfd);
+        if (rt_streq(comp, "..") || rt_streq(comp, ".")) {
+            xclose(dfd);
             return -EINVAL;
         }
-        int nfd = openat(dfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (nfd < 0 && errno == ENOENT) {
-            if (mkdirat(dfd, comp, 0755) < 0 && errno != EEXIST) {
-                int e = errno;
-                close(dfd);
-                return -e;
+        int nfd = xopenat(dfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (nfd == -ENOENT) {
+            int r = xmkdirat(dfd, comp, 0755);
+            if (r < 0 && r != -EEXIST) {
+                xclose(dfd);
+                return r;
             }
-            nfd = openat(dfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            nfd = xopenat(dfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         }
-        if (nfd < 0) {
-            /* a symlink: O_PATH|O_DIRECTORY|O_NOFOLLOW gives ENOTDIR or ELOOP */
-            int e = errno;
-            close(dfd);
-            return -e;
-        }
-        close(dfd);
+        xclose(dfd);
+        if (nfd < 0)
+            return nfd; /* a symlink: ENOTDIR or ELOOP with O_NOFOLLOW */
         dfd = nfd;
     }
-    close(dfd);
+    xclose(dfd);
     return 0;
 }
 
-static int write_file(const char *path, const char *content, mode_t mode)
+static int write_file(const char *path, const char *content, int mode)
 {
     int fd = open_at_root(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode);
     if (fd < 0)
-        return -errno;
-    size_t len = strlen(content), off = 0;
+        return fd;
+    size_t len = rt_strlen(content), off = 0;
     while (off < len) {
-        ssize_t w = write(fd, content + off, len - off);
+        long w = xwrite(fd, content + off, len - off);
         if (w < 0) {
-            int e = errno;
-            close(fd);
-            return -e;
+            xclose(fd);
+            return (int)w;
         }
         off += (size_t)w;
     }
-    close(fd);
+    xclose(fd);
     return 0;
 }
 
@@ -240,17 +299,15 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
         *what = s2 ? s2 : "mount";
         if (!s1)
             return -EINVAL;
-        if ((r = target_path(s1, tgt, sizeof tgt, &tfd)) == 0 &&
-            mount(s0, tgt, s2, (unsigned long)op->a, s3) < 0)
-            r = -errno;
+        if ((r = target_path(s1, tgt, sizeof tgt, &tfd)) == 0)
+            r = xmount(s0, tgt, s2, (unsigned long)op->a, s3);
         break;
     case SBX_OP_REMOUNT:
         *what = "remount";
         if (!s0)
             return -EINVAL;
-        if ((r = target_path(s0, tgt, sizeof tgt, &tfd)) == 0 &&
-            mount(NULL, tgt, NULL, MS_REMOUNT | MS_BIND | (unsigned long)op->a, NULL) < 0)
-            r = -errno;
+        if ((r = target_path(s0, tgt, sizeof tgt, &tfd)) == 0)
+            r = xmount(NULL, tgt, NULL, MS_REMOUNT | MS_BIND | (unsigned long)op->a, NULL);
         break;
     case SBX_OP_MKDIR:
         *what = "mkdir";
@@ -258,22 +315,24 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
             return -EINVAL;
         if ((dfd = open_parent(s0, base, sizeof base)) < 0)
             return dfd;
-        if (mkdirat(dfd, base, (mode_t)op->a) < 0 && errno != EEXIST)
-            r = -errno;
-        close(dfd);
+        r = xmkdirat(dfd, base, (int)op->a);
+        if (r == -EEXIST)
+            r = 0;
+        xclose(dfd);
         break;
     case SBX_OP_MKDIR_SAFE:
         *what = "mkdir";
         return s0 ? mkdir_safe(s0) : -EINVAL;
     case SBX_OP_WRITE:
         *what = "write";
-        return s0 ? write_file(s0, s[1] ? s[1] : "", (mode_t)op->a) : -EINVAL;
+        return s0 ? write_file(s0, s[1] ? s[1] : "", (int)op->a) : -EINVAL;
     case SBX_OP_MKFILE:
         *what = "create";
         if (!s0)
             return -EINVAL;
-        if ((tfd = open_at_root(s0, O_WRONLY | O_CREAT, (mode_t)op->a)) < 0 && errno != EISDIR)
-            r = -errno;
+        tfd = open_at_root(s0, O_WRONLY | O_CREAT, (int)op->a);
+        if (tfd < 0 && tfd != -EISDIR)
+            r = tfd;
         break;
     case SBX_OP_SYMLINK:
         *what = "symlink";
@@ -281,59 +340,60 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
             return -EINVAL;
         if ((dfd = open_parent(s1, base, sizeof base)) < 0)
             return dfd;
-        if (symlinkat(s0, dfd, base) < 0 && errno != EEXIST)
-            r = -errno;
-        close(dfd);
+        r = (int)SYS3(SYS_symlinkat, s0, dfd, base);
+        if (r == -EEXIST)
+            r = 0;
+        xclose(dfd);
         break;
     case SBX_OP_ATTACH:
         *what = "attach";
         if (!s0 || op->a >= nfds)
             return -EBADF;
-        /* move_mount does not follow a magic link at the target: pass the fd */
-        if ((r = target_path(s0, tgt, sizeof tgt, &tfd)) == 0 &&
-            (tfd >= 0 ? move_mount(FIRST_TREE_FD + (int)op->a, "", tfd, "",
-                                   MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
-                      : move_mount(FIRST_TREE_FD + (int)op->a, "", AT_FDCWD, tgt, MOVE_MOUNT_F_EMPTY_PATH)) < 0)
-            r = -errno;
+        /* move_mount does not follow a magic link at its target: pass the fd */
+        if ((r = target_path(s0, tgt, sizeof tgt, &tfd)) == 0) {
+            if (tfd >= 0)
+                r = (int)SYS5(SYS_move_mount, FIRST_TREE_FD + (int)op->a, "", tfd, "",
+                              MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+            else
+                r = (int)SYS5(SYS_move_mount, FIRST_TREE_FD + (int)op->a, "", AT_FDCWD, tgt,
+                              MOVE_MOUNT_F_EMPTY_PATH);
+        }
         break;
     case SBX_OP_ROOT:
         *what = "root";
         if (!s0)
             return -EINVAL;
-        if ((root_fd = open(s0, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
-            return -errno;
-        break;
+        root_fd = xopen(s0, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+        return root_fd < 0 ? root_fd : 0;
     case SBX_OP_PIVOT:
         /* pivot_root(".", ".") stacks the old root on top of the new one;
          * detaching it leaves only the new root (as runc does). */
         *what = "pivot_root";
-        if (!s0 || chdir(s0) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
-            umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
-            return s0 ? -errno : -EINVAL;
+        if (!s0)
+            return -EINVAL;
+        if ((r = xchdir(s0)) < 0 || (r = (int)SYS2(SYS_pivot_root, ".", ".")) < 0 ||
+            (r = (int)SYS2(SYS_umount2, ".", MNT_DETACH)) < 0 || (r = xchdir("/")) < 0)
+            return r;
         if (root_fd >= 0)
-            close(root_fd);
+            xclose(root_fd);
         root_fd = -1;
         break;
     case SBX_OP_HOSTNAME:
         *what = "sethostname";
-        if (!s0 || sethostname(s0, strlen(s0)) < 0)
-            return s0 ? -errno : -EINVAL;
-        break;
+        return s0 ? (int)SYS2(SYS_sethostname, s0, rt_strlen(s0)) : -EINVAL;
     case SBX_OP_CHDIR:
         *what = "chdir";
-        if (!s0 || chdir(s0) < 0)
-            return s0 ? -errno : -EINVAL;
-        break;
+        return s0 ? xchdir(s0) : -EINVAL;
     default:
         *what = "plan";
         return -EINVAL;
     }
     if (tfd >= 0)
-        close(tfd);
+        xclose(tfd);
     return r;
 }
 
-static void run_plan(const unsigned char *buf, size_t len, uint32_t *nfds_out)
+static uint32_t run_plan(const unsigned char *buf, size_t len)
 {
     struct sbx_plan_hdr h;
     if (len < sizeof h)
@@ -341,7 +401,6 @@ static void run_plan(const unsigned char *buf, size_t len, uint32_t *nfds_out)
     memcpy(&h, buf, sizeof h);
     if (h.magic != SBX_PLAN_MAGIC || h.version != SBX_ABI_VERSION)
         setup_fail(0, EPROTO, "plan", "bad magic or version");
-    *nfds_out = h.nfds;
     size_t off = sizeof h;
     for (uint32_t i = 0; i < h.nops; i++) {
         struct sbx_op_hdr op;
@@ -353,7 +412,7 @@ static void run_plan(const unsigned char *buf, size_t len, uint32_t *nfds_out)
         const char *s[4] = {NULL, NULL, NULL, NULL};
         const char *p = (const char *)buf + off + sizeof op, *end = (const char *)buf + off + op.len;
         for (unsigned k = 0; k < op.nstr; k++) {
-            const char *z = memchr(p, 0, (size_t)(end - p));
+            const char *z = rt_memchr(p, 0, (size_t)(end - p));
             if (!z)
                 setup_fail(i, EINVAL, "plan", "unterminated string");
             s[k] = p;
@@ -368,18 +427,19 @@ static void run_plan(const unsigned char *buf, size_t len, uint32_t *nfds_out)
         }
         off += op.len;
     }
+    return h.nfds;
 }
 
 /* ---- exec ------------------------------------------------------------------ */
 
 struct slot {
     uint32_t id;
-    pid_t pid;
+    int pid;
     int reply;
 };
 static struct slot slots[MAX_EXECS];
 
-static struct slot *find_slot_pid(pid_t pid)
+static struct slot *find_slot_pid(int pid)
 {
     for (int i = 0; i < MAX_EXECS; i++)
         if (slots[i].pid == pid)
@@ -396,43 +456,41 @@ static struct slot *find_slot_id(uint32_t id)
 }
 
 /* In the forked child: report why we could not exec, and leave. */
-static _Noreturn void child_fail(int errfd, uint32_t stage, int err, const char *detail)
+__attribute__((noreturn)) static void child_fail(int errfd, uint32_t stage, int err, const char *detail)
 {
     struct sbx_fail f;
-    memset(&f, 0, sizeof f);
-    f.stage = stage;
-    f.err = err;
-    put_detail(&f, detail, NULL);
-    (void)!write(errfd, &f, sizeof f);
-    _exit(127);
+    msg_fail(&f, stage, err, detail, NULL);
+    xwrite(errfd, &f, sizeof f);
+    sys_exit(127);
 }
 
-/* execvpe, but with PATH taken from the exec's own environment. */
+/* execvpe, with PATH taken from the exec's own environment; -errno. */
 static int exec_search(const char *file, char *const argv[], char *const envp[])
 {
-    if (strchr(file, '/')) {
-        execve(file, argv, envp);
-        return -errno;
-    }
+    if (rt_haschr(file, '/'))
+        return (int)SYS3(SYS_execve, file, argv, envp);
     const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     for (char *const *e = envp; *e; e++)
-        if (!strncmp(*e, "PATH=", 5))
+        if (rt_startswith(*e, "PATH="))
             path = *e + 5;
     int err = -ENOENT;
     char buf[4096];
+    size_t flen = rt_strlen(file);
     while (*path) {
-        size_t n = strcspn(path, ":");
-        if (n + strlen(file) + 2 <= sizeof buf) {
-            memcpy(buf, n ? path : ".", n ? n : 1);
+        size_t n = 0;
+        while (path[n] && path[n] != ':')
+            n++;
+        if (n + flen + 3 <= sizeof buf) {
             size_t m = n ? n : 1;
+            memcpy(buf, n ? path : ".", m);
             buf[m] = '/';
-            strcpy(buf + m + 1, file);
-            execve(buf, argv, envp);
+            memcpy(buf + m + 1, file, flen + 1);
+            int r = (int)SYS3(SYS_execve, buf, argv, envp);
             /* Like execvp: remember a permission problem, keep looking. */
-            if (errno == EACCES)
-                err = -EACCES;
-            else if (errno != ENOENT && errno != ENOTDIR)
-                return -errno;
+            if (r == -EACCES)
+                err = r;
+            else if (r != -ENOENT && r != -ENOTDIR)
+                return r;
         }
         path += n;
         if (*path == ':')
@@ -441,152 +499,170 @@ static int exec_search(const char *file, char *const argv[], char *const envp[])
     return err;
 }
 
-static void kill_exec(pid_t pid, int sig)
+/* Parse "pid (comm) S ppid pgrp session ..." for the session id. */
+static int stat_session(const char *stat)
+{
+    const char *q = rt_strrchr(stat, ')');
+    if (!q)
+        return -1;
+    q++;
+    int field = 0;
+    long v = 0;
+    for (; *q; q++) {
+        if (*q == ' ') {
+            if (field == 4)
+                return (int)v;
+            field++;
+            v = 0;
+        } else if (field >= 2 && *q >= '0' && *q <= '9') {
+            v = v * 10 + (*q - '0');
+        }
+    }
+    return -1;
+}
+
+static void kill_exec(int pid, int sig)
 {
     /* The exec's own process group, then anything else left in its session:
      * children that left the group but not the session. */
-    kill(-pid, sig);
-    DIR *d = opendir("/proc");
-    if (!d)
+    xkill(-pid, sig);
+    int dfd = xopen("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (dfd < 0)
         return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        char *endp;
-        long p = strtol(de->d_name, &endp, 10);
-        if (*endp || p <= 1)
-            continue;
-        char path[64], stat[512];
-        snprintf(path, sizeof path, "/proc/%ld/stat", p);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = read(fd, stat, sizeof stat - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        stat[n] = 0;
-        /* The command name may hold spaces and parentheses: skip to the last ')'. */
-        char *q = strrchr(stat, ')');
-        int ppid, pgrp, sid;
-        char st;
-        if (q && sscanf(q + 1, " %c %d %d %d", &st, &ppid, &pgrp, &sid) == 4 && sid == pid)
-            kill((pid_t)p, sig);
+    char dents[8192];
+    long n;
+    while ((n = SYS3(SYS_getdents64, dfd, dents, sizeof dents)) > 0) {
+        for (long off = 0; off < n;) {
+            struct {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *d = (void *)(dents + off);
+            off += d->reclen;
+            long p = 0;
+            const char *c = d->name;
+            for (; *c >= '0' && *c <= '9'; c++)
+                p = p * 10 + (*c - '0');
+            if (*c || p <= 1)
+                continue;
+            char path[64] = "/proc/", stat[512];
+            rt_append_uint(path, sizeof path, (unsigned long)p);
+            rt_append(path, sizeof path, "/stat");
+            int fd = xopen(path, O_RDONLY | O_CLOEXEC, 0);
+            if (fd < 0)
+                continue;
+            long r = xread(fd, stat, sizeof stat - 1);
+            xclose(fd);
+            if (r <= 0)
+                continue;
+            stat[r] = 0;
+            if (stat_session(stat) == pid)
+                xkill((int)p, sig);
+        }
     }
-    closedir(d);
+    xclose(dfd);
 }
 
 static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds, int nfds)
 {
     int reply = fds[0];
+    int stream[3] = {-1, -1, -1};
     struct sbx_exec_req r;
     if (len < sizeof r) {
         send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_REQUEST, EINVAL, "short request", NULL);
-        return;
+        goto out;
     }
     memcpy(&r, body, sizeof r);
     size_t need = sizeof r + (size_t)r.ngroups * 4 + (size_t)r.nrlimits * sizeof(struct sbx_rlimit);
     int nstreams = __builtin_popcount(r.fds & 7);
-    if (r.ngroups > 65536 || r.nrlimits > 64 || need > len || r.argc == 0 || r.argc > 65536 ||
-        r.envc > 65536 || nstreams != nfds - 1) {
+    if (r.ngroups > MAX_GROUPS || r.nrlimits > MAX_RLIMITS || need > len || r.argc == 0 ||
+        r.argc > MAX_ARGS || r.envc > MAX_ARGS || nstreams != nfds - 1) {
         send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_REQUEST, EINVAL, "bad request", NULL);
-        return;
+        goto out;
     }
-    struct slot *s = find_slot_pid(0);
-    if (!s) {
-        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, EAGAIN, "too many execs", NULL);
-        return;
-    }
-    gid_t groups[r.ngroups ? r.ngroups : 1];
-    memcpy(groups, body + sizeof r, (size_t)r.ngroups * 4);
-    struct sbx_rlimit rl[r.nrlimits ? r.nrlimits : 1];
-    memcpy(rl, body + sizeof r + (size_t)r.ngroups * 4, (size_t)r.nrlimits * sizeof *rl);
-    /* Strings: cwd, argv..., env...; all must be terminated inside the message. */
-    size_t nstr = 1 + (size_t)r.argc + r.envc;
-    char **strs = calloc(nstr + 2, sizeof *strs);
-    if (!strs) {
-        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, ENOMEM, "request", NULL);
-        return;
-    }
-    char *p = (char *)body + need, *end = (char *)body + len;
-    for (size_t k = 0; k < nstr; k++) {
-        char *z = memchr(p, 0, (size_t)(end - p));
-        if (!z) {
-            free(strs);
-            send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_REQUEST, EINVAL, "bad strings", NULL);
-            return;
-        }
-        strs[k] = p;
-        p = z + 1;
-    }
-    const char *cwd = strs[0];
-    char **argv = strs + 1;
-    /* argv and env are each NULL-terminated in place: copy env behind a NULL. */
-    char **envp = calloc(r.envc + 1, sizeof *envp);
-    if (!envp) {
-        free(strs);
-        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, ENOMEM, "request", NULL);
-        return;
-    }
-    memcpy(envp, strs + 1 + r.argc, r.envc * sizeof *envp);
-    argv[r.argc] = NULL; /* overwrites envp[0]'s slot in strs, already copied */
-    int stream[3] = {-1, -1, -1};
     for (int k = 0, next = 1; k < 3; k++)
         if (r.fds & (1u << k))
             stream[k] = fds[next++];
-
-    int ep[2];
-    if (pipe2(ep, O_CLOEXEC) < 0) {
-        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, errno, "pipe", NULL);
+    struct slot *s = find_slot_pid(0);
+    if (!s) {
+        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, EAGAIN, "too many execs", NULL);
         goto out;
     }
-    pid_t pid = fork();
+    memcpy(groups_buf, body + sizeof r, (size_t)r.ngroups * 4);
+    memcpy(rl_buf, body + sizeof r + (size_t)r.ngroups * 4, (size_t)r.nrlimits * sizeof *rl_buf);
+    /* Strings: cwd, argv..., env...; all must be terminated inside the message. */
+    size_t nstr = 1 + (size_t)r.argc + r.envc;
+    char *p = (char *)body + need, *end = (char *)body + len;
+    for (size_t k = 0; k < nstr; k++) {
+        const char *z = rt_memchr(p, 0, (size_t)(end - p));
+        if (!z) {
+            send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_REQUEST, EINVAL, "bad strings", NULL);
+            goto out;
+        }
+        strs[k] = p;
+        p = (char *)z + 1;
+    }
+    const char *cwd = strs[0];
+    char **argv = strs + 1;
+    memcpy(envp_buf, strs + 1 + r.argc, r.envc * sizeof *envp_buf);
+    envp_buf[r.envc] = NULL;
+    argv[r.argc] = NULL; /* overwrites env[0]'s slot in strs, copied above */
+
+    int ep[2];
+    int e = (int)SYS2(SYS_pipe2, ep, O_CLOEXEC);
+    if (e < 0) {
+        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, -e, "pipe", NULL);
+        goto out;
+    }
+    long pid = SYS5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (pid < 0) {
-        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, errno, "fork", NULL);
-        close(ep[0]);
-        close(ep[1]);
+        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, (int)-pid, "fork", NULL);
+        xclose(ep[0]);
+        xclose(ep[1]);
         goto out;
     }
     if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (setsid() < 0)
-            child_fail(ep[1], SBX_ST_SETSID, errno, "setsid");
+        uint64_t none = 0;
+        xsigmask(SIG_SETMASK, &none);
+        if ((e = (int)SYS0(SYS_setsid)) < 0)
+            child_fail(ep[1], SBX_ST_SETSID, -e, "setsid");
         for (int k = 0; k < 3; k++) {
-            int fd = stream[k] >= 0 ? stream[k] : open("/dev/null", k ? O_WRONLY : O_RDONLY);
-            if (fd < 0 || dup2(fd, k) < 0)
-                child_fail(ep[1], SBX_ST_STDIO, errno, "/dev/null");
+            int fd = stream[k] >= 0 ? stream[k] : xopen("/dev/null", k ? O_WRONLY : O_RDONLY, 0);
+            if (fd < 0 || (e = xdup2(fd, k)) < 0)
+                child_fail(ep[1], SBX_ST_STDIO, fd < 0 ? -fd : -e, "/dev/null");
         }
         /* Keep only 0-2 and the error pipe (moved to 3, close-on-exec). */
-        if (dup3(ep[1], 3, O_CLOEXEC) < 0)
-            child_fail(ep[1], SBX_ST_STDIO, errno, "dup");
-        close_range(4, ~0U, 0);
+        if ((e = (int)SYS3(SYS_dup3, ep[1], 3, O_CLOEXEC)) < 0)
+            child_fail(ep[1], SBX_ST_STDIO, -e, "dup");
+        xclose_range(4, ~0U);
         for (uint32_t k = 0; k < r.nrlimits; k++) {
-            struct rlimit lim = {rl[k].cur, rl[k].max};
-            if (setrlimit((int)rl[k].resource, &lim) < 0)
-                child_fail(3, SBX_ST_RLIMIT, errno, "setrlimit");
+            struct rlimit lim = {rl_buf[k].cur, rl_buf[k].max};
+            if ((e = (int)SYS4(SYS_prlimit64, 0, rl_buf[k].resource, &lim, 0)) < 0)
+                child_fail(3, SBX_ST_RLIMIT, -e, "setrlimit");
         }
-        if (setgroups(r.ngroups, groups) < 0)
-            child_fail(3, SBX_ST_GROUPS, errno, "setgroups");
-        if (setresgid(r.gid, r.gid, r.gid) < 0)
-            child_fail(3, SBX_ST_GID, errno, "setgid");
-        if (setresuid(r.uid, r.uid, r.uid) < 0)
-            child_fail(3, SBX_ST_UID, errno, "setuid");
-        if (chdir(cwd) < 0)
-            child_fail(3, SBX_ST_CHDIR, errno, cwd);
-        int e = exec_search(argv[0], argv, envp);
+        if ((e = (int)SYS2(SYS_setgroups, r.ngroups, groups_buf)) < 0)
+            child_fail(3, SBX_ST_GROUPS, -e, "setgroups");
+        if ((e = (int)SYS3(SYS_setresgid, r.gid, r.gid, r.gid)) < 0)
+            child_fail(3, SBX_ST_GID, -e, "setgid");
+        if ((e = (int)SYS3(SYS_setresuid, r.uid, r.uid, r.uid)) < 0)
+            child_fail(3, SBX_ST_UID, -e, "setuid");
+        if ((e = xchdir(cwd)) < 0)
+            child_fail(3, SBX_ST_CHDIR, -e, cwd);
+        e = exec_search(argv[0], argv, envp_buf);
         child_fail(3, SBX_ST_EXEC, -e, argv[0]);
     }
-    close(ep[1]);
+    xclose(ep[1]);
     struct sbx_fail f;
-    ssize_t n;
+    long n;
     do
-        n = read(ep[0], &f, sizeof f);
-    while (n < 0 && errno == EINTR);
-    close(ep[0]);
-    if (n == (ssize_t)sizeof f) {
+        n = xread(ep[0], &f, sizeof f);
+    while (n == -EINTR);
+    xclose(ep[0]);
+    if (n == (long)sizeof f) {
         /* It never ran: reap it here so no EXITED follows the failure. */
-        waitpid(pid, NULL, 0);
+        SYS4(SYS_wait4, pid, 0, 0, 0);
         f.detail[SBX_DETAIL_MAX - 1] = 0;
         send_msg(reply, SBX_REP_EXEC_FAIL, id, &f, sizeof f, -1);
         goto out;
@@ -594,17 +670,15 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     struct sbx_started st = {(uint32_t)pid, 0};
     send_msg(reply, SBX_REP_STARTED, id, &st, sizeof st, -1);
     s->id = id;
-    s->pid = pid;
+    s->pid = (int)pid;
     s->reply = reply;
     reply = -1;
 out:
     for (int k = 0; k < 3; k++)
         if (stream[k] >= 0)
-            close(stream[k]);
+            xclose(stream[k]);
     if (reply >= 0)
-        close(reply);
-    free(envp);
-    free(strs);
+        xclose(reply);
 }
 
 static void reap(void)
@@ -612,10 +686,10 @@ static void reap(void)
     for (;;) {
         int status;
         struct rusage ru;
-        pid_t pid = wait4(-1, &status, WNOHANG, &ru);
+        long pid = SYS4(SYS_wait4, -1, &status, WNOHANG, &ru);
         if (pid <= 0)
             return;
-        struct slot *s = find_slot_pid(pid);
+        struct slot *s = find_slot_pid((int)pid);
         if (!s)
             continue; /* an orphan that ended up with us */
         struct sbx_exited ex = {
@@ -625,7 +699,7 @@ static void reap(void)
             .maxrss_kb = ru.ru_maxrss,
         };
         send_msg(s->reply, SBX_REP_EXITED, s->id, &ex, sizeof ex, -1);
-        close(s->reply);
+        xclose(s->reply);
         s->pid = 0;
         s->reply = -1;
     }
@@ -641,50 +715,49 @@ static void do_path(uint32_t type, uint32_t id, const unsigned char *body, size_
     memcpy(&r, body, sizeof r);
     const char *path = (const char *)body + sizeof r;
     if (type == SBX_REQ_MKDIR) {
-        if (mkdir(path, r.mode & 07777) < 0)
-            send_fail(reply, SBX_REP_ERROR, id, 0, errno, path, NULL);
+        int e = xmkdirat(AT_FDCWD, path, (int)(r.mode & 07777));
+        if (e < 0)
+            send_fail(reply, SBX_REP_ERROR, id, 0, -e, path, NULL);
         else
             send_msg(reply, SBX_REP_OK, id, NULL, 0, -1);
         return;
     }
     /* O_NONBLOCK so that a FIFO planted by the sandbox cannot stall the init;
      * anything but a regular file or a directory is refused. */
-    int fd = open(path, (int)(r.flags & ~(unsigned)O_CREAT) | (r.flags & O_CREAT) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
-                  r.mode & 07777);
+    int fd = xopen(path, (int)r.flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, (int)(r.mode & 07777));
     if (fd < 0) {
-        send_fail(reply, SBX_REP_ERROR, id, 0, errno, path, NULL);
+        send_fail(reply, SBX_REP_ERROR, id, 0, -fd, path, NULL);
         return;
     }
     struct stat sb;
-    if (fstat(fd, &sb) < 0 || !(S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode))) {
-        close(fd);
+    if (SYS2(SYS_fstat, fd, &sb) < 0 || !(S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode))) {
+        xclose(fd);
         send_fail(reply, SBX_REP_ERROR, id, 0, EINVAL, path, "is not a regular file or directory");
         return;
     }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    long fl = SYS2(SYS_fcntl, fd, F_GETFL);
+    SYS3(SYS_fcntl, fd, F_SETFL, fl & ~O_NONBLOCK);
     send_msg(reply, SBX_REP_FD, id, NULL, 0, fd);
-    close(fd);
+    xclose(fd);
 }
 
 static void serve(void)
 {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    uint64_t chld = 1ull << (SIGCHLD - 1);
+    xsigmask(SIG_BLOCK, &chld);
+    int sfd = (int)SYS4(SYS_signalfd4, -1, &chld, 8, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
-        _exit(1);
+        sys_exit(1);
     for (;;) {
         struct pollfd pf[2] = {{CTL_FD, POLLIN, 0}, {sfd, POLLIN, 0}};
-        if (poll(pf, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            _exit(1);
-        }
+        long pr = SYS5(SYS_ppoll, pf, 2, 0, 0, 0);
+        if (pr == -EINTR)
+            continue;
+        if (pr < 0)
+            sys_exit(1);
         if (pf[1].revents) {
             struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) > 0)
+            while (xread(sfd, &si, sizeof si) > 0)
                 ;
             reap();
         }
@@ -696,28 +769,22 @@ static void serve(void)
         } u;
         struct iovec iov = {msgbuf, sizeof msgbuf};
         struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof u.b};
-        ssize_t n = recvmsg(CTL_FD, &m, MSG_CMSG_CLOEXEC);
-        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
-            _exit(0); /* the owner is gone: the pid namespace goes with us */
+        long n = SYS3(SYS_recvmsg, CTL_FD, &m, MSG_CMSG_CLOEXEC);
+        if (n == 0 || (n < 0 && n != -EINTR && n != -EAGAIN))
+            sys_exit(0); /* the owner is gone: the pid namespace goes with us */
         if (n < 0)
             continue;
         int fds[MAX_FDS], nfds = 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-                for (int j = 0; j < k; j++) {
-                    int fd;
-                    memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof fd);
-                    if (nfds < MAX_FDS)
-                        fds[nfds++] = fd;
-                    else
-                        close(fd);
-                }
-            }
+        /* One SCM_RIGHTS header at most: the host sends exactly one. */
+        if (m.msg_controllen >= CMSG_LEN(0) && u.c.cmsg_level == SOL_SOCKET && u.c.cmsg_type == SCM_RIGHTS) {
+            int k = (int)((u.c.cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int j = 0; j < k && j < MAX_FDS; j++)
+                memcpy(&fds[nfds++], CMSG_DATA(&u.c) + j * sizeof(int), sizeof(int));
+        }
         struct sbx_msg_hdr h;
         if ((size_t)n < sizeof h || nfds < 1 || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
             for (int j = 0; j < nfds; j++)
-                close(fds[j]);
+                xclose(fds[j]);
             continue;
         }
         memcpy(&h, msgbuf, sizeof h);
@@ -726,7 +793,7 @@ static void serve(void)
         switch (h.type) {
         case SBX_REQ_EXEC:
             do_exec(h.id, body, blen, fds, nfds);
-            nfds = 0; /* do_exec owns them */
+            nfds = 0; /* do_exec closed them */
             break;
         case SBX_REQ_KILL: {
             struct sbx_kill_req k;
@@ -747,45 +814,56 @@ static void serve(void)
             send_fail(fds[0], SBX_REP_ERROR, h.id, SBX_ST_REQUEST, EINVAL, "unknown request", NULL);
         }
         for (int j = 0; j < nfds; j++)
-            close(fds[j]);
+            xclose(fds[j]);
     }
 }
 
-int main(void)
-{
-    /* Our stdio came from the host: replace it before anything else. */
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null < 0)
-        _exit(1);
-    for (int k = 0; k < 3; k++)
-        dup2(null, k);
-    close(null);
+SBX_START;
 
+__attribute__((noreturn, used)) void start_c(long *sp)
+{
+    (void)sp;
     /* The launcher blocked every signal around the clone; only SIGCHLD stays
      * blocked (for the signalfd).  As PID 1 of its namespace, the init gets
      * no signal from inside that it has no handler for. */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    uint64_t none = 0;
+    xsigmask(SIG_SETMASK, &none);
+    /* Ignored signals stay ignored across exec (Python ignores SIGPIPE and
+     * SIGXFSZ): give every command default dispositions to start from. */
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } dfl = {0, 0, 0, 0};
+    for (int sig = 1; sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            SYS4(SYS_rt_sigaction, sig, &dfl, 0, 8);
+    /* Our stdio came from the host: replace it before anything else. */
+    int null = xopen("/dev/null", O_RDWR | O_CLOEXEC, 0);
+    if (null < 0)
+        sys_exit(1);
+    for (int k = 0; k < 3; k++)
+        xdup2(null, k);
+    xclose(null);
 
-    ssize_t n = recv(CTL_FD, msgbuf, sizeof msgbuf, 0);
+    long n = SYS4(SYS_recvfrom, CTL_FD, msgbuf, sizeof msgbuf, 0);
     if (n <= 0)
-        _exit(1);
-    uint32_t nfds = 0;
+        sys_exit(1);
     struct sbx_plan_hdr h;
     if ((size_t)n >= sizeof h) {
         memcpy(&h, msgbuf, sizeof h);
         /* Close whatever else the host process had open: only the control
          * socket and the plan's trees stay. */
         if (h.nfds < 1024)
-            close_range(FIRST_TREE_FD + h.nfds, ~0U, 0);
+            xclose_range(FIRST_TREE_FD + h.nfds, ~0U);
     }
-    run_plan(msgbuf, (size_t)n, &nfds);
+    uint32_t nfds = run_plan(msgbuf, (size_t)n);
     if (nfds)
-        close_range(FIRST_TREE_FD, FIRST_TREE_FD + nfds - 1, 0);
+        xclose_range(FIRST_TREE_FD, FIRST_TREE_FD + nfds - 1);
     for (int i = 0; i < MAX_EXECS; i++)
         slots[i].reply = -1;
     send_msg(CTL_FD, SBX_REP_READY, 0, NULL, 0, -1);
     serve();
-    return 0;
+    sys_exit(0);
 }

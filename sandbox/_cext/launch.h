@@ -28,6 +28,7 @@ struct sbx_launch {
     const struct sbx_tree *trees;
     unsigned ntrees;
     int pdeathsig;
+    int netns_fd;              /* join this network namespace; -1: a new one */
 };
 
 /* On failure: stage (enum sbx_launch_stage), errno, and the tree index. */
@@ -43,6 +44,7 @@ struct sbx_launched {
 int sbx_abi_version(void);
 int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out);
 int sbx_make_userns(const char *uid_map, const char *gid_map, struct sbx_launched *out);
+int sbx_make_netns(void);
 /* END CDEF */
 
 #endif

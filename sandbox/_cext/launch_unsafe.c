@@ -26,7 +26,10 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -314,7 +317,25 @@ int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out)
     c.argv[1] = NULL;
     c.envp[0] = NULL;
     int pidfd = -1;
-    pid_t pid = clone_child(&c, l->clone_flags, l->uid_map, l->gid_map, &pidfd, out);
+    unsigned long flags = l->clone_flags;
+    int orig_net = -1;
+    if (l->netns_fd >= 0) {
+        /* A network namespace made ahead of time (making one costs ~0.4 ms
+         * in clone): this thread steps into it for the clone, then back. */
+        orig_net = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (orig_net >= 0 && setns(l->netns_fd, CLONE_NEWNET) == 0)
+            flags &= ~(unsigned long)CLONE_NEWNET;
+        else if (orig_net >= 0) {
+            close(orig_net);
+            orig_net = -1;
+        }
+    }
+    pid_t pid = clone_child(&c, flags, l->uid_map, l->gid_map, &pidfd, out);
+    if (orig_net >= 0) {
+        if (setns(orig_net, CLONE_NEWNET) < 0)
+            abort(); /* this thread would stay in the sandbox's network: never */
+        close(orig_net);
+    }
     close_all(c.trees, c.ntrees);
     close(ctl[1]);
     if (pid < 0) {
@@ -384,5 +405,54 @@ int sbx_make_userns(const char *uid_map, const char *gid_map, struct sbx_launche
     munmap(stack, STACK_SIZE);
     if (r < 0)
         return fail(out, SBX_LS_MAPS, -r, -1);
+    return fd;
+}
+
+/* A network namespace with only `lo`, up, for a later launch (see netpool.py).
+ * It belongs to the host's user namespace, so the sandbox's root can use it
+ * but not reconfigure it; ports below 1024 and ICMP echo sockets are opened
+ * to every uid inside, as Docker does. */
+static void write_sysctl(const char *path, const char *value)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t w = write(fd, value, strlen(value));
+        (void)w;
+        close(fd);
+    }
+}
+
+int sbx_make_netns(void)
+{
+    int orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (orig < 0)
+        return -errno;
+    if (unshare(CLONE_NEWNET) < 0) {
+        int e = errno;
+        close(orig);
+        return -e;
+    }
+    int fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    int e = fd < 0 ? errno : 0;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s >= 0) {
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strcpy(ifr.ifr_name, "lo");
+        ifr.ifr_flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0 && !e)
+            e = errno;
+        close(s);
+    }
+    write_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
+    write_sysctl("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
+    if (setns(orig, CLONE_NEWNET) < 0)
+        abort(); /* as above: this thread must not stay in the new namespace */
+    close(orig);
+    if (e) {
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
     return fd;
 }
