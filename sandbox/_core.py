@@ -175,3 +175,8 @@ def launch(
     if lib.sbx_launch(args, out) < 0:
         raise _launch_error(out, trees)
     return Launched(out.pid, out.pidfd, socket.socket(fileno=out.ctl))
+
+
+def make_netns() -> int:
+    """A new network namespace with `lo` up, as an fd; -errno on failure."""
+    return int(lib.sbx_make_netns())

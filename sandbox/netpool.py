@@ -39,7 +39,7 @@ class NetnsPool:
         if fd is None:
             # Empty (a burst of starts): make this one now, so that every
             # sandbox gets the same kind of namespace.
-            fd = _core.lib.sbx_make_netns()
+            fd = _core.make_netns()
             if fd < 0:
                 return None
         return fd
@@ -49,7 +49,7 @@ class NetnsPool:
             with self._cond:
                 while len(self._ready) >= self._target:
                     self._cond.wait()
-            fd = _core.lib.sbx_make_netns()  # the GIL is released during the call
+            fd = _core.make_netns()  # the GIL is released during the call
             with self._cond:
                 if fd < 0:
                     self._broken = True  # no permission here: launches make their own
