@@ -120,29 +120,34 @@ class AsyncSandbox(SandboxBase):
         user: str | int | None = None,
         timeout: float | None = None,
     ) -> AsyncProcess:
-        """Start a command and return at once."""
+        """Start a command and return once it runs; one that cannot start
+        raises ExecError here."""
+        p = await self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout)
+        await p._wait_started()
+        return p
+
+    async def _spawn(
+        self,
+        argv: object,
+        stdin: int,
+        stdout: int,
+        stderr: int,
+        env: object,
+        cwd: object,
+        user: object,
+        timeout: object,
+    ) -> AsyncProcess:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         u = await files.run_async(self._user_op(uspec), self._roundtrip)
         sp = self._prepare_spawn(argv, stdin, stdout, stderr, env, cwd, u, t, args, extra, wd)
         try:
-            try:
-                send_request(self._ctl(), sp.msg, sp.theirs)
-            finally:
-                sp.sent()
-            assert sp.reply is not None
-            with anyio.fail_after(START_TIMEOUT):
-                await anyio.wait_readable(sp.reply)
-            reply, fd = recv_reply(sp.reply)
-            if fd is not None:
-                os.close(fd)
-            pid = self._start_reply(reply, args[0])
-        except TimeoutError as e:
-            sp.abort()
-            raise ProtocolError("the sandbox's init did not answer an exec request") from e
+            send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:
             sp.abort()
             raise
-        return AsyncProcess(self, sp.req_id, pid, sp.reply, sp.mine, sp.col)
+        sp.sent()
+        assert sp.reply is not None
+        return AsyncProcess(self, sp.req_id, sp.reply, sp.mine, sp.col)
 
     async def exec(
         self,
@@ -159,8 +164,8 @@ class AsyncSandbox(SandboxBase):
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and not isinstance(data, bytes):
             raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
-        p = await self.spawn(
-            argv, stdin=PIPE if data is not None else DEVNULL, env=env, cwd=cwd, user=user, timeout=timeout
+        p = await self._spawn(
+            argv, PIPE if data is not None else DEVNULL, PIPE, PIPE, env, cwd, user, timeout
         )
         r = await p.communicate(data)
         return r.check() if check else r
@@ -172,17 +177,10 @@ class AsyncProcess:
     collect everything."""
 
     def __init__(
-        self,
-        sandbox: AsyncSandbox,
-        req_id: int,
-        pid: int,
-        reply: socket.socket,
-        fds: dict[int, int],
-        col: Collector,
+        self, sandbox: AsyncSandbox, req_id: int, reply: socket.socket, fds: dict[int, int], col: Collector
     ) -> None:
         self._sb = sandbox
         self.id = req_id
-        self.pid = pid
         self._reply = reply
         self._col = col
         self._fds = dict(fds)
@@ -191,8 +189,31 @@ class AsyncProcess:
         self._result: ExecResult | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The command's pid inside the sandbox (once it started)."""
+        return self._col.pid
+
+    @property
     def argv(self) -> list[str]:
         return self._col.argv
+
+    def _close_all(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+        self._reply.close()
+
+    async def _wait_started(self) -> None:
+        try:
+            with anyio.fail_after(START_TIMEOUT):
+                await anyio.wait_readable(self._reply)
+            self._on_reply()
+        except TimeoutError as e:
+            self._close_all()
+            raise ProtocolError("the sandbox's init did not answer an exec request") from e
+        except BaseException:
+            self._close_all()
+            raise
 
     @property
     def returncode(self) -> int | None:
@@ -204,10 +225,10 @@ class AsyncProcess:
             await self._sb._roundtrip(protocol.encode_kill(next(self._sb._ids), self.id, int(sig)))
 
     async def _read(self, n: int) -> bytes:
-        fd = self._fds.get(n)
-        if fd is None:
-            return b""
         while True:
+            fd = self._fds.get(n)
+            if fd is None:
+                return b""
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
@@ -253,26 +274,36 @@ class AsyncProcess:
             pass
         self.close_stdin()
 
-    def _on_exit(self) -> None:
+    def _on_reply(self) -> None:
+        """Read one record: the start (or why it failed), or the exit."""
         reply, fd = recv_reply(self._reply)
         if fd is not None:
             os.close(fd)
         self._col.on_reply(reply)
+
+    def _finish(self) -> ExecResult:
+        """After the exit record, once no task waits on our fds any more."""
         for n in (1, 2):
             if n in self._fds:
                 drain(self._fds[n], self._col, n)
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds = {}
-        self._reply.close()
+        self._close_all()
         self._result = self._col.result()
+        return self._result
 
-    async def _wait_exit_killed(self) -> None:
+    async def _wait_exit(self) -> None:
+        while self._col.exited is None:
+            await anyio.wait_readable(self._reply)
+            self._on_reply()
+
+    async def _kill_and_finish(self) -> None:
         with anyio.CancelScope(shield=True):
             await self.kill()
             with anyio.move_on_after(KILL_GRACE):
-                await anyio.wait_readable(self._reply)
-                self._on_exit()
+                await self._wait_exit()
+            if self._col.exited is not None:
+                self._finish()
+            else:
+                self._close_all()
 
     async def wait(self, timeout: float | None = None) -> ExecResult:
         return await self.communicate(None, timeout)
@@ -286,8 +317,10 @@ class AsyncProcess:
         if timeout is not None:
             d = time.monotonic() + timeout
             col.deadline = d if col.deadline is None else min(col.deadline, d)
+        failed: ExecError | None = None
         try:
-            with anyio.move_on_after(col.remaining() if col.deadline is not None else float("inf")) as scope:
+            limit = col.remaining() if col.deadline is not None else float("inf")
+            with anyio.move_on_after(limit) as scope:
                 async with anyio.create_task_group() as tg:
                     for n in (1, 2):
                         if n in self._fds:
@@ -297,15 +330,23 @@ class AsyncProcess:
                             tg.start_soon(self._feed, input)
                         else:
                             self.close_stdin()
-                    await anyio.wait_readable(self._reply)
+                    try:
+                        await self._wait_exit()
+                    except ExecError as e:
+                        failed = e  # raised below, not as an exception group
                     tg.cancel_scope.cancel()
-            if scope.cancelled_caught:
+            if failed is not None:
+                raise failed
+            if scope.cancelled_caught and col.exited is None:
                 col.timed_out = True
-                await self._wait_exit_killed()
+                await self._kill_and_finish()
             else:
-                self._on_exit()
+                self._finish()
+        except ExecError:
+            self._close_all()
+            raise
         except anyio.get_cancelled_exc_class():
-            await self._wait_exit_killed()
+            await self._kill_and_finish()
             raise
         if self._result is None:
             raise SandboxClosed("a killed command did not report its end")

@@ -109,6 +109,22 @@ def exec_error(f: protocol.Fail, argv0: str) -> ExecError:
     return ExecError(f"exec {argv0}: {stage} failed: {os_error_text(f.errno)}", f.errno, stage)
 
 
+def start_reply(reply: protocol.Reply, argv0: str) -> int:
+    """The pid from a STARTED reply; an EXEC_FAIL becomes its ExecError."""
+    if reply.type == protocol.REP_STARTED:
+        try:
+            return protocol.decode_started(reply.body)
+        except protocol.Malformed as e:
+            raise ProtocolError(str(e)) from None
+    if reply.type == protocol.REP_EXEC_FAIL:
+        try:
+            f = protocol.decode_fail(reply.body)
+        except protocol.Malformed as e:
+            raise ProtocolError(str(e)) from None
+        raise exec_error(f, argv0)
+    raise ProtocolError(f"unexpected message type {reply.type} for an exec")
+
+
 @dataclass
 class Collector:
     """The state of one running command, sans I/O: output so far, the exit
@@ -126,7 +142,13 @@ class Collector:
     def feed(self, stream: int, data: bytes) -> None:
         (self.out if stream == 1 else self.err).append(data)
 
+    pid: int | None = None
+
     def on_reply(self, reply: protocol.Reply) -> None:
+        """STARTED, EXEC_FAIL (raised as ExecError) or EXITED."""
+        if reply.type in (protocol.REP_STARTED, protocol.REP_EXEC_FAIL):
+            self.pid = start_reply(reply, self.argv[0])
+            return
         if reply.type != protocol.REP_EXITED:
             raise ProtocolError(f"unexpected message type {reply.type} while a command runs")
         try:
@@ -367,17 +389,3 @@ class SandboxBase:
         if timeout is not None:
             sp.col.deadline = sp.col.started + timeout
         return sp
-
-    def _start_reply(self, reply: protocol.Reply, argv0: str) -> int:
-        if reply.type == protocol.REP_STARTED:
-            try:
-                return protocol.decode_started(reply.body)
-            except protocol.Malformed as e:
-                raise ProtocolError(str(e)) from None
-        if reply.type == protocol.REP_EXEC_FAIL:
-            try:
-                f = protocol.decode_fail(reply.body)
-            except protocol.Malformed as e:
-                raise ProtocolError(str(e)) from None
-            raise exec_error(f, argv0)
-        raise ProtocolError(f"unexpected message type {reply.type} for an exec")

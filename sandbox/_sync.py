@@ -103,26 +103,34 @@ class Sandbox(SandboxBase):
         user: str | int | None = None,
         timeout: float | None = None,
     ) -> Process:
-        """Start a command and return at once; stream with `stdout`, `stdin`."""
+        """Start a command and return once it runs; stream with `stdout`,
+        `stdin`.  A command that cannot start raises ExecError here."""
+        p = self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout)
+        p._wait_started()
+        return p
+
+    def _spawn(
+        self,
+        argv: object,
+        stdin: int,
+        stdout: int,
+        stderr: int,
+        env: object,
+        cwd: object,
+        user: object,
+        timeout: object,
+    ) -> Process:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         u = files.run_sync(self._user_op(uspec), self._roundtrip)
         sp = self._prepare_spawn(argv, stdin, stdout, stderr, env, cwd, u, t, args, extra, wd)
         try:
-            try:
-                send_request(self._ctl(), sp.msg, sp.theirs)
-            finally:
-                sp.sent()
-            assert sp.reply is not None
-            if not _wait_readable(sp.reply, START_TIMEOUT):
-                raise ProtocolError("the sandbox's init did not answer an exec request")
-            reply, fd = recv_reply(sp.reply)
-            if fd is not None:
-                os.close(fd)
-            pid = self._start_reply(reply, args[0])
+            send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:
             sp.abort()
             raise
-        return Process(self, sp.req_id, pid, sp.reply, sp.mine, sp.col)
+        sp.sent()
+        assert sp.reply is not None
+        return Process(self, sp.req_id, sp.reply, sp.mine, sp.col)
 
     def exec(
         self,
@@ -139,9 +147,9 @@ class Sandbox(SandboxBase):
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and not isinstance(data, bytes):
             raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
-        p = self.spawn(
-            argv, stdin=PIPE if data is not None else DEVNULL, env=env, cwd=cwd, user=user, timeout=timeout
-        )
+        # No wait for the start: the start and exit records come on one
+        # socket, and communicate() reads both (one wakeup less).
+        p = self._spawn(argv, PIPE if data is not None else DEVNULL, PIPE, PIPE, env, cwd, user, timeout)
         r = p.communicate(data)
         return r.check() if check else r
 
@@ -150,24 +158,22 @@ class Process:
     """A command started by Sandbox.spawn."""
 
     def __init__(
-        self,
-        sandbox: Sandbox,
-        req_id: int,
-        pid: int,
-        reply: socket.socket,
-        fds: dict[int, int],
-        col: Collector,
+        self, sandbox: Sandbox, req_id: int, reply: socket.socket, fds: dict[int, int], col: Collector
     ) -> None:
         self._sb = sandbox
         self.id = req_id
-        self.pid = pid
-        """The command's pid inside the sandbox."""
         self._reply = reply
         self._col = col
         self._result: ExecResult | None = None
+        self._fds = fds
         self.stdin: BinaryIO | None = os.fdopen(fds[0], "wb", buffering=0) if 0 in fds else None
         self.stdout: BinaryIO | None = os.fdopen(fds[1], "rb", buffering=0) if 1 in fds else None
         self.stderr: BinaryIO | None = os.fdopen(fds[2], "rb", buffering=0) if 2 in fds else None
+
+    @property
+    def pid(self) -> int | None:
+        """The command's pid inside the sandbox (once it started)."""
+        return self._col.pid
 
     @property
     def argv(self) -> list[str]:
@@ -177,6 +183,35 @@ class Process:
     def returncode(self) -> int | None:
         return self._result.returncode if self._result else None
 
+    def _close_all(self) -> None:
+        for f in (self.stdin, self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+        self._reply.close()
+
+    def _wait_started(self) -> None:
+        try:
+            if not _wait_readable(self._reply, START_TIMEOUT):
+                raise ProtocolError("the sandbox's init did not answer an exec request")
+            self._on_reply()
+        except BaseException:
+            self._close_all()
+            raise
+
+    def _on_reply(self) -> None:
+        """Read one record: the start (or why it failed), or the exit."""
+        reply, fd = recv_reply(self._reply)
+        if fd is not None:
+            os.close(fd)
+        self._col.on_reply(reply)
+        if self._col.exited is None:
+            return
+        for n, f in ((1, self.stdout), (2, self.stderr)):
+            if f is not None and not f.closed:
+                drain(f.fileno(), self._col, n)
+        self._close_all()
+        self._result = self._col.result()
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the command and everything it started in its session."""
         if self._result is not None:
@@ -184,32 +219,25 @@ class Process:
         self._sb._roundtrip(protocol.encode_kill(next(self._sb._ids), self.id, int(sig)))
 
     def poll(self) -> ExecResult | None:
-        if self._result is None and _wait_readable(self._reply, 0):
-            self._on_exit()
+        while self._result is None and _wait_readable(self._reply, 0):
+            self._on_reply()
         return self._result
 
     def wait(self, timeout: float | None = None) -> ExecResult:
         return self.communicate(None, timeout)
-
-    def _on_exit(self) -> None:
-        reply, fd = recv_reply(self._reply)
-        if fd is not None:
-            os.close(fd)
-        self._col.on_reply(reply)
-        for n, f in ((1, self.stdout), (2, self.stderr)):
-            if f is not None and not f.closed:
-                drain(f.fileno(), self._col, n)
-                f.close()
-        if self.stdin is not None:
-            self.stdin.close()
-        self._reply.close()
-        self._result = self._col.result()
 
     def communicate(self, input: bytes | None = None, timeout: float | None = None) -> ExecResult:
         """Feed stdin, collect stdout and stderr, wait for the end.  On the
         deadline the command's process tree is killed: reason "timeout"."""
         if self._result is not None:
             return self._result
+        try:
+            return self._communicate(input, timeout)
+        except ExecError:
+            self._close_all()
+            raise
+
+    def _communicate(self, input: bytes | None, timeout: float | None) -> ExecResult:
         col = self._col
         if timeout is not None:
             d = time.monotonic() + timeout
@@ -226,7 +254,8 @@ class Process:
         if self.stdin is not None and not self.stdin.closed:
             os.set_blocking(self.stdin.fileno(), False)
             poller.register(self.stdin.fileno(), select.POLLOUT)
-        poller.register(self._reply, select.POLLIN)
+        reply_fd = self._reply.fileno()
+        poller.register(reply_fd, select.POLLIN)
         while self._result is None:
             left = col.remaining()
             if left == 0 and not col.timed_out:
@@ -236,10 +265,11 @@ class Process:
                 continue
             events = poller.poll(None if left is None else int(left * 1000) + 1)
             for fd, ev in events:
-                if fd == self._reply.fileno():
-                    self._on_exit()
-                    break
-                if fd in streams:
+                if fd == reply_fd:
+                    self._on_reply()
+                    if self._result is not None:
+                        break
+                elif fd in streams:
                     data = os.read(fd, 65536)
                     if data:
                         col.feed(streams[fd], data)

@@ -101,7 +101,8 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
         target = f"/etc/{name}"
         p.mkfile(target, optional=spec.read_only)
         p.mount(name, target, "", MS_BIND, optional=spec.read_only)
-        p.remount(target, MS_RDONLY if spec.read_only else 0, optional=True)
+        if spec.read_only:
+            p.remount(target, MS_RDONLY, optional=True)
 
     for m in spec.mounts:
         attrs = _core.MOUNT_ATTR_NOSUID | _core.MOUNT_ATTR_NODEV

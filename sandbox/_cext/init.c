@@ -45,6 +45,10 @@ static char *strs[1 + 2 * MAX_ARGS + 2];
 static char *envp_buf[MAX_ARGS + 1];
 static uint32_t groups_buf[MAX_GROUPS];
 static struct sbx_rlimit rl_buf[MAX_RLIMITS];
+#ifdef SBX_TIMING
+#include <time.h>
+static uint32_t timing[64];
+#endif
 
 void *memcpy(void *d, const void *s, size_t n)
 {
@@ -330,7 +334,8 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
         *what = "create";
         if (!s0)
             return -EINVAL;
-        tfd = open_at_root(s0, O_WRONLY | O_CREAT, (int)op->a);
+        /* read-only: an existing file of a lower layer is not copied up */
+        tfd = open_at_root(s0, O_RDONLY | O_CREAT, (int)op->a);
         if (tfd < 0 && tfd != -EISDIR)
             r = tfd;
         break;
@@ -419,7 +424,16 @@ static uint32_t run_plan(const unsigned char *buf, size_t len)
             p = z + 1;
         }
         const char *what = "plan";
+#ifdef SBX_TIMING
+        struct timespec t0, t1;
+        SYS2(SYS_clock_gettime, CLOCK_MONOTONIC, &t0);
+#endif
         int r = run_op(&op, s, h.nfds, &what);
+#ifdef SBX_TIMING
+        SYS2(SYS_clock_gettime, CLOCK_MONOTONIC, &t1);
+        if (i < 64)
+            timing[i] = (uint32_t)((t1.tv_sec - t0.tv_sec) * 1000000000L + t1.tv_nsec - t0.tv_nsec);
+#endif
         if (r < 0 && !(op.flags & SBX_F_OPTIONAL)) {
             /* name the path the step was about: the target where there is one */
             const char *path = op.type == SBX_OP_MOUNT || op.type == SBX_OP_SYMLINK ? s[1] : s[0];
@@ -863,7 +877,17 @@ __attribute__((noreturn, used)) void start_c(long *sp)
         xclose_range(FIRST_TREE_FD, FIRST_TREE_FD + nfds - 1);
     for (int i = 0; i < MAX_EXECS; i++)
         slots[i].reply = -1;
+#ifdef SBX_TIMING
+    {
+        struct sbx_msg_hdr th = {SBX_REP_READY, 0};
+        static unsigned char tb[sizeof th + sizeof timing];
+        memcpy(tb, &th, sizeof th);
+        memcpy(tb + sizeof th, timing, sizeof timing);
+        SYS4(SYS_sendto, CTL_FD, tb, sizeof tb, MSG_NOSIGNAL);
+    }
+#else
     send_msg(CTL_FD, SBX_REP_READY, 0, NULL, 0, -1);
+#endif
     serve();
     sys_exit(0);
 }
