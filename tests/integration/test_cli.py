@@ -1,0 +1,89 @@
+"""`sandbox run`: exit statuses, JSON output, options shaped like docker's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import require_sandbox_host
+
+pytestmark = pytest.mark.integration
+
+
+def sandbox(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    require_sandbox_host()
+    return subprocess.run([sys.executable, "-m", "sandbox.cli", *args], input=stdin, capture_output=True,
+                          timeout=60)
+
+
+def test_exit_status_is_the_commands(busybox_rootfs) -> None:
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert r.returncode == 7
+    assert r.stdout == b"out\n"
+    assert r.stderr == b"err\n"
+
+
+def test_killed_by_signal_is_128_plus_n(busybox_rootfs) -> None:
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--", "sh", "-c", "kill -TERM $$")
+    assert r.returncode == 128 + 15
+
+
+def test_timeout(busybox_rootfs) -> None:
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--timeout", "0.3", "--", "sleep", "30")
+    assert r.returncode == 128 + 9
+    assert b"timeout" in r.stderr
+
+
+def test_json(busybox_rootfs) -> None:
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--json", "-e", "GREETING=hi", "-w", "/tmp",
+                "--", "sh", "-c", "echo $GREETING; pwd")
+    assert r.returncode == 0
+    d = json.loads(r.stdout)
+    assert d["stdout"] == "hi\n/tmp\n"
+    assert d["reason"] == "exited"
+    assert d["exit_code"] == 0
+
+
+def test_user_and_mount(busybox_rootfs, tmp_path) -> None:
+    (tmp_path / "in.txt").write_text("host data")
+    # the sandbox reads as its own unprivileged host uid: pytest's dirs are 0700
+    tmp_path.chmod(0o755)
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "-u", "1000:1000", "-v", f"{tmp_path}:/data",
+                "--", "sh", "-c", "id -u; cat /data/in.txt; touch /data/x")
+    assert r.stdout.splitlines()[:2] == [b"1000", b"host data"]
+    assert b"Read-only file system" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_stdin_with_i(busybox_rootfs) -> None:
+    r = sandbox("run", "-i", "--rootfs", str(busybox_rootfs), "--", "wc", "-c", stdin=b"12345")
+    assert r.stdout.strip() == b"5"
+
+
+def test_missing_command_is_127(busybox_rootfs) -> None:
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--", "/bin/nosuch")
+    assert r.returncode == 127
+    assert b"exec /bin/nosuch: No such file or directory (ENOENT)" in r.stderr
+
+
+def test_bad_option_is_125_and_names_it(busybox_rootfs) -> None:
+    r = sandbox("run", "--rootfs", "relative/dir", "--", "true")
+    assert r.returncode == 125
+    assert b"rootfs" in r.stderr and b"absolute" in r.stderr
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "-v", "/nonexistent-src:/x", "--", "true")
+    assert r.returncode == 125
+    assert b"mounts[0].src" in r.stderr
+
+
+def test_default_rootfs_env(busybox_rootfs) -> None:
+    # the embedded default image: $SANDBOX_HOME/rootfs/busybox
+    home = busybox_rootfs.parent.parent
+    env = dict(os.environ, SANDBOX_HOME=str(home))
+    require_sandbox_host()
+    r = subprocess.run([sys.executable, "-m", "sandbox.cli", "run", "--", "echo", "default"], env=env,
+                       capture_output=True, timeout=60)
+    assert r.stdout == b"default\n", r.stderr
