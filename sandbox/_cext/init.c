@@ -469,13 +469,57 @@ static struct slot *find_slot_id(uint32_t id)
     return NULL;
 }
 
-/* In the forked child: report why we could not exec, and leave. */
-__attribute__((noreturn)) static void child_fail(int errfd, uint32_t stage, int err, const char *detail)
+/* What the vforked child needs; it shares our memory and writes its
+ * failure, if any, into `fail` before it exits (we are suspended meanwhile). */
+struct child {
+    const struct sbx_exec_req *r;
+    const int *stream;
+    const char *cwd;
+    char **argv;
+    int failed;
+    struct sbx_fail fail;
+};
+static unsigned char child_stack[64 * 1024] __attribute__((aligned(16)));
+
+static int child_fail(struct child *c, uint32_t stage, int err, const char *detail)
 {
-    struct sbx_fail f;
-    msg_fail(&f, stage, err, detail, NULL);
-    xwrite(errfd, &f, sizeof f);
-    sys_exit(127);
+    msg_fail(&c->fail, stage, err, detail, NULL);
+    c->failed = 1;
+    return 127;
+}
+
+static int exec_search(const char *file, char *const argv[], char *const envp[]);
+
+static int child_main(void *arg)
+{
+    struct child *c = arg;
+    const struct sbx_exec_req *r = c->r;
+    int e;
+    uint64_t none = 0;
+    xsigmask(SIG_SETMASK, &none);
+    if ((e = (int)SYS0(SYS_setsid)) < 0)
+        return child_fail(c, SBX_ST_SETSID, -e, "setsid");
+    for (int k = 0; k < 3; k++) {
+        int fd = c->stream[k] >= 0 ? c->stream[k] : xopen("/dev/null", k ? O_WRONLY : O_RDONLY, 0);
+        if (fd < 0 || (e = xdup2(fd, k)) < 0)
+            return child_fail(c, SBX_ST_STDIO, fd < 0 ? -fd : -e, "/dev/null");
+    }
+    xclose_range(3, ~0U);
+    for (uint32_t k = 0; k < r->nrlimits; k++) {
+        struct rlimit lim = {rl_buf[k].cur, rl_buf[k].max};
+        if ((e = (int)SYS4(SYS_prlimit64, 0, rl_buf[k].resource, &lim, 0)) < 0)
+            return child_fail(c, SBX_ST_RLIMIT, -e, "setrlimit");
+    }
+    if ((e = (int)SYS2(SYS_setgroups, r->ngroups, groups_buf)) < 0)
+        return child_fail(c, SBX_ST_GROUPS, -e, "setgroups");
+    if ((e = (int)SYS3(SYS_setresgid, r->gid, r->gid, r->gid)) < 0)
+        return child_fail(c, SBX_ST_GID, -e, "setgid");
+    if ((e = (int)SYS3(SYS_setresuid, r->uid, r->uid, r->uid)) < 0)
+        return child_fail(c, SBX_ST_UID, -e, "setuid");
+    if ((e = xchdir(c->cwd)) < 0)
+        return child_fail(c, SBX_ST_CHDIR, -e, c->cwd);
+    e = exec_search(c->argv[0], c->argv, envp_buf);
+    return child_fail(c, SBX_ST_EXEC, -e, c->argv[0]);
 }
 
 /* execvpe, with PATH taken from the exec's own environment; -errno. */
@@ -624,61 +668,16 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     envp_buf[r.envc] = NULL;
     argv[r.argc] = NULL; /* overwrites env[0]'s slot in strs, copied above */
 
-    int ep[2];
-    int e = (int)SYS2(SYS_pipe2, ep, O_CLOEXEC);
-    if (e < 0) {
-        send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, -e, "pipe", NULL);
-        goto out;
-    }
-    long pid = SYS5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    struct child c = {.r = &r, .stream = stream, .cwd = cwd, .argv = argv, .failed = 0};
+    long pid = rt_vfork(child_main, child_stack + sizeof child_stack, &c);
     if (pid < 0) {
         send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, (int)-pid, "fork", NULL);
-        xclose(ep[0]);
-        xclose(ep[1]);
         goto out;
     }
-    if (pid == 0) {
-        uint64_t none = 0;
-        xsigmask(SIG_SETMASK, &none);
-        if ((e = (int)SYS0(SYS_setsid)) < 0)
-            child_fail(ep[1], SBX_ST_SETSID, -e, "setsid");
-        for (int k = 0; k < 3; k++) {
-            int fd = stream[k] >= 0 ? stream[k] : xopen("/dev/null", k ? O_WRONLY : O_RDONLY, 0);
-            if (fd < 0 || (e = xdup2(fd, k)) < 0)
-                child_fail(ep[1], SBX_ST_STDIO, fd < 0 ? -fd : -e, "/dev/null");
-        }
-        /* Keep only 0-2 and the error pipe (moved to 3, close-on-exec). */
-        if ((e = (int)SYS3(SYS_dup3, ep[1], 3, O_CLOEXEC)) < 0)
-            child_fail(ep[1], SBX_ST_STDIO, -e, "dup");
-        xclose_range(4, ~0U);
-        for (uint32_t k = 0; k < r.nrlimits; k++) {
-            struct rlimit lim = {rl_buf[k].cur, rl_buf[k].max};
-            if ((e = (int)SYS4(SYS_prlimit64, 0, rl_buf[k].resource, &lim, 0)) < 0)
-                child_fail(3, SBX_ST_RLIMIT, -e, "setrlimit");
-        }
-        if ((e = (int)SYS2(SYS_setgroups, r.ngroups, groups_buf)) < 0)
-            child_fail(3, SBX_ST_GROUPS, -e, "setgroups");
-        if ((e = (int)SYS3(SYS_setresgid, r.gid, r.gid, r.gid)) < 0)
-            child_fail(3, SBX_ST_GID, -e, "setgid");
-        if ((e = (int)SYS3(SYS_setresuid, r.uid, r.uid, r.uid)) < 0)
-            child_fail(3, SBX_ST_UID, -e, "setuid");
-        if ((e = xchdir(cwd)) < 0)
-            child_fail(3, SBX_ST_CHDIR, -e, cwd);
-        e = exec_search(argv[0], argv, envp_buf);
-        child_fail(3, SBX_ST_EXEC, -e, argv[0]);
-    }
-    xclose(ep[1]);
-    struct sbx_fail f;
-    long n;
-    do
-        n = xread(ep[0], &f, sizeof f);
-    while (n == -EINTR);
-    xclose(ep[0]);
-    if (n == (long)sizeof f) {
+    if (c.failed) {
         /* It never ran: reap it here so no EXITED follows the failure. */
         SYS4(SYS_wait4, pid, 0, 0, 0);
-        f.detail[SBX_DETAIL_MAX - 1] = 0;
-        send_msg(reply, SBX_REP_EXEC_FAIL, id, &f, sizeof f, -1);
+        send_msg(reply, SBX_REP_EXEC_FAIL, id, &c.fail, sizeof c.fail, -1);
         goto out;
     }
     struct sbx_started st = {(uint32_t)pid, 0};
@@ -833,6 +832,7 @@ static void serve(void)
 }
 
 SBX_START;
+SBX_VFORK;
 
 __attribute__((noreturn, used)) void start_c(long *sp)
 {
