@@ -8,7 +8,8 @@ sandbox, and nothing ever shows in the host's mount table):
      0 1 2 ...              the layers: detached, idmapped, read-only trees
      u w                    overlay upper and work dirs (the writable layer)
      r                      the overlay: the new root
-  then, resolved inside r:  /proc, a minimal /dev, /tmp, /etc/hostname,
+  then, resolved inside r:  /proc, /dev (a read-only template with six
+                            device nodes, plus devpts, shm, mqueue), /tmp, /etc/hostname,
                             /etc/hosts, the user's mounts; pivot_root into r.
 """
 
@@ -17,19 +18,11 @@ from __future__ import annotations
 import functools
 import os
 
-from . import _core
+from . import _core, devices
 from .plan import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, Plan
 from .spec import Spec
 
 STAGE = "/tmp"
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-DEV_SYMLINKS = (
-    ("/proc/self/fd", "/dev/fd"),
-    ("/proc/self/fd/0", "/dev/stdin"),
-    ("/proc/self/fd/1", "/dev/stdout"),
-    ("/proc/self/fd/2", "/dev/stderr"),
-    ("pts/ptmx", "/dev/ptmx"),
-)
 SHM_SIZE = 64 << 20
 
 
@@ -77,21 +70,19 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
 
     p.mkdir("/proc", optional=True)
     p.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # /dev: the read-only template (devices.py), then the writable parts
+    trees.append(
+        _core.Tree(
+            devices.template(),
+            idmap=True,
+            attr_set=_core.MOUNT_ATTR_RDONLY | _core.MOUNT_ATTR_NOSUID | _core.MOUNT_ATTR_NOEXEC,
+        )
+    )
     p.mkdir("/dev", optional=True)
-    p.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=65536")
-    for d in DEVICES:
-        # Bind the host's nodes: a user namespace cannot mknod, and these are
-        # the harmless ones.
-        p.mkfile(f"/dev/{d}", 0o666)
-        p.mount(f"/dev/{d}", f"/dev/{d}", "", MS_BIND)
-    p.mkdir("/dev/pts")
+    p.attach(len(trees) - 1, "/dev")
     p.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-    p.mkdir("/dev/shm")
     p.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={SHM_SIZE}")
-    p.mkdir("/dev/mqueue")
     p.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)
-    for target, link in DEV_SYMLINKS:
-        p.symlink(target, link)
     p.mkdir("/tmp", optional=True)
     p.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec.disk}")
 
