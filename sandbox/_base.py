@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -295,6 +296,15 @@ class SandboxBase:
             pass
         os.close(launched.pidfd)
         launched.ctl.close()
+
+    def __del__(self) -> None:
+        # A sandbox dropped while running: stop it first, then say so, as Popen does.
+        launched = getattr(self, "_launched", None)
+        if launched is not None:
+            text = f"{self!r} was never closed: use it as a context manager"
+            self._launched = None
+            self._reap(launched)
+            warnings.warn(text, ResourceWarning, stacklevel=1)
 
     @property
     def pid(self) -> int | None:
