@@ -27,7 +27,7 @@ from ._base import (
     send_request,
     setup_error,
 )
-from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed
+from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed, SandboxError
 from .files import AsyncFiles
 from .result import ExecResult
 
@@ -317,7 +317,7 @@ class AsyncProcess:
         if timeout is not None:
             d = time.monotonic() + timeout
             col.deadline = d if col.deadline is None else min(col.deadline, d)
-        failed: ExecError | None = None
+        failed: SandboxError | None = None
         try:
             limit = col.remaining() if col.deadline is not None else float("inf")
             with anyio.move_on_after(limit) as scope:
@@ -332,7 +332,7 @@ class AsyncProcess:
                             self.close_stdin()
                     try:
                         await self._wait_exit()
-                    except ExecError as e:
+                    except SandboxError as e:
                         failed = e  # raised below, not as an exception group
                     tg.cancel_scope.cancel()
             if failed is not None:
@@ -342,7 +342,7 @@ class AsyncProcess:
                 await self._kill_and_finish()
             else:
                 self._finish()
-        except ExecError:
+        except SandboxError:
             self._close_all()
             raise
         except anyio.get_cancelled_exc_class():

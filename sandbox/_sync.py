@@ -24,7 +24,7 @@ from ._base import (
     send_request,
     setup_error,
 )
-from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed
+from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed, SandboxError
 from .files import Files
 from .result import ExecResult
 
@@ -200,10 +200,14 @@ class Process:
 
     def _on_reply(self) -> None:
         """Read one record: the start (or why it failed), or the exit."""
-        reply, fd = recv_reply(self._reply)
-        if fd is not None:
-            os.close(fd)
-        self._col.on_reply(reply)
+        try:
+            reply, fd = recv_reply(self._reply)
+            if fd is not None:
+                os.close(fd)
+            self._col.on_reply(reply)
+        except SandboxError:
+            self._close_all()  # it failed to start, or the sandbox is gone
+            raise
         if self._col.exited is None:
             return
         for n, f in ((1, self.stdout), (2, self.stderr)):
@@ -233,7 +237,15 @@ class Process:
             return self._result
         try:
             return self._communicate(input, timeout)
-        except ExecError:
+        except SandboxError:
+            self._close_all()
+            raise
+        except BaseException:
+            # interrupted (KeyboardInterrupt...): do not leave the command running
+            try:
+                self.kill()
+            except SandboxError:
+                pass
             self._close_all()
             raise
 

@@ -125,19 +125,36 @@ def put(host_path: str | os.PathLike[str], path: str) -> Op[None]:
         yield from write_bytes(path, src.read_bytes(), stat.S_IMODE(src.stat().st_mode))
 
 
-def get(path: str, host_path: str | os.PathLike[str]) -> Op[None]:
+MAX_DEPTH = 64  # directories deeper than this are not copied out
+
+
+def get(path: str, host_path: str | os.PathLike[str], depth: int = 0) -> Op[None]:
+    """Copy out plain files and directories only.  Each entry is opened with
+    O_NOFOLLOW inside the sandbox: a symlink is skipped, never followed (a
+    link to "." would otherwise copy a tree without end)."""
     dst = Path(host_path)
-    if (yield from is_dir(path)):
-        dst.mkdir(parents=True, exist_ok=True)
-        for name in (yield from listdir(path)):
-            # names come from the sandbox: never let one climb out of dst
-            if "/" in name or name in (".", ".."):
-                raise ProtocolError(f"a directory entry named {name!r}")
-            yield from get(path.rstrip("/") + "/" + name, dst / name)
-    else:
-        data = yield from read_bytes(path)
-        assert data is not None
-        dst.write_bytes(data)
+    try:
+        fd = yield from _open("get", path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileOpError as e:
+        if depth > 0 and e.errno == errno.ELOOP:
+            return  # a symlink inside the tree
+        raise
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            if depth >= MAX_DEPTH:
+                raise FileOpError("get", path, errno.ELOOP)
+            names = sorted(os.listdir(fd))
+        else:
+            dst.write_bytes(_read_all(fd))
+            return
+    finally:
+        os.close(fd)
+    dst.mkdir(parents=depth == 0, exist_ok=True)
+    for name in names:
+        # names come from the sandbox: never let one climb out of dst
+        if "/" in name or name in (".", ".."):
+            raise ProtocolError(f"a directory entry named {name!r}")
+        yield from get(path.rstrip("/") + "/" + name, dst / name, depth + 1)
 
 
 def run_sync(op: Op[T], roundtrip: Callable[[bytes], Answer]) -> T:

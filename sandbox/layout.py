@@ -7,6 +7,7 @@ sandbox, and nothing ever shows in the host's mount table):
   /tmp (host's, shadowed)   staging tmpfs, size = disk limit
      0 1 2 ...              the layers: detached, idmapped, read-only trees
      u w                    overlay upper and work dirs (the writable layer)
+     tmp shm                bound at /tmp and /dev/shm: one budget for all
      r                      the overlay: the new root
   then, resolved inside r:  /proc, /dev (a read-only template with six
                             device nodes, plus devpts, shm, mqueue), /tmp, /etc/hostname,
@@ -23,7 +24,6 @@ from .plan import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY
 from .spec import Spec
 
 STAGE = "/tmp"
-SHM_SIZE = 64 << 20
 
 
 def hosts_file(hostname: str) -> str:
@@ -81,10 +81,14 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
     p.mkdir("/dev", optional=True)
     p.attach(len(trees) - 1, "/dev")
     p.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-    p.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={SHM_SIZE}")
+    p.mkdir("shm", 0o1777)
+    p.mount("shm", "/dev/shm", "", MS_BIND)
     p.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)
+    # /tmp and /dev/shm are directories of the staging tmpfs: the writable
+    # layer, /tmp and shm share one `disk` budget (a tmpfs is RAM).
+    p.mkdir("tmp", 0o1777)
     p.mkdir("/tmp", optional=True)
-    p.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec.disk}")
+    p.mount("tmp", "/tmp", "", MS_BIND)
 
     p.write("hostname", spec.hostname + "\n")
     p.write("hosts", hosts_file(spec.hostname))

@@ -127,6 +127,11 @@ def _check_dst_in_layers(option: str, dst: str, layers: Sequence[str]) -> None:
                 st = os.lstat(cur)
             except FileNotFoundError:
                 break
+            except NotADirectoryError:
+                rel = "/" + os.path.relpath(os.path.dirname(cur), layer)
+                raise ConfigError(
+                    option, f"{dst!r} goes through {rel!r}, a file in the rootfs: mount onto a directory"
+                ) from None
             if stat.S_ISLNK(st.st_mode):
                 rel = "/" + os.path.relpath(cur, layer)
                 raise ConfigError(

@@ -23,10 +23,19 @@ class User:
 ROOT = User(0, 0, (), "/root")
 
 
+MAX_GROUPS = 65536  # the kernel's NGROUPS_MAX
+
+
+def is_num(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes superscript and non-Latin digits, which int()
+    then refuses or reads as another number."""
+    return text.isascii() and text.isdigit()
+
+
 def needs_lookup(spec: str | None) -> bool:
     if spec is None:
         return False
-    return not all(p.isdigit() for p in spec.split(":", 1))
+    return not all(is_num(p) for p in spec.split(":", 1))
 
 
 def _id(option: str, text: str) -> int:
@@ -56,37 +65,45 @@ def resolve(option: str, spec: str | None, passwd: bytes | None = None, group: b
     pw = _rows(passwd, 7)
     gr = _rows(group, 4)
     home = "/"
-    if uname.isdigit():
+    if is_num(uname):
         uid = _id(option, uname)
         gid = uid
         for f in pw:
-            if f[2] == uname and f[3].isdigit():
+            if f[2] == uname and is_num(f[3]):
                 gid, home = _id(option, f[3]), f[5] or "/"
                 break
         name = next((f[0] for f in pw if f[2] == uname), None)
     else:
         row = next((f for f in pw if f[0] == uname), None)
-        if row is None or not row[2].isdigit() or not row[3].isdigit():
+        if row is None or not is_num(row[2]) or not is_num(row[3]):
             raise ConfigError(
                 option,
                 f"no user {uname!r} in the sandbox's /etc/passwd: give a numeric uid:gid or create the user",
             )
         uid, gid, home, name = _id(option, row[2]), _id(option, row[3]), row[5] or "/", uname
     if gname:
-        if gname.isdigit():
+        if is_num(gname):
             gid = _id(option, gname)
         else:
             grow = next((f for f in gr if f[0] == gname), None)
-            if grow is None or not grow[2].isdigit():
+            if grow is None or not is_num(grow[2]):
                 raise ConfigError(option, f"no group {gname!r} in the sandbox's /etc/group")
             gid = _id(option, grow[2])
     groups = [gid]
+    seen = {gid}
     if name is not None:
         for f in gr:
-            if name in f[3].split(",") and f[2].isdigit():
+            if is_num(f[2]) and name in f[3].split(","):
                 g = _id(option, f[2])
-                if g not in groups:
+                if g not in seen:
+                    seen.add(g)
                     groups.append(g)
+                    if len(groups) > MAX_GROUPS:
+                        raise ConfigError(
+                            option,
+                            f"{name!r} is in more than {MAX_GROUPS} groups in the "
+                            "sandbox's /etc/group: the kernel allows no more",
+                        )
     if uid == 0 and home == "/":
         home = "/root"
     return User(uid, gid, tuple(groups), home)

@@ -505,6 +505,7 @@ static int child_main(void *arg)
             return child_fail(c, SBX_ST_STDIO, fd < 0 ? -fd : -e, "/dev/null");
     }
     xclose_range(3, ~0U);
+    SYS1(SYS_umask, 022); /* what a login shell would give: the init runs with 0 */
     for (uint32_t k = 0; k < r->nrlimits; k++) {
         struct rlimit lim = {rl_buf[k].cur, rl_buf[k].max};
         if ((e = (int)SYS4(SYS_prlimit64, 0, rl_buf[k].resource, &lim, 0)) < 0)
@@ -853,6 +854,8 @@ __attribute__((noreturn, used)) void start_c(long *sp)
     for (int sig = 1; sig <= 64; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             SYS4(SYS_rt_sigaction, sig, &dfl, 0, 8);
+    /* The plan's modes are exact (a 1777 /tmp must not become 1755). */
+    SYS1(SYS_umask, 0);
     /* Our stdio came from the host: replace it before anything else. */
     int null = xopen("/dev/null", O_RDWR | O_CLOEXEC, 0);
     if (null < 0)

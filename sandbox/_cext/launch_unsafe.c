@@ -140,10 +140,10 @@ static int child_main(void *arg)
     for (unsigned i = 0; i < c->ntrees; i++)
         if ((high[i] = (int)RAW(SYS_fcntl, c->trees[i], F_DUPFD_CLOEXEC, HIGH_FD)) < 0)
             child_report(exec_w, SBX_LS_FDS, high[i]);
-    if ((r = RAW(SYS_dup2, ctl, 3, 0)) < 0)
+    if ((r = RAW(SYS_dup3, ctl, 3, 0)) < 0)
         child_report(exec_w, SBX_LS_FDS, r);
     for (unsigned i = 0; i < c->ntrees; i++)
-        if ((r = RAW(SYS_dup2, high[i], 4 + i, 0)) < 0)
+        if ((r = RAW(SYS_dup3, high[i], 4 + i, 0)) < 0)
             child_report(exec_w, SBX_LS_FDS, r);
 
     r = raw6(SYS_execveat, init_fd, (long)"", (long)c->argv, (long)c->envp, AT_EMPTY_PATH, 0);

@@ -1,0 +1,251 @@
+"""sandbox.files: read, write, list, put, get, done through the sandbox
+itself, so that symlinks in the rootfs or made inside can never redirect
+a read or a write onto the host."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sandbox import FileOpError, Sandbox
+from tests.conftest import sh, sh_ok
+
+pytestmark = pytest.mark.integration
+
+
+def test_write_then_read(sb) -> None:
+    sb.files.write_bytes("/tmp/a.bin", b"\x00\x01binary\xff")
+    assert sb.files.read_bytes("/tmp/a.bin") == b"\x00\x01binary\xff"
+    assert sh_ok(sb, "od -An -tx1 /tmp/a.bin").split()[:2] == ["00", "01"]
+    sb.files.write_text("/root/t.txt", "héllo\n")
+    assert sb.files.read_text("/root/t.txt") == "héllo\n"
+    assert sh_ok(sb, "cat /root/t.txt") == "héllo\n"
+
+
+def test_write_truncates_and_sets_mode(sb) -> None:
+    sb.files.write_bytes("/tmp/f", b"long content")
+    sb.files.write_bytes("/tmp/f", b"x", mode=0o600)
+    assert sb.files.read_bytes("/tmp/f") == b"x"
+    sb.files.write_bytes("/tmp/g", b"", mode=0o750)
+    assert sh_ok(sb, "stat -c %a /tmp/g").strip() == "750"
+
+
+def test_large_file(sb) -> None:
+    data = os.urandom(8 << 20)
+    sb.files.write_bytes("/tmp/big", data)
+    assert sh_ok(sb, "wc -c < /tmp/big").strip() == str(len(data))
+    assert sb.files.read_bytes("/tmp/big") == data
+
+
+def test_read_what_a_command_wrote(sb) -> None:
+    sh_ok(sb, "mkdir -p /work/d && echo made-inside > /work/d/f")
+    assert sb.files.read_text("/work/d/f") == "made-inside\n"
+    assert sb.files.list("/work") == ["d"]
+    assert sb.files.list("/work/d") == ["f"]
+    assert sb.files.is_dir("/work/d") and not sb.files.is_dir("/work/d/f")
+    assert not sb.files.is_dir("/nonexistent")
+
+
+def test_read_errors(sb) -> None:
+    with pytest.raises(FileOpError) as e:
+        sb.files.read_bytes("/nonexistent")
+    assert e.value.errno == errno.ENOENT
+    assert isinstance(e.value, OSError)
+    assert "/nonexistent" in str(e.value)
+    assert sb.files.read_bytes("/nonexistent", missing_ok=True) is None
+    with pytest.raises(FileOpError) as e:
+        sb.files.read_bytes("/etc")
+    assert e.value.errno == errno.EISDIR
+    with pytest.raises(FileOpError) as e:
+        sb.files.list("/etc/passwd")
+    assert e.value.errno == errno.ENOTDIR
+
+
+def test_special_files_are_refused(sb) -> None:
+    sh_ok(sb, "mkfifo /tmp/fifo")
+    with pytest.raises(FileOpError):
+        sb.files.read_bytes("/tmp/fifo")  # must not hang the init
+    with pytest.raises(FileOpError):
+        sb.files.read_bytes("/dev/zero")  # endless
+    assert sb.exec(["true"]).ok  # the init still serves
+
+
+def test_relative_paths_are_refused(sb) -> None:
+    from sandbox import ConfigError
+
+    for bad in ("etc/passwd", "", "/etc/../etc/passwd"):
+        with pytest.raises(ConfigError):
+            sb.files.read_bytes(bad)
+        with pytest.raises(ConfigError):
+            sb.files.write_bytes(bad, b"x")
+
+
+def test_mkdir(sb) -> None:
+    sb.files.mkdir("/a/b/c", parents=True)
+    assert sb.files.is_dir("/a/b/c")
+    sb.files.mkdir("/a/b/c", exist_ok=True)
+    with pytest.raises(FileOpError) as e:
+        sb.files.mkdir("/a/b/c")
+    assert e.value.errno == errno.EEXIST
+    with pytest.raises(FileOpError) as e:
+        sb.files.mkdir("/x/y")
+    assert e.value.errno == errno.ENOENT
+
+
+def test_put_and_get_trees(sb, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "top.txt").write_text("top")
+    (src / "sub" / "exe.sh").write_text("#!/bin/sh\necho run\n")
+    (src / "sub" / "exe.sh").chmod(0o755)
+    (src / "sub" / "deeper" / "bin").write_bytes(bytes(range(256)))
+    sb.files.put(src, "/data/in")
+    assert sh_ok(sb, "cat /data/in/top.txt") == "top"
+    assert sh_ok(sb, "/data/in/sub/exe.sh") == "run\n"
+    sh_ok(sb, "echo new > /data/in/sub/new.txt")
+    out = tmp_path / "out"
+    sb.files.get("/data/in", out)
+    assert (out / "top.txt").read_text() == "top"
+    assert (out / "sub" / "new.txt").read_text() == "new\n"
+    assert (out / "sub" / "deeper" / "bin").read_bytes() == bytes(range(256))
+    sb.files.put(src / "top.txt", "/single")
+    sb.files.get("/single", tmp_path / "single")
+    assert (tmp_path / "single").read_text() == "top"
+
+
+# -- hostile symlinks -----------------------------------------------------------------
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A host directory a hostile symlink points at, writable by anyone:
+    if a write got through to the host, no permission would stop it."""
+    d = tmp_path / f"victim-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    (d / "existing").write_text("host original")
+    d.chmod(0o777)
+    (d / "existing").chmod(0o666)
+    for p in d.parents:  # traversable up to the system's tmp dir
+        if p == Path(tempfile.gettempdir()) or p == Path("/"):
+            break
+        p.chmod(p.stat().st_mode | 0o011)
+    return d
+
+
+def _host_untouched(victim: Path) -> None:
+    assert sorted(os.listdir(victim)) == ["existing"]
+    assert (victim / "existing").read_text() == "host original"
+
+
+def test_symlink_made_inside_cannot_redirect_a_write(sb, victim: Path) -> None:
+    sh_ok(
+        sb,
+        f"ln -s {victim}/existing /tmp/file-link; ln -s {victim} /tmp/dir-link; "
+        f"ln -s {victim}/new /tmp/new-link",
+    )
+    for path in ("/tmp/file-link", "/tmp/new-link", "/tmp/dir-link/existing", "/tmp/dir-link/new"):
+        try:
+            sb.files.write_bytes(path, b"PWNED")
+        except FileOpError:
+            pass
+    _host_untouched(victim)
+
+
+def test_write_does_not_follow_a_final_symlink(sb) -> None:
+    sh_ok(sb, "echo inside > /tmp/target; ln -s /tmp/target /tmp/link")
+    with pytest.raises(FileOpError) as e:
+        sb.files.write_bytes("/tmp/link", b"x")
+    assert e.value.errno == errno.ELOOP
+    assert sh_ok(sb, "cat /tmp/target") == "inside\n"
+
+
+def test_symlinks_planted_in_the_rootfs_resolve_inside(
+    sandbox_host, copied_rootfs: Path, victim: Path
+) -> None:
+    """A hostile image: absolute and relative symlinks to host paths."""
+    (copied_rootfs / "etc" / "evil-file").symlink_to(victim / "existing")
+    (copied_rootfs / "evil-dir").symlink_to(victim)
+    (copied_rootfs / "evil-up").symlink_to("../../../../../../../../.." + str(victim))
+    (copied_rootfs / "evil-proc").symlink_to("/proc/1/root" + str(victim))
+    with Sandbox(rootfs=copied_rootfs) as sb:
+        for path in (
+            "/etc/evil-file",
+            "/evil-dir/existing",
+            "/evil-dir/new",
+            "/evil-up/existing",
+            "/evil-up/new",
+            "/evil-proc/new",
+            "/evil-proc/existing",
+        ):
+            try:
+                sb.files.write_bytes(path, b"PWNED")
+            except FileOpError:
+                pass
+            got = sb.files.read_bytes(path, missing_ok=True) if not path.endswith("evil-file") else None
+            assert got in (None, b"PWNED"), path  # never the host's content
+        with pytest.raises(FileOpError):
+            sb.files.read_bytes("/evil-dir/existing")
+        try:
+            sb.files.mkdir("/evil-dir/made", parents=True)
+        except FileOpError:
+            pass
+        # And a command writing through them stays inside too.
+        sh(sb, "echo PWNED > /evil-dir/cmd; echo PWNED > /etc/evil-file; echo PWNED > /evil-up/cmd2")
+    _host_untouched(victim)
+    assert (copied_rootfs / "etc" / "evil-file").is_symlink()
+
+
+def test_put_through_a_planted_symlink_stays_inside(
+    sandbox_host, copied_rootfs: Path, victim: Path, tmp_path: Path
+) -> None:
+    (copied_rootfs / "drop").symlink_to(victim)
+    src = tmp_path / "payload"
+    src.mkdir()
+    (src / "existing").write_text("PWNED")
+    (src / "new").write_text("PWNED")
+    with Sandbox(rootfs=copied_rootfs) as sb:
+        try:
+            sb.files.put(src, "/drop")
+        except FileOpError:
+            pass
+    _host_untouched(victim)
+
+
+def test_get_does_not_leak_host_files(sb, victim: Path, tmp_path: Path) -> None:
+    sh_ok(sb, f"mkdir /out && echo ok > /out/f && ln -s {victim}/existing /out/hostlink")
+    out = tmp_path / "out"
+    try:
+        sb.files.get("/out", out)
+    except FileOpError:
+        pass
+    assert (out / "f").read_text() == "ok\n"
+    for p in out.rglob("*"):
+        if p.is_file():
+            assert p.read_text(errors="replace") != "host original"
+
+
+def test_get_copies_only_plain_files_and_directories(sb, tmp_path: Path) -> None:
+    """files.get's contract: only plain files and directories are copied.
+    A symlink in the tree (here a loop and a link to /etc/passwd) must not
+    be followed: following it copies the loop 40 levels deep and copies
+    whatever the link points at."""
+    sh_ok(sb, "mkdir /out && echo ok > /out/f && ln -s . /out/loop && ln -s /etc/passwd /out/pw")
+    out = tmp_path / "out"
+    try:
+        sb.files.get("/out", out)
+    except FileOpError:
+        pass
+    assert (out / "f").read_text() == "ok\n"
+    assert not (out / "loop").exists(), "get() followed a symlink loop"
+    assert not (out / "pw").exists(), "get() copied a symlink's target"
+
+
+def test_get_names_are_checked(sb, tmp_path: Path) -> None:
+    sh_ok(sb, "mkdir -p /out/sub && echo x > /out/sub/f")
+    sb.files.get("/out", tmp_path / "o")
+    assert sorted(p.name for p in (tmp_path / "o").rglob("*")) == ["f", "sub"]
