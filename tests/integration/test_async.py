@@ -33,7 +33,8 @@ def test_exec_output_and_stdin(backend: str, busybox_rootfs) -> None:
 def test_missing_binary_is_a_plain_exception(backend: str, busybox_rootfs) -> None:
     async def main() -> None:
         async with AsyncSandbox(rootfs=busybox_rootfs) as sb:
-            with pytest.raises(CommandNotFound, match=r"exec /bin/nosuch: No such file or directory \(ENOENT\)"):
+            msg = r"exec /bin/nosuch: No such file or directory \(ENOENT\)"
+            with pytest.raises(CommandNotFound, match=msg):
                 await sb.exec(["/bin/nosuch"])
             with pytest.raises(CommandNotFound):
                 await sb.spawn(["/bin/nosuch"])
