@@ -275,6 +275,7 @@ class SandboxBase:
         try:
             return _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
         finally:
+            netpool.pool.launched()
             if netns is not None:
                 os.close(netns)
 
