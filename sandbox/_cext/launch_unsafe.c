@@ -240,20 +240,24 @@ static void close_all(int *fds, unsigned n)
 static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *uid_map,
                          const char *gid_map, int *pidfd, struct sbx_launched *out)
 {
-    void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
-                       -1, 0);
-    if (stack == MAP_FAILED)
-        return fail(out, SBX_LS_CLONE, errno, -1);
+    /* One stack per thread, kept: an munmap while the child's CPU still holds
+     * our address space would cost a TLB-shootdown IPI to it. */
+    static __thread void *stack;
+    if (!stack) {
+        stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED) {
+            stack = NULL;
+            return fail(out, SBX_LS_CLONE, errno, -1);
+        }
+    }
     int sync[2], ex[2];
     if (pipe2(sync, O_CLOEXEC) < 0) {
-        munmap(stack, STACK_SIZE);
         return fail(out, SBX_LS_SOCKET, errno, -1);
     }
     if (pipe2(ex, O_CLOEXEC) < 0) {
         int e = errno;
         close(sync[0]);
         close(sync[1]);
-        munmap(stack, STACK_SIZE);
         return fail(out, SBX_LS_SOCKET, e, -1);
     }
     c->sync_r = sync[0];
@@ -272,7 +276,6 @@ static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *u
     if (pid < 0) {
         close(sync[1]);
         close(ex[0]);
-        munmap(stack, STACK_SIZE);
         return fail(out, SBX_LS_CLONE, clone_errno, -1);
     }
     int r = write_map(pid, "uid_map", uid_map);
@@ -283,7 +286,6 @@ static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *u
         close(ex[0]);
         waitpid(pid, NULL, __WALL);
         close(*pidfd);
-        munmap(stack, STACK_SIZE);
         return fail(out, SBX_LS_MAPS, -r, -1);
     }
     __atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
@@ -303,7 +305,6 @@ static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *u
     while (n < 0 && (errno == EAGAIN || errno == EINTR))
         n = read(ex[0], &f, sizeof f);
     close(ex[0]);
-    munmap(stack, STACK_SIZE);
     if (n == (ssize_t)sizeof f) {
         waitpid(pid, NULL, __WALL);
         close(*pidfd);
