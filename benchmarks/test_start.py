@@ -1,0 +1,117 @@
+"""Start-up cost: our full cycle against bubblewrap, crun and a plain
+fork+exec, measured in the same run; and the exec round trip in a running
+sandbox.  See README.md for the command and the figures.
+
+Each benchmark is one group of pytest-benchmark; the conftest prints median
+and p99 per benchmark, with the targets of issue 2, at the end of the run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from conftest import Crun
+
+IDLE = 0.050  # seconds of idleness before each round, outside the timed region
+MODES = {
+    # mode: (rounds, idle seconds before each round)
+    "back-to-back": (200, 0.0),
+    "idle": (100, IDLE),
+}
+WARMUP = 5
+TRUE = ["/bin/true"]
+
+
+def _sleep() -> None:
+    time.sleep(IDLE)
+
+
+def _measure(
+    benchmark: BenchmarkFixture,
+    fn: Callable[[], object],
+    group: str,
+    runner: str,
+    mode: str,
+    rounds: int | None = None,
+    warmup: int = WARMUP,
+) -> None:
+    """One benchmark.pedantic run: `rounds` timed calls of `fn`, each after
+    `IDLE` seconds of sleep in idle mode (the sleep is the setup, untimed)."""
+    default_rounds, idle = MODES[mode]
+    rounds = rounds or default_rounds
+    benchmark.group = f"{group}, {mode}"
+    benchmark.extra_info.update(runner=runner, mode=mode, idle_s=idle)
+    benchmark.pedantic(fn, setup=_sleep if idle else None, rounds=rounds, warmup_rounds=warmup, iterations=1)
+
+
+# -- the full cycle: start, exec /bin/true, stop ----------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_sandbox(benchmark: BenchmarkFixture, rootfs: str, mode: str) -> None:
+    def cycle() -> None:
+        with Sandbox(rootfs=rootfs) as sb:
+            r = sb.exec(TRUE)
+        assert r.exit_code == 0, r
+
+    _measure(benchmark, cycle, "full cycle", "sandbox", mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_bwrap(benchmark: BenchmarkFixture, bwrap_argv: list[str], mode: str) -> None:
+    def cycle() -> None:
+        subprocess.run(bwrap_argv, check=True)
+
+    _measure(benchmark, cycle, "full cycle", "bwrap", mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_crun(benchmark: BenchmarkFixture, crun_runner: Crun, mode: str) -> None:
+    argv, stdio = crun_runner.argv, crun_runner.stdio
+    benchmark.extra_info["hidden_cgroup2_unified"] = crun_runner.hidden_unified
+
+    def cycle() -> None:
+        subprocess.run(argv(), check=True, **stdio)
+
+    _measure(benchmark, cycle, "full cycle", "crun", mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_fork_exec(benchmark: BenchmarkFixture, mode: str) -> None:
+    """The floor: a plain vfork+exec of the host's /bin/true, no isolation."""
+
+    def cycle() -> None:
+        subprocess.run(TRUE, check=True)
+
+    _measure(benchmark, cycle, "full cycle", "fork-exec", mode)
+
+
+# -- exec in a running sandbox ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exec_roundtrip(benchmark: BenchmarkFixture, rootfs: str, mode: str) -> None:
+    with Sandbox(rootfs=rootfs) as sb:
+
+        def run() -> None:
+            r = sb.exec(TRUE)
+            assert r.exit_code == 0, r
+
+        _measure(
+            benchmark,
+            run,
+            "exec round trip",
+            "sandbox",
+            mode,
+            rounds=1000 if mode == "back-to-back" else None,
+            warmup=20,
+        )
