@@ -136,10 +136,11 @@ class AsyncSandbox(SandboxBase):
         cwd: object,
         user: object,
         timeout: object,
+        quiet: bool = False,
     ) -> AsyncProcess:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         u = await files.run_async(self._user_op(uspec), self._roundtrip)
-        sp = self._prepare_spawn(argv, stdin, stdout, stderr, env, cwd, u, t, args, extra, wd)
+        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:
@@ -164,9 +165,9 @@ class AsyncSandbox(SandboxBase):
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and not isinstance(data, bytes):
             raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
-        p = await self._spawn(
-            argv, PIPE if data is not None else DEVNULL, PIPE, PIPE, env, cwd, user, timeout
-        )
+        # quiet: the exit record (or the failure) is all exec() needs
+        stdin_mode = PIPE if data is not None else DEVNULL
+        p = await self._spawn(argv, stdin_mode, PIPE, PIPE, env, cwd, user, timeout, quiet=True)
         r = await p.communicate(data)
         return r.check() if check else r
 

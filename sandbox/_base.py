@@ -335,7 +335,13 @@ class SandboxBase:
         return args, extra, wd, u, t
 
     def _exec_message(
-        self, argv: list[str], extra: list[tuple[str, str]], cwd: str, user: users.User, fds_mask: int
+        self,
+        argv: list[str],
+        extra: list[tuple[str, str]],
+        cwd: str,
+        user: users.User,
+        fds_mask: int,
+        quiet: bool = False,
     ) -> tuple[int, bytes]:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
         env.update(self._spec.env)
@@ -352,6 +358,7 @@ class SandboxBase:
                 list(user.groups),
                 [],
                 fds_mask,
+                protocol.EXEC_NO_STARTED if quiet else 0,
             )
         except ValueError as e:
             raise ConfigError("argv", f"{e}; pass large data through stdin or files") from None
@@ -369,20 +376,18 @@ class SandboxBase:
 
     def _prepare_spawn(
         self,
-        argv: object,
-        stdin: int,
-        stdout: int,
-        stderr: int,
-        env: object,
-        cwd: object,
+        streams: tuple[int, int, int],
         user: users.User,
         timeout: float | None,
         args: list[str],
         extra: list[tuple[str, str]],
         wd: str,
+        quiet: bool,
     ) -> Spawning:
-        """Pipes for the requested streams and the exec request; the caller
-        sends it with `Spawning.send_fds` and must call `Spawning.sent()`."""
+        """Pipes for the requested streams (PIPE or DEVNULL each) and the exec
+        request; the caller sends `msg` with `theirs`, then calls `sent()`.
+        `quiet`: no STARTED record (exec() reads the exit record only)."""
+        stdin, stdout, stderr = streams
         sp = Spawning(Collector(args))
         try:
             for n, want, reading in ((0, stdin, False), (1, stdout, True), (2, stderr, True)):
@@ -391,7 +396,7 @@ class SandboxBase:
                     sp.mine[n], there = (r, w) if reading else (w, r)
                     sp.theirs.append(there)
                     sp.mask |= 1 << n
-            sp.req_id, sp.msg = self._exec_message(args, extra, wd, user, sp.mask)
+            sp.req_id, sp.msg = self._exec_message(args, extra, wd, user, sp.mask, quiet)
             sp.reply, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             sp.theirs.insert(0, rtheirs.detach())
         except BaseException:

@@ -119,10 +119,11 @@ class Sandbox(SandboxBase):
         cwd: object,
         user: object,
         timeout: object,
+        quiet: bool = False,
     ) -> Process:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         u = files.run_sync(self._user_op(uspec), self._roundtrip)
-        sp = self._prepare_spawn(argv, stdin, stdout, stderr, env, cwd, u, t, args, extra, wd)
+        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:
@@ -149,7 +150,9 @@ class Sandbox(SandboxBase):
             raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
         # No wait for the start: the start and exit records come on one
         # socket, and communicate() reads both (one wakeup less).
-        p = self._spawn(argv, PIPE if data is not None else DEVNULL, PIPE, PIPE, env, cwd, user, timeout)
+        p = self._spawn(
+            argv, PIPE if data is not None else DEVNULL, PIPE, PIPE, env, cwd, user, timeout, quiet=True
+        )
         r = p.communicate(data)
         return r.check() if check else r
 

@@ -22,6 +22,8 @@ REP_FD = 105
 REP_ERROR = 106
 REP_OK = 107
 
+EXEC_NO_STARTED = 1  # exec request flag: no STARTED record (exec() needs none)
+
 DETAIL_MAX = 240
 MSG_MAX = 256 * 1024
 
@@ -85,8 +87,9 @@ def encode_exec(
     groups: list[int],
     rlimits: list[tuple[int, int, int]],
     fds_mask: int,
+    flags: int = 0,
 ) -> bytes:
-    body = EXEC_REQ.pack(uid, gid, len(groups), len(rlimits), len(argv), len(env), fds_mask, 0)
+    body = EXEC_REQ.pack(uid, gid, len(groups), len(rlimits), len(argv), len(env), fds_mask, flags)
     body += b"".join(struct.pack("=I", g) for g in groups)
     body += b"".join(RLIMIT.pack(r, 0, cur, mx) for r, cur, mx in rlimits)
     body += b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in [cwd, *argv, *env])

@@ -141,23 +141,40 @@ def _check_dst_in_layers(option: str, dst: str, layers: Sequence[str]) -> None:
                 )
 
 
+_SUBUID = "/etc/subuid"
+_idmap_cache: tuple[tuple[int, int], IdMap] | None = None
+
+
 def default_idmap() -> IdMap:
-    """The caller's range from /etc/subuid, or 100000:65536 for root."""
+    """The caller's range from /etc/subuid, or 100000:65536 for root.  The
+    answer is kept while the file's mtime and size stay the same (reading
+    it took ~70 us of each start)."""
+    global _idmap_cache
     if os.geteuid() != 0:
         raise HostError(
             "sandboxes need root for now: mapping a range of ids as another user needs "
             "newuidmap (the uidmap package), which is not supported yet; run as root"
         )
     try:
-        for line in Path("/etc/subuid").read_text().splitlines():
+        st = os.stat(_SUBUID)
+        key = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (0, -1)
+    if _idmap_cache is not None and _idmap_cache[0] == key:
+        return _idmap_cache[1]
+    found = IdMap(100000)
+    try:
+        for line in Path(_SUBUID).read_text().splitlines():
             name, _, rest = line.partition(":")
             start, _, count = rest.partition(":")
             if name in ("root", "0") and start.isdigit() and count.isdigit():
                 if int(start) > 0 and int(count) >= CONTAINER_IDS:
-                    return IdMap(int(start))
+                    found = IdMap(int(start))
+                    break
     except OSError:
         pass
-    return IdMap(100000)
+    _idmap_cache = (key, found)
+    return found
 
 
 def make_spec(

@@ -681,8 +681,10 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
         send_msg(reply, SBX_REP_EXEC_FAIL, id, &c.fail, sizeof c.fail, -1);
         goto out;
     }
-    struct sbx_started st = {(uint32_t)pid, 0};
-    send_msg(reply, SBX_REP_STARTED, id, &st, sizeof st, -1);
+    if (!(r.flags & SBX_EXEC_NO_STARTED)) {
+        struct sbx_started st = {(uint32_t)pid, 0};
+        send_msg(reply, SBX_REP_STARTED, id, &st, sizeof st, -1);
+    }
     s->id = id;
     s->pid = (int)pid;
     s->reply = reply;

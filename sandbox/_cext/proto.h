@@ -100,6 +100,9 @@ struct sbx_exec_req {
     uint32_t flags;
 };
 
+/* sbx_exec_req.flags */
+#define SBX_EXEC_NO_STARTED 1u /* exec(): no STARTED record, only EXEC_FAIL or EXITED */
+
 struct sbx_rlimit {
     uint32_t resource;
     uint32_t pad;
