@@ -30,6 +30,8 @@ from .sizes import parse_seconds
 from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv, check_env, make_spec
 from .spec import IdMap as IdMap
 
+REDACTED = b"[REDACTED]"
+REDACT_MIN = 4  # bytes
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
 REPLY_SIZE = 4096
 FD_SPACE = socket.CMSG_SPACE(4 * 4)
@@ -137,6 +139,7 @@ class Collector:
     out: list[bytes] = field(default_factory=list)
     err: list[bytes] = field(default_factory=list)
     exited: protocol.Exited | None = None
+    redact: tuple[bytes, ...] = field(default=(), repr=False)
     ended: float = 0.0
     timed_out: bool = False
 
@@ -169,12 +172,17 @@ class Collector:
         code = os.waitstatus_to_exitcode(st)
         sig = -code if code < 0 else None
         reason = "timeout" if self.timed_out else ("signaled" if sig is not None else "exited")
+        out, err = b"".join(self.out), b"".join(self.err)
+        for secret in self.redact:
+            if secret:
+                out = out.replace(secret, REDACTED)
+                err = err.replace(secret, REDACTED)
         return ExecResult(
             argv=self.argv,
             exit_code=None if sig is not None else code,
             signal=sig,
-            stdout=b"".join(self.out),
-            stderr=b"".join(self.err),
+            stdout=out,
+            stderr=err,
             reason=reason,
             wall_time=(self.ended or time.monotonic()) - self.started,
             cpu_time=self.exited.utime + self.exited.stime,
@@ -244,6 +252,10 @@ class SandboxBase:
         disk: str | int = DEFAULT_DISK,
         read_only: bool = False,
         idmap: IdMap | None = None,
+        seccomp: str | os.PathLike[str] | dict[str, object] | None = None,
+        cap_add: Sequence[str] = (),
+        secrets: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
+        redact_secrets: bool = False,
     ) -> None:
         self._spec = make_spec(
             rootfs=rootfs,
@@ -256,6 +268,10 @@ class SandboxBase:
             disk=disk,
             read_only=read_only,
             idmap=idmap,
+            seccomp=seccomp,
+            cap_add=cap_add,
+            secrets=secrets,
+            redact_secrets=redact_secrets,
         )
         self._launched: _core.Launched | None = None
         self._closed = False
@@ -359,6 +375,7 @@ class SandboxBase:
                 [],
                 fds_mask,
                 protocol.EXEC_NO_STARTED if quiet else 0,
+                self._spec.caps,
             )
         except ValueError as e:
             raise ConfigError("argv", f"{e}; pass large data through stdin or files") from None
@@ -388,7 +405,18 @@ class SandboxBase:
         request; the caller sends `msg` with `theirs`, then calls `sent()`.
         `quiet`: no STARTED record (exec() reads the exit record only)."""
         stdin, stdout, stderr = streams
-        sp = Spawning(Collector(args))
+        redact: tuple[bytes, ...] = ()
+        if self._spec.redact_secrets:
+            # longest first, so that one secret inside another is scrubbed whole;
+            # below 4 bytes a "secret" would scrub ordinary output
+            redact = tuple(
+                sorted(
+                    (x.content for x in self._spec.secrets if len(x.content) >= REDACT_MIN),
+                    key=len,
+                    reverse=True,
+                )
+            )
+        sp = Spawning(Collector(args, redact=redact))
         try:
             for n, want, reading in ((0, stdin, False), (1, stdout, True), (2, stderr, True)):
                 if want == PIPE:

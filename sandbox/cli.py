@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-i", "--interactive", action="store_true", help="pass this process's stdin")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("doctor", help="check what this host offers sandboxes, and how to fix the rest")
     return ap
 
 
@@ -136,6 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.cmd == "run":
             return cmd_run(a)
+        if a.cmd == "doctor":
+            from . import doctor
+
+            checks = doctor.run()
+            print(doctor.report(checks))
+            return 1 if any(c.status == doctor.FAIL for c in checks) else 0
     except CommandNotFound as e:
         print(f"sandbox: {e}", file=sys.stderr)
         return EXIT_NOT_FOUND

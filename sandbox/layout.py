@@ -16,6 +16,7 @@ sandbox, and nothing ever shows in the host's mount table):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -30,12 +31,40 @@ def hosts_file(hostname: str) -> str:
     return f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
 
 
-@functools.lru_cache(maxsize=256)
 def build(spec: Spec) -> tuple[bytes, tuple[_core.Tree, ...]]:
-    """The encoded plan and its trees; a spec is immutable, so both are
-    cached (sandboxes made from one spec share them)."""
+    """The encoded plan and its trees.  All but the secrets is cached by spec
+    (sandboxes made from one spec share it); secrets are added per launch, so
+    that no cache ever holds them."""
+    base, trees = _cached(dataclasses.replace(spec, secrets=()))
+    return base.encode(_secrets(spec) if spec.secrets else None), trees
+
+
+@functools.lru_cache(maxsize=256)
+def _cached(spec: Spec) -> tuple[Plan, tuple[_core.Tree, ...]]:
     p, trees = _build(spec)
-    return p.encode(), tuple(trees)
+    return p, tuple(trees)
+
+
+SECRETS_DIR = "/run/secrets"
+SECRETS_SIZE = 8 << 20
+
+
+def _secrets(spec: Spec) -> Plan:
+    """After the pivot: a small tmpfs at /run/secrets, a file per secret,
+    mode 0400, owned by the sandbox's default user (numeric ones; a named
+    user is looked up after the start and the files are given to it)."""
+    p = Plan()
+    uid = gid = 0
+    if spec.user and all(part.isascii() and part.isdigit() for part in spec.user.split(":")):
+        parts = spec.user.split(":")
+        uid = int(parts[0])
+        gid = int(parts[1]) if len(parts) > 1 else uid
+    p.mkdir_safe(SECRETS_DIR)
+    p.mount("tmpfs", SECRETS_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={SECRETS_SIZE},mode=0755")
+    for sec in spec.secrets:
+        p.secret(f"{SECRETS_DIR}/{sec.name}", sec.content, 0o400, uid, gid)
+    p.remount(SECRETS_DIR, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    return p
 
 
 def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
@@ -48,7 +77,8 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
     p.chdir(STAGE)
     single_ro = spec.read_only and len(spec.layers) == 1
     for i, layer in enumerate(spec.layers):
-        trees.append(_core.Tree(layer, idmap=True, attr_set=_core.MOUNT_ATTR_RDONLY if single_ro else 0))
+        ro = _core.MOUNT_ATTR_RDONLY | _core.MOUNT_ATTR_NOSUID | _core.MOUNT_ATTR_NODEV
+        trees.append(_core.Tree(layer, idmap=True, attr_set=ro if single_ro else 0))
         p.mkdir(str(i))
         p.attach(i, str(i))
     if single_ro:
@@ -65,11 +95,12 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
         # only ones a user namespace may write.
         root = "r"
         p.mkdir(root)
-        p.mount("overlay", root, "overlay", MS_NODEV, opts + ",userxattr")
+        p.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts + ",userxattr")
     p.root(root)
 
     p.mkdir("/proc", optional=True)
     p.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mask_proc(p)
     # /dev: the read-only template (devices.py), then the writable parts
     trees.append(
         _core.Tree(
@@ -111,7 +142,41 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
             p.mkfile(m.dst)
         p.attach(len(trees) - 1, m.dst)
 
+    if spec.seccomp:
+        p.seccomp(spec.seccomp)
     p.pivot(root)
     p.hostname(spec.hostname)
     p.nfds = len(trees)
     return p, trees
+
+
+# Host information that /proc shows to anyone: timers and keys of host
+# processes, kernel symbols and page maps, ACPI.  Docker masks most of these;
+# the kpage* files and kallsyms are added (kallsyms shows zeros to non-root,
+# but names the loaded code).  Files get /dev/null, directories an empty,
+# read-only tmpfs; /proc/sys becomes read-only (what a user namespace may
+# still write there is its own hostname and IPC limits).
+MASKED_FILES = (
+    "/proc/timer_list", "/proc/sched_debug", "/proc/keys", "/proc/key-users", "/proc/kallsyms",
+    "/proc/kcore", "/proc/kpagecount", "/proc/kpageflags", "/proc/kpagecgroup", "/proc/latency_stats",
+    "/proc/timer_stats", "/proc/sysrq-trigger", "/proc/vmallocinfo",
+)  # fmt: skip
+MASKED_DIRS = ("/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver")
+READ_ONLY = ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq")
+
+
+def _mask_proc(p: Plan) -> None:
+    for f in MASKED_FILES:
+        p.mount("/dev/null", f, "", MS_BIND, optional=True)  # optional: absent on some kernels
+    for d in MASKED_DIRS:
+        p.mount(
+            "tmpfs",
+            d,
+            "tmpfs",
+            MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "size=0,mode=0555",
+            optional=True,
+        )
+    for d in READ_ONLY:
+        p.mount(d, d, "", MS_BIND | MS_REC, optional=True)
+        p.remount(d, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)

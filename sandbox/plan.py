@@ -26,6 +26,9 @@ OP_REMOUNT = 9
 OP_MKFILE = 10
 OP_MKDIR_SAFE = 11
 OP_ROOT = 12
+OP_SECCOMP = 13
+OP_SECRET = 14
+SECRET = struct.Struct("=IIII")  # mode, uid, gid, len (struct sbx_secret)
 
 F_OPTIONAL = 1
 
@@ -99,8 +102,30 @@ class Plan:
     def remount(self, path: str, flags: int, optional: bool = False) -> None:
         self._add(OP_REMOUNT, path, a=flags, flags=F_OPTIONAL if optional else 0)
 
-    def encode(self) -> bytes:
-        return HDR.pack(MAGIC, VERSION, len(self._ops), self.nfds) + b"".join(self._ops)
+    def _add_binary(self, op: int, payload: bytes) -> None:
+        size = OP.size + len(payload)
+        size += -size % 8
+        self._ops.append((OP.pack(op, 0, size, len(payload), 0, 0) + payload).ljust(size, b"\0"))
+
+    def seccomp(self, program: bytes) -> None:
+        """The BPF program every exec loads last before execve."""
+        self._add_binary(OP_SECCOMP, program)
+
+    def secret(self, path: str, content: bytes, mode: int, uid: int, gid: int) -> None:
+        """A file made from memory, never from a file on the host."""
+        self._add_binary(
+            OP_SECRET, SECRET.pack(mode, uid, gid, len(content)) + content + path.encode() + b"\0"
+        )
+
+    def encode(self, extra: Plan | None = None) -> bytes:
+        """The plan, followed by the operations of `extra` (kept apart so that
+        a cached plan never holds per-sandbox data such as secrets)."""
+        ops = self._ops + (extra._ops if extra else [])
+        return HDR.pack(MAGIC, VERSION, len(ops), self.nfds) + b"".join(ops)
+
+    def __repr__(self) -> str:
+        # never the bytes: a plan can carry secrets
+        return f"<Plan {len(self._ops)} operations, {self.nfds} trees>"
 
     def __len__(self) -> int:
         return len(self._ops)

@@ -28,7 +28,7 @@ DETAIL_MAX = 240
 MSG_MAX = 256 * 1024
 
 HDR = struct.Struct("=II")
-EXEC_REQ = struct.Struct("=8I")
+EXEC_REQ = struct.Struct("=8IQ")
 RLIMIT = struct.Struct("=IIQQ")
 KILL_REQ = struct.Struct("=II")
 PATH_REQ = struct.Struct("=II")
@@ -48,6 +48,9 @@ EXEC_STAGES = {
     8: "chdir",
     9: "exec",
     10: "request",
+    11: "capabilities",
+    12: "no_new_privs",
+    13: "seccomp",
 }
 
 
@@ -88,8 +91,9 @@ def encode_exec(
     rlimits: list[tuple[int, int, int]],
     fds_mask: int,
     flags: int = 0,
+    caps: int = 0,
 ) -> bytes:
-    body = EXEC_REQ.pack(uid, gid, len(groups), len(rlimits), len(argv), len(env), fds_mask, flags)
+    body = EXEC_REQ.pack(uid, gid, len(groups), len(rlimits), len(argv), len(env), fds_mask, flags, caps)
     body += b"".join(struct.pack("=I", g) for g in groups)
     body += b"".join(RLIMIT.pack(r, 0, cur, mx) for r, cur, mx in rlimits)
     body += b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in [cwd, *argv, *env])

@@ -4,6 +4,7 @@ failure never leaves a half-made sandbox behind."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import stat
@@ -11,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import capabilities
 from .errors import ConfigError, HostError
 from .sizes import parse_size
 
@@ -47,6 +49,17 @@ class IdMap:
 
 
 @dataclass(frozen=True)
+class Secret:
+    """A secret's content, kept out of every repr."""
+
+    name: str
+    content: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name!r}, <{len(self.content)} bytes>)"
+
+
+@dataclass(frozen=True)
 class Spec:
     layers: tuple[str, ...]
     hostname: str
@@ -57,7 +70,10 @@ class Spec:
     disk: int
     read_only: bool
     idmap: IdMap
-    tmp_size: int = field(default=0)
+    seccomp: bytes | None = field(default=None, repr=False)  # the compiled program
+    caps: int = 0  # cap_add, as a bit mask
+    secrets: tuple[Secret, ...] = ()
+    redact_secrets: bool = False
 
 
 def check_env(option: str, env: object) -> list[tuple[str, str]]:
@@ -189,6 +205,10 @@ def make_spec(
     disk: object = DEFAULT_DISK,
     read_only: object = False,
     idmap: object = None,
+    seccomp: object = None,
+    cap_add: object = (),
+    secrets: object = None,
+    redact_secrets: object = False,
 ) -> Spec:
     if (rootfs is None) == (layers is None):
         raise ConfigError("rootfs", "give exactly one of rootfs=DIR or layers=[DIR, ...]")
@@ -237,6 +257,15 @@ def make_spec(
         raise ConfigError("idmap", f"host ids {im.host_start}..+{im.count}: the range must start above 0")
     if im.host_start <= os.geteuid() < im.host_start + im.count:
         raise ConfigError("idmap", "the range holds the caller's own uid: pick a range of unused ids")
+    caps, cap_names = capabilities.mask("cap_add", cap_add)  # type: ignore[arg-type]
+    if seccomp is None:
+        prog = None
+    else:
+        # libseccomp is loaded only when a profile is used
+        _seccomp = importlib.import_module(".seccomp", __package__)
+        prog = _seccomp.compile_profile(seccomp, cap_add=cap_names)
+    if not isinstance(redact_secrets, bool):
+        raise ConfigError("redact_secrets", f"expected True or False, got {redact_secrets!r}")
     return Spec(
         layers=tuple(lay),
         hostname=hostname,
@@ -247,4 +276,40 @@ def make_spec(
         disk=parse_size("disk", disk, minimum=1 << 20),
         read_only=read_only,
         idmap=im,
+        seccomp=prog,
+        caps=caps,
+        secrets=check_secrets(secrets),
+        redact_secrets=redact_secrets,
     )
+
+
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SECRET_MAX = 1 << 20  # bytes per secret: they travel in the launch plan
+
+
+def check_secrets(secrets: object) -> tuple[Secret, ...]:
+    """{"name": bytes | str | Path}: a Path is read here, once, into memory."""
+    if secrets is None:
+        return ()
+    if not isinstance(secrets, Mapping):
+        raise ConfigError("secrets", "expected a mapping of names to bytes, str or Path")
+    out = []
+    for name, value in secrets.items():
+        opt = f"secrets[{name!r}]"
+        if not isinstance(name, str) or not _SECRET_NAME.match(name):
+            raise ConfigError(opt, "a secret's name is a file name: letters, digits, '.', '_', '-'")
+        if isinstance(value, str):
+            data = value.encode()
+        elif isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+        elif isinstance(value, Path):
+            try:
+                data = value.read_bytes()
+            except OSError as e:
+                raise ConfigError(opt, f"cannot read {str(value)!r}: {e.strerror}") from None
+        else:
+            raise ConfigError(opt, f"expected bytes, str or pathlib.Path, got {type(value).__name__}")
+        if len(data) > SECRET_MAX:
+            raise ConfigError(opt, f"{len(data)} bytes: at most {SECRET_MAX} per secret")
+        out.append(Secret(name, data))
+    return tuple(out)

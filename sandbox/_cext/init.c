@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -45,6 +46,9 @@ static char *strs[1 + 2 * MAX_ARGS + 2];
 static char *envp_buf[MAX_ARGS + 1];
 static uint32_t groups_buf[MAX_GROUPS];
 static struct sbx_rlimit rl_buf[MAX_RLIMITS];
+/* The seccomp program from the plan (BPF_MAXINSNS is 4096 instructions). */
+static unsigned char seccomp_prog[4096 * 8];
+static unsigned short seccomp_len; /* instructions; 0: none */
 #ifdef SBX_TIMING
 #include <time.h>
 static uint32_t timing[64];
@@ -398,6 +402,43 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
     return r;
 }
 
+/* The binary operations: a seccomp program kept for the execs, and secrets,
+ * written from memory into the sandbox's tmpfs (they never touch a disk). */
+static int run_binary_op(const struct sbx_op_hdr *op, const unsigned char *pay, size_t len)
+{
+    if (op->type == SBX_OP_SECCOMP) {
+        if (len == 0 || len % 8 || len > sizeof seccomp_prog)
+            return -EINVAL;
+        memcpy(seccomp_prog, pay, len);
+        seccomp_len = (unsigned short)(len / 8);
+        return 0;
+    }
+    struct sbx_secret sec;
+    if (len < sizeof sec + 2)
+        return -EINVAL;
+    memcpy(&sec, pay, sizeof sec);
+    if (sec.len > len - sizeof sec - 2)
+        return -EINVAL;
+    const char *path = (const char *)pay + sizeof sec + sec.len;
+    if (!rt_memchr(path, 0, len - sizeof sec - sec.len))
+        return -EINVAL;
+    int fd = open_at_root(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, (int)(sec.mode & 0777));
+    if (fd < 0)
+        return fd;
+    const unsigned char *data = pay + sizeof sec;
+    for (size_t off = 0; off < sec.len;) {
+        long w = xwrite(fd, data + off, sec.len - off);
+        if (w <= 0) {
+            xclose(fd);
+            return w < 0 ? (int)w : -EIO;
+        }
+        off += (size_t)w;
+    }
+    int r = (int)SYS3(SYS_fchown, fd, sec.uid, sec.gid);
+    xclose(fd);
+    return r;
+}
+
 static uint32_t run_plan(const unsigned char *buf, size_t len)
 {
     struct sbx_plan_hdr h;
@@ -414,6 +455,16 @@ static uint32_t run_plan(const unsigned char *buf, size_t len)
         memcpy(&op, buf + off, sizeof op);
         if (op.len < sizeof op || op.len > len - off || op.nstr > 4)
             setup_fail(i, EINVAL, "plan", "bad record");
+        if (op.type == SBX_OP_SECCOMP || op.type == SBX_OP_SECRET) {
+            const unsigned char *pay = buf + off + sizeof op;
+            if (op.a > op.len - sizeof op)
+                setup_fail(i, EINVAL, "plan", "bad payload");
+            int r = run_binary_op(&op, pay, (size_t)op.a);
+            if (r < 0)
+                setup_fail(i, -r, op.type == SBX_OP_SECCOMP ? "seccomp" : "secret", "");
+            off += op.len;
+            continue;
+        }
         const char *s[4] = {NULL, NULL, NULL, NULL};
         const char *p = (const char *)buf + off + sizeof op, *end = (const char *)buf + off + op.len;
         for (unsigned k = 0; k < op.nstr; k++) {
@@ -511,14 +562,56 @@ static int child_main(void *arg)
         if ((e = (int)SYS4(SYS_prlimit64, 0, rl_buf[k].resource, &lim, 0)) < 0)
             return child_fail(c, SBX_ST_RLIMIT, -e, "setrlimit");
     }
+    /* Capabilities: empty bounding set but for r->caps (dropping needs
+     * CAP_SETPCAP, which we hold until the uid change below). */
+    for (int cap = 0; cap < 64; cap++) {
+        if (r->caps & (1ull << cap))
+            continue;
+        e = (int)SYS2(SYS_prctl, PR_CAPBSET_DROP, cap);
+        if (e == -EINVAL)
+            break; /* past the last capability this kernel knows */
+        if (e < 0)
+            return child_fail(c, SBX_ST_CAPABILITIES, -e, "capbset");
+    }
+    if (r->caps && (e = (int)SYS2(SYS_prctl, PR_SET_KEEPCAPS, 1)) < 0)
+        return child_fail(c, SBX_ST_CAPABILITIES, -e, "keepcaps");
     if ((e = (int)SYS2(SYS_setgroups, r->ngroups, groups_buf)) < 0)
         return child_fail(c, SBX_ST_GROUPS, -e, "setgroups");
     if ((e = (int)SYS3(SYS_setresgid, r->gid, r->gid, r->gid)) < 0)
         return child_fail(c, SBX_ST_GID, -e, "setgid");
     if ((e = (int)SYS3(SYS_setresuid, r->uid, r->uid, r->uid)) < 0)
         return child_fail(c, SBX_ST_UID, -e, "setuid");
+    /* Effective, permitted, inheritable: exactly r->caps; ambient too, so a
+     * non-root user keeps them across execve. */
+    struct {
+        uint32_t version;
+        int pid;
+    } caphdr = {0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0};
+    struct {
+        uint32_t eff, perm, inh;
+    } capdata[2] = {{(uint32_t)r->caps, (uint32_t)r->caps, (uint32_t)r->caps},
+                    {(uint32_t)(r->caps >> 32), (uint32_t)(r->caps >> 32), (uint32_t)(r->caps >> 32)}};
+    if ((e = (int)SYS2(SYS_capset, &caphdr, capdata)) < 0)
+        return child_fail(c, SBX_ST_CAPABILITIES, -e, "capset");
+    SYS2(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
+    for (int cap = 0; cap < 64 && r->caps; cap++)
+        if ((r->caps & (1ull << cap)) && (e = (int)SYS3(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)) < 0)
+            return child_fail(c, SBX_ST_CAPABILITIES, -e, "ambient");
     if ((e = xchdir(c->cwd)) < 0)
         return child_fail(c, SBX_ST_CHDIR, -e, c->cwd);
+    /* no_new_privs always: no setuid binary, no file capability gives back
+     * what was dropped above. */
+    if ((e = (int)SYS2(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1)) < 0)
+        return child_fail(c, SBX_ST_NO_NEW_PRIVS, -e, "no_new_privs");
+    /* Seccomp last: everything above may use syscalls the filter denies. */
+    if (seccomp_len) {
+        struct {
+            unsigned short len;
+            const void *filter;
+        } prog = {seccomp_len, seccomp_prog};
+        if ((e = (int)SYS3(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &prog)) < 0)
+            return child_fail(c, SBX_ST_SECCOMP, -e, "seccomp");
+    }
     e = exec_search(c->argv[0], c->argv, envp_buf);
     return child_fail(c, SBX_ST_EXEC, -e, c->argv[0]);
 }

@@ -42,9 +42,22 @@ enum sbx_op {
     SBX_OP_REMOUNT = 9,    /* s0 path; a = MS_* flags for a bind remount */
     SBX_OP_MKFILE = 10,    /* s0 path; a = mode: an empty file to bind over, if missing */
     SBX_OP_MKDIR_SAFE = 11, /* s0: every missing component made, symlinks refused */
-    SBX_OP_ROOT = 12        /* s0: the new root; from here on, absolute paths of
+    SBX_OP_ROOT = 12,       /* s0: the new root; from here on, absolute paths of
                                targets resolve inside it (RESOLVE_IN_ROOT), so
                                symlinks in image content cannot lead outside */
+    SBX_OP_SECCOMP = 13,    /* binary: the BPF program (struct sock_filter[]) every
+                               exec loads last before execve */
+    SBX_OP_SECRET = 14      /* binary: struct sbx_secret, the content, then the path:
+                               a file written from memory (mode, owner) */
+};
+
+/* Binary operations: nstr = 0, and `a` = the payload's length in bytes,
+ * which follows the header (padded to 8 like the rest). */
+struct sbx_secret {
+    uint32_t mode;
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t len; /* of the content; the NUL-terminated path follows it */
 };
 
 /* Operation flags. */
@@ -98,6 +111,7 @@ struct sbx_exec_req {
     uint32_t envc;
     uint32_t fds;
     uint32_t flags;
+    uint64_t caps; /* capabilities to keep (bit N = CAP number N); 0: none */
 };
 
 /* sbx_exec_req.flags */
@@ -154,7 +168,10 @@ enum sbx_exec_stage {
     SBX_ST_UID = 7,
     SBX_ST_CHDIR = 8,
     SBX_ST_EXEC = 9,
-    SBX_ST_REQUEST = 10
+    SBX_ST_REQUEST = 10,
+    SBX_ST_CAPABILITIES = 11,
+    SBX_ST_NO_NEW_PRIVS = 12,
+    SBX_ST_SECCOMP = 13
 };
 
 /* Steps of the launcher before the init runs. */

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.integration
 
 def sandbox(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     require_sandbox_host()
-    return subprocess.run([sys.executable, "-m", "sandbox.cli", *args], input=stdin, capture_output=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", *args], input=stdin, capture_output=True, timeout=60
+    )
 
 
 def test_exit_status_is_the_commands(busybox_rootfs) -> None:
@@ -39,8 +40,20 @@ def test_timeout(busybox_rootfs) -> None:
 
 
 def test_json(busybox_rootfs) -> None:
-    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--json", "-e", "GREETING=hi", "-w", "/tmp",
-                "--", "sh", "-c", "echo $GREETING; pwd")
+    r = sandbox(
+        "run",
+        "--rootfs",
+        str(busybox_rootfs),
+        "--json",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING; pwd",
+    )
     assert r.returncode == 0
     d = json.loads(r.stdout)
     assert d["stdout"] == "hi\n/tmp\n"
@@ -52,8 +65,19 @@ def test_user_and_mount(busybox_rootfs, tmp_path) -> None:
     (tmp_path / "in.txt").write_text("host data")
     # the sandbox reads as its own unprivileged host uid: pytest's dirs are 0700
     tmp_path.chmod(0o755)
-    r = sandbox("run", "--rootfs", str(busybox_rootfs), "-u", "1000:1000", "-v", f"{tmp_path}:/data",
-                "--", "sh", "-c", "id -u; cat /data/in.txt; touch /data/x")
+    r = sandbox(
+        "run",
+        "--rootfs",
+        str(busybox_rootfs),
+        "-u",
+        "1000:1000",
+        "-v",
+        f"{tmp_path}:/data",
+        "--",
+        "sh",
+        "-c",
+        "id -u; cat /data/in.txt; touch /data/x",
+    )
     assert r.stdout.splitlines()[:2] == [b"1000", b"host data"]
     assert b"Read-only file system" in r.stderr
     assert not (tmp_path / "x").exists()
@@ -84,6 +108,10 @@ def test_default_rootfs_env(busybox_rootfs) -> None:
     home = busybox_rootfs.parent.parent
     env = dict(os.environ, SANDBOX_HOME=str(home))
     require_sandbox_host()
-    r = subprocess.run([sys.executable, "-m", "sandbox.cli", "run", "--", "echo", "default"], env=env,
-                       capture_output=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "run", "--", "echo", "default"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
     assert r.stdout == b"default\n", r.stderr

@@ -55,7 +55,7 @@ def test_order_matters(sandbox_host, busybox_rootfs, lower: Path, upper: Path) -
 
 def test_layers_are_never_written(sandbox_host, busybox_rootfs, lower: Path, upper: Path) -> None:
     before = {p: sorted(os.listdir(p)) for p in (lower, upper)}
-    with Sandbox(layers=[busybox_rootfs, lower, upper]) as sb:
+    with Sandbox(layers=[busybox_rootfs, lower, upper], cap_add=["CAP_CHOWN"]) as sb:
         sh_ok(
             sb,
             "echo changed > /shadowed.txt; echo changed > /only-lower.txt; rm /dir/a; "

@@ -25,7 +25,7 @@ STRUCTS: dict[str, tuple[struct.Struct, list[str]]] = {
     "sbx_msg_hdr": (protocol.HDR, ["type", "id"]),
     "sbx_exec_req": (
         protocol.EXEC_REQ,
-        ["uid", "gid", "ngroups", "nrlimits", "argc", "envc", "fds", "flags"],
+        ["uid", "gid", "ngroups", "nrlimits", "argc", "envc", "fds", "flags", "caps"],
     ),
     "sbx_rlimit": (protocol.RLIMIT, ["resource", "pad", "cur", "max"]),
     "sbx_kill_req": (protocol.KILL_REQ, ["target", "sig"]),

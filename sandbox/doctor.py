@@ -1,0 +1,169 @@
+"""`sandbox doctor`: what this host offers the sandboxes, and how to fix
+what is missing.  Each check reads the host directly (files under /proc and
+/sys, the libraries it needs); none of them changes anything."""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import platform
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _kernel() -> tuple[int, int]:
+    try:
+        major, minor = platform.release().split(".")[:2]
+        return int(major), int(minor.split("-")[0])
+    except ValueError:
+        return (0, 0)
+
+
+def check_root() -> Check:
+    if os.geteuid() == 0:
+        return Check("privileges", OK, "running as root: container ids map onto 100000:65536 by default")
+    return Check(
+        "privileges",
+        FAIL,
+        f"running as uid {os.geteuid()}",
+        "run as root (non-root use needs newuidmap, not supported yet)",
+    )
+
+
+def check_userns() -> Check:
+    n = _read("/proc/sys/user/max_user_namespaces")
+    if n is not None and n.isdigit() and int(n) == 0:
+        return Check(
+            "user namespaces",
+            FAIL,
+            "user.max_user_namespaces = 0",
+            "sysctl -w user.max_user_namespaces=15000",
+        )
+    apparmor = _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+    if apparmor == "1" and os.geteuid() != 0:
+        return Check(
+            "user namespaces",
+            FAIL,
+            "AppArmor restricts unprivileged user namespaces",
+            "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or run as root",
+        )
+    old = _read("/proc/sys/kernel/unprivileged_userns_clone")
+    if old == "0" and os.geteuid() != 0:
+        return Check(
+            "user namespaces",
+            FAIL,
+            "kernel.unprivileged_userns_clone = 0",
+            "sysctl -w kernel.unprivileged_userns_clone=1, or run as root",
+        )
+    return Check("user namespaces", OK, f"allowed (max {n or 'unlimited'})")
+
+
+def check_kernel() -> Check:
+    k = _kernel()
+    if k < (5, 12):
+        return Check(
+            "kernel", FAIL, f"{platform.release()}: no idmapped mounts (5.12+)", "use a newer kernel"
+        )
+    return Check("kernel", OK, f"{platform.release()}: idmapped mounts, openat2, close_range, pidfds")
+
+
+def check_overlay() -> Check:
+    fs = _read("/proc/filesystems") or ""
+    if "overlay" not in fs.split():
+        return Check("overlayfs", WARN, "not loaded yet (it may load on first use)", "modprobe overlay")
+    return Check("overlayfs", OK, "available (mounted inside each sandbox's user namespace)")
+
+
+def check_cgroups() -> Check:
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        ctl = _read("/sys/fs/cgroup/cgroup.controllers") or ""
+        return Check("cgroups", OK, f"v2 (unified), controllers: {ctl or 'none'}")
+    v1 = [c for c in ("memory", "pids", "cpu", "cpuset") if os.path.isdir(f"/sys/fs/cgroup/{c}")]
+    if v1:
+        return Check("cgroups", OK, f"v1 hierarchies: {', '.join(v1)}")
+    return Check(
+        "cgroups",
+        WARN,
+        "no cgroup hierarchy found: limits cannot be enforced",
+        "mount cgroup2 on /sys/fs/cgroup",
+    )
+
+
+def check_seccomp() -> Check:
+    status = _read("/proc/self/status") or ""
+    if "Seccomp:" not in status:
+        return Check("seccomp", FAIL, "the kernel has no seccomp", "use a kernel with CONFIG_SECCOMP_FILTER")
+    if not ctypes.util.find_library("seccomp"):
+        return Check("seccomp", FAIL, "libseccomp is missing", "apt-get install libseccomp2")
+    return Check("seccomp", OK, "filters available, libseccomp found")
+
+
+def check_nftables() -> Check:
+    if shutil.which("nft"):
+        return Check("nftables", OK, "nft found (bridge networking)")
+    return Check("nftables", WARN, "no nft: bridge networking will not work", "apt-get install nftables")
+
+
+def check_start() -> Check:
+    """The real thing: a sandbox from the default rootfs (overlay of an
+    idmapped layer inside a user namespace, pivot_root, an exec)."""
+    from .cli import default_rootfs
+    from .errors import SandboxError
+
+    rootfs = default_rootfs()
+    if not os.path.isdir(rootfs):
+        return Check(
+            "sandbox start",
+            WARN,
+            f"no default rootfs at {rootfs}",
+            "build it: images/busybox/build-rootfs.sh " + rootfs,
+        )
+    try:
+        from ._sync import Sandbox
+
+        with Sandbox(rootfs=rootfs, seccomp=None) as sb:
+            r = sb.exec(["true"])
+    except SandboxError as e:
+        return Check("sandbox start", FAIL, str(e), "see the checks above")
+    if r.exit_code != 0:
+        return Check("sandbox start", FAIL, f"`true` in a sandbox ended with {r.describe()}")
+    return Check("sandbox start", OK, f"a sandbox from {rootfs} ran `true` in {r.wall_time * 1e3:.1f} ms")
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (
+    check_root, check_kernel, check_userns, check_overlay, check_cgroups, check_seccomp, check_nftables,
+    check_start,
+)  # fmt: skip
+
+
+def run() -> list[Check]:
+    return [c() for c in CHECKS]
+
+
+def report(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        line = f"{c.status:>4}  {c.name}: {c.detail}"
+        if c.fix and c.status != OK:
+            line += f"\n      fix: {c.fix}"
+        lines.append(line)
+    return "\n".join(lines)
