@@ -68,6 +68,11 @@ class AsyncSandbox(SandboxBase):
             self._reap(launched)
             raise
         self._launched = launched
+        try:
+            await files.run_async(self._after_start_op(), self._roundtrip)
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def aclose(self) -> None:

@@ -8,6 +8,7 @@ import array
 import errno
 import itertools
 import os
+import resource
 import signal
 import socket
 import time
@@ -30,6 +31,10 @@ from .sizes import parse_seconds
 from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv, check_env, make_spec
 from .spec import IdMap as IdMap
 
+# No core dumps: where core_pattern pipes to a host handler (systemd-coredump,
+# apport), a crash would put the command's memory, secrets included, on the
+# host's disk.
+DEFAULT_RLIMITS = [(resource.RLIMIT_CORE, 0, 0)]
 REDACTED = b"[REDACTED]"
 REDACT_MIN = 4  # bytes
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
@@ -252,7 +257,7 @@ class SandboxBase:
         disk: str | int = DEFAULT_DISK,
         read_only: bool = False,
         idmap: IdMap | None = None,
-        seccomp: str | os.PathLike[str] | dict[str, object] | None = None,
+        seccomp: str | os.PathLike[str] | dict[str, object] | None = "default",
         cap_add: Sequence[str] = (),
         secrets: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
         redact_secrets: bool = False,
@@ -372,7 +377,7 @@ class SandboxBase:
                 user.uid,
                 user.gid,
                 list(user.groups),
-                [],
+                DEFAULT_RLIMITS,
                 fds_mask,
                 protocol.EXEC_NO_STARTED if quiet else 0,
                 self._spec.caps,
@@ -390,6 +395,14 @@ class SandboxBase:
                 self._userdb = (pw, gr)
             return users.resolve("user", spec, *self._userdb)
         return users.resolve("user", spec)
+
+    def _after_start_op(self) -> files.Op[None]:
+        """After READY: secrets of a sandbox whose user is a name go to that
+        user (the name is looked up in the sandbox's own /etc/passwd)."""
+        if self._spec.secrets and users.needs_lookup(self._spec.user):
+            u = yield from self._user_op(self._spec.user)
+            for sec in self._spec.secrets:
+                yield from files.chown(f"{layout.SECRETS_DIR}/{sec.name}", u.uid, u.gid)
 
     def _prepare_spawn(
         self,

@@ -64,6 +64,11 @@ class Sandbox(SandboxBase):
             self._reap(launched)
             raise
         self._launched = launched
+        try:
+            files.run_sync(self._after_start_op(), self._roundtrip)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:

@@ -115,6 +115,15 @@ def mkdir(path: str, mode: int = 0o755, parents: bool = False, exist_ok: bool = 
         raise FileOpError("mkdir", p, err)
 
 
+def chown(path: str, uid: int, gid: int) -> Op[None]:
+    p = check_abs_path("path", path)
+    reply, fd = yield protocol.encode_path(protocol.REQ_CHOWN, 0, p, uid, gid)
+    if fd is not None:
+        os.close(fd)
+    if reply.type == protocol.REP_ERROR:
+        raise FileOpError("chown", p, _fail_errno(reply))
+
+
 def put(host_path: str | os.PathLike[str], path: str) -> Op[None]:
     src = Path(host_path)
     if src.is_dir():

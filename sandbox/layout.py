@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import os
 
-from . import _core, devices
+from . import _core, devices, users
 from .plan import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, Plan
 from .spec import Spec
 
@@ -59,11 +59,17 @@ def _secrets(spec: Spec) -> Plan:
         parts = spec.user.split(":")
         uid = int(parts[0])
         gid = int(parts[1]) if len(parts) > 1 else uid
+    if spec.read_only:
+        # nothing can be made in a read-only root: a small tmpfs on /run first
+        p.mkdir_safe("/run")
+        p.mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,mode=0755")
     p.mkdir_safe(SECRETS_DIR)
     p.mount("tmpfs", SECRETS_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={SECRETS_SIZE},mode=0755")
     for sec in spec.secrets:
         p.secret(f"{SECRETS_DIR}/{sec.name}", sec.content, 0o400, uid, gid)
-    p.remount(SECRETS_DIR, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if not users.needs_lookup(spec.user):
+        # read-only, unless the files must still go to a named user after the start
+        p.remount(SECRETS_DIR, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     return p
 
 
@@ -100,7 +106,6 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
 
     p.mkdir("/proc", optional=True)
     p.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _mask_proc(p)
     # /dev: the read-only template (devices.py), then the writable parts
     trees.append(
         _core.Tree(
@@ -115,6 +120,8 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
     p.mkdir("shm", 0o1777)
     p.mount("shm", "/dev/shm", "", MS_BIND)
     p.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)
+    # after /dev: the masks are binds of the sandbox's own, read-only /dev/null
+    _mask_proc(p, f"{root}/dev/null")
     # /tmp and /dev/shm are directories of the staging tmpfs: the writable
     # layer, /tmp and shm share one `disk` budget (a tmpfs is RAM).
     p.mkdir("tmp", 0o1777)
@@ -165,9 +172,12 @@ MASKED_DIRS = ("/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver")
 READ_ONLY = ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq")
 
 
-def _mask_proc(p: Plan) -> None:
+def _mask_proc(p: Plan, null: str) -> None:
+    """`null`: the new root's /dev/null, relative to the staging dir (a bind
+    source resolves as a plain path: never the host's own /dev/null, whose
+    inode a sandbox could then touch)."""
     for f in MASKED_FILES:
-        p.mount("/dev/null", f, "", MS_BIND, optional=True)  # optional: absent on some kernels
+        p.mount(null, f, "", MS_BIND, optional=True)  # optional: absent on some kernels
     for d in MASKED_DIRS:
         p.mount(
             "tmpfs",

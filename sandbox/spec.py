@@ -205,7 +205,7 @@ def make_spec(
     disk: object = DEFAULT_DISK,
     read_only: object = False,
     idmap: object = None,
-    seccomp: object = None,
+    seccomp: object = "default",
     cap_add: object = (),
     secrets: object = None,
     redact_secrets: object = False,
@@ -220,7 +220,7 @@ def make_spec(
         if len(layers) > 200:
             raise ConfigError("layers", f"{len(layers)} layers: at most 200 are supported")
         lay = [_host_dir(f"layers[{i}]", d) for i, d in enumerate(layers)]
-    if not isinstance(hostname, str) or len(hostname) > 64 or not _HOSTNAME.match(hostname):
+    if not isinstance(hostname, str) or len(hostname) > 64 or not _HOSTNAME.fullmatch(hostname):
         raise ConfigError(
             "hostname", f"{hostname!r} is not a valid host name (letters, digits, '-' and '.', at most 64)"
         )
@@ -296,7 +296,7 @@ def check_secrets(secrets: object) -> tuple[Secret, ...]:
     out = []
     for name, value in secrets.items():
         opt = f"secrets[{name!r}]"
-        if not isinstance(name, str) or not _SECRET_NAME.match(name):
+        if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
             raise ConfigError(opt, "a secret's name is a file name: letters, digits, '.', '_', '-'")
         if isinstance(value, str):
             data = value.encode()

@@ -82,6 +82,7 @@ enum sbx_msg {
     SBX_REQ_KILL = 2,
     SBX_REQ_OPEN = 3,
     SBX_REQ_MKDIR = 4,
+    SBX_REQ_CHOWN = 5, /* sbx_path_req with flags = uid, mode = gid */
     /* init -> host */
     SBX_REP_READY = 100,
     SBX_REP_SETUP_FAIL = 101,

@@ -32,7 +32,14 @@
  *   process_vm_writev_self kexec_load kexec_file_load init_module finit_module
  *   delete_module reboot swapon swapoff acct clock_settime settimeofday capset
  *   open_by_handle_at
- *   socket:FAMILY[+hi]   alg vsock packet inet_raw inet inet6 unix netlink
+ *   socket:FAMILY[+hi]   alg vsock packet inet_raw inet inet_udp inet6 unix netlink
+ *   socket=FAMILY,TYPE,PROTOCOL[,hi]   numbers
+ *   personality=VALUE  (set back afterwards)
+ *   memfd_secret memfd_create shmget cachestat kcmp chroot sethostname
+ *   pidfd_getfd    pidfd_open(1), then take the init's fd 3
+ *   abi:i386 abi:x32   getpid through int 0x80 / the x32 bit, in a child:
+ *                  ret is its exit status (0: the call worked, 38: ENOSYS),
+ *                  "signal" what killed it (31: SIGSYS)
  *   ioctl:CMD      tiocsti tiocsti_hi tioclinux tcgets (on /dev/null),
  *                  fionread (on a pipe)
  *   kill=PID:SIG
@@ -417,6 +424,12 @@ static long do_umount(void *arg)
     return syscall(SYS_umount2, "/proc/kallsyms", 2 /* MNT_DETACH */);
 }
 
+static long do_chroot(void *arg)
+{
+    (void)arg;
+    return syscall(SYS_chroot, "/tmp");
+}
+
 static long do_pivot_root(void *arg)
 {
     (void)arg;
@@ -447,6 +460,7 @@ static int lstat_str(const char *path)
         return -1;
     putf(", \"mode\": %u, \"uid\": %u, \"gid\": %u, \"rdev\": [%u, %u], \"size\": %lld", (unsigned)st.st_mode,
          (unsigned)st.st_uid, (unsigned)st.st_gid, major(st.st_rdev), minor(st.st_rdev), (long long)st.st_size);
+    putf(", \"dev\": [%u, %u], \"ino\": %llu", major(st.st_dev), minor(st.st_dev), (unsigned long long)st.st_ino);
     return 0;
 }
 
@@ -793,6 +807,99 @@ static void op(const char *a)
             open_result(-1, errno);
             puts_(", \"stage\": \"name_to_handle_at\"}");
         }
+    } else if (!strncmp(a, "socket=", 7)) {
+        /* socket=FAMILY,TYPE,PROTOCOL[,hi] in decimal: what op_socket does not name */
+        unsigned long long fam = 0, typ = 0, proto = 0;
+        char hi[8] = "";
+        if (sscanf(arg, "%llu,%llu,%llu,%7s", &fam, &typ, &proto, hi) < 3) {
+            result(-1, EINVAL);
+            return;
+        }
+        if (!strcmp(hi, "hi"))
+            fam |= HI32;
+        r = syscall(SYS_socket, fam, typ, proto);
+        e = errno;
+        if (r >= 0)
+            close((int)r);
+        result(r < 0 ? -1 : 0, e);
+    } else if (!strncmp(a, "personality=", 12)) {
+        unsigned long long v = strtoull(arg, NULL, 0);
+        r = syscall(SYS_personality, v);
+        e = errno;
+        if (r >= 0 && v != 0xffffffffULL)
+            syscall(SYS_personality, (unsigned long long)r); /* put it back */
+        result(r < 0 ? -1 : 0, e);
+    } else if (!strcmp(a, "memfd_secret")) {
+        r = syscall(447 /* memfd_secret */, 0);
+        e = errno;
+        if (r >= 0)
+            close((int)r);
+        result(r < 0 ? -1 : 0, e);
+    } else if (!strcmp(a, "memfd_create")) {
+        r = syscall(SYS_memfd_create, "probe", 1 /* MFD_CLOEXEC */);
+        e = errno;
+        if (r >= 0)
+            close((int)r);
+        result(r < 0 ? -1 : 0, e);
+    } else if (!strcmp(a, "shmget")) {
+        r = syscall(SYS_shmget, 0 /* IPC_PRIVATE */, 4096, 01600 /* IPC_CREAT | 0600 */);
+        e = errno;
+        if (r >= 0)
+            syscall(SYS_shmctl, r, 0 /* IPC_RMID */, 0);
+        result(r < 0 ? -1 : 0, e);
+    } else if (!strcmp(a, "cachestat")) {
+        r = syscall(451 /* cachestat */, -1, 0, 0, 0);
+        result(r, errno);
+    } else if (!strcmp(a, "pidfd_getfd")) {
+        /* take the init's control socket (its fd 3) */
+        int pfd = (int)syscall(SYS_pidfd_open, 1, 0);
+        if (pfd < 0) {
+            open_result(-1, errno);
+            puts_(", \"stage\": \"pidfd_open\"}");
+            return;
+        }
+        r = syscall(SYS_pidfd_getfd, pfd, 3, 0);
+        e = errno;
+        if (r >= 0)
+            close((int)r);
+        close(pfd);
+        open_result(r < 0 ? -1 : 0, e);
+        puts_(", \"stage\": \"pidfd_getfd\"}");
+    } else if (!strcmp(a, "kcmp")) {
+        r = syscall(SYS_kcmp, getpid(), 1, 0 /* KCMP_FILE */, 0, 0);
+        result(r, errno);
+    } else if (!strcmp(a, "chroot")) {
+        in_child(do_chroot, NULL, &r, &e);
+        result(r, e);
+    } else if (!strcmp(a, "sethostname")) {
+        r = syscall(SYS_sethostname, "probe-host", 10);
+        result(r, errno);
+    } else if (!strncmp(a, "abi:", 4)) {
+        /* getpid through another ABI, in a child: the filter takes the
+         * native one only, anything else kills the process */
+        pid_t pid = fork();
+        if (pid < 0) {
+            result(-1, errno);
+            return;
+        }
+        if (pid == 0) {
+            long v = -EINVAL;
+#if defined(__x86_64__)
+            if (!strcmp(a + 4, "i386")) {
+                long nr = 20; /* getpid, i386 */
+                __asm__ volatile("int $0x80" : "=a"(v) : "a"(nr) : "rcx", "r8", "r9", "r10", "r11", "memory");
+            } else {
+                v = syscall(0x40000000L | 39); /* x32 getpid */
+                if (v < 0)
+                    v = -errno;
+            }
+#endif
+            _exit(v > 0 ? 0 : v == -ENOSYS ? 38 : 1);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        open_result(WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFEXITED(st) ? 0 : EINTR);
+        putf(", \"signal\": %d}", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     } else if (!strncmp(a, "socket:", 7)) {
         op_socket(a + 7);
     } else if (!strncmp(a, "ioctl:", 6)) {
