@@ -2,6 +2,7 @@
 executable shipped inside the package (it runs inside sandboxes, where no
 host library is reachable)."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -35,6 +36,12 @@ class BuildWithInit(build_ext):
                 check=True,
             )
             tmp.replace(out / INIT_NAME)
+        # The seccomp profiles live at the top (policies/); a wheel carries a
+        # copy inside the package, where sandbox.seccomp looks first.
+        wheel_pkg = Path(self.build_lib) / "sandbox" / "policies"
+        wheel_pkg.mkdir(parents=True, exist_ok=True)
+        for f in (HERE / "policies").glob("*.json"):
+            shutil.copyfile(f, wheel_pkg / f.name)
 
 
 setup(cffi_modules=["sandbox/_cext/build.py:ffibuilder"], cmdclass={"build_ext": BuildWithInit})
