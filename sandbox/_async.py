@@ -26,6 +26,7 @@ from ._base import (
     recv_reply,
     send_request,
     setup_error,
+    stdin_bytes,
 )
 from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed, SandboxError
 from .files import AsyncFiles
@@ -167,9 +168,7 @@ class AsyncSandbox(SandboxBase):
         check: bool = False,
     ) -> ExecResult:
         """Run a command to its end.  Cancelling the await kills its process tree."""
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        if data is not None and not isinstance(data, bytes):
-            raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
+        data = stdin_bytes(stdin)
         # quiet: the exit record (or the failure) is all exec() needs
         stdin_mode = PIPE if data is not None else DEVNULL
         p = await self._spawn(argv, stdin_mode, PIPE, PIPE, env, cwd, user, timeout, quiet=True)

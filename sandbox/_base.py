@@ -117,6 +117,15 @@ def exec_error(f: protocol.Fail, argv0: str) -> ExecError:
     return ExecError(f"exec {argv0}: {stage} failed: {os_error_text(f.errno)}", f.errno, stage)
 
 
+def stdin_bytes(stdin: object) -> bytes | None:
+    """exec()'s stdin: bytes, or str (as UTF-8), or None."""
+    if stdin is None or isinstance(stdin, bytes):
+        return stdin
+    if isinstance(stdin, str):
+        return stdin.encode()
+    raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
+
+
 def start_reply(reply: protocol.Reply, argv0: str) -> int:
     """The pid from a STARTED reply; an EXEC_FAIL becomes its ExecError."""
     if reply.type == protocol.REP_STARTED:

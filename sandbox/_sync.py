@@ -23,8 +23,9 @@ from ._base import (
     recv_reply,
     send_request,
     setup_error,
+    stdin_bytes,
 )
-from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed, SandboxError
+from .errors import LaunchError, ProtocolError, SandboxClosed, SandboxError
 from .files import Files
 from .result import ExecResult
 
@@ -150,9 +151,7 @@ class Sandbox(SandboxBase):
         check: bool = False,
     ) -> ExecResult:
         """Run a command to its end and return how it went."""
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        if data is not None and not isinstance(data, bytes):
-            raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
+        data = stdin_bytes(stdin)
         # No wait for the start: the start and exit records come on one
         # socket, and communicate() reads both (one wakeup less).
         p = self._spawn(

@@ -18,19 +18,10 @@
 #include <stdint.h>
 #include <sys/syscall.h>
 
+#include "sys6.h"
+
+
 #if defined(__x86_64__)
-static inline long sys6(long n, long a, long b, long c, long d, long e, long f)
-{
-    long ret;
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return ret;
-}
 /* Entry: the kernel leaves argc at (%rsp); align the stack and call in. */
 #define SBX_START                                                                                     \
     __asm__(".text\n.global _start\n_start:\n xor %rbp,%rbp\n mov %rsp,%rdi\n and $-16,%rsp\n" \
@@ -47,18 +38,6 @@ long rt_vfork(int (*fn)(void *), void *stack_top, void *arg);
             " pop %rax\n pop %rdi\n call *%rax\n mov %eax,%edi\n mov $60,%eax\n syscall\n hlt\n" \
             "1: ret\n")
 #elif defined(__aarch64__)
-static inline long sys6(long n, long a, long b, long c, long d, long e, long f)
-{
-    register long x8 __asm__("x8") = n;
-    register long x0 __asm__("x0") = a;
-    register long x1 __asm__("x1") = b;
-    register long x2 __asm__("x2") = c;
-    register long x3 __asm__("x3") = d;
-    register long x4 __asm__("x4") = e;
-    register long x5 __asm__("x5") = f;
-    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
-    return x0;
-}
 #define SBX_START __asm__(".text\n.global _start\n_start:\n mov x0, sp\n bl start_c\n")
 long rt_vfork(int (*fn)(void *), void *stack_top, void *arg);
 #define SBX_VFORK                                                                     \
@@ -70,12 +49,12 @@ long rt_vfork(int (*fn)(void *), void *stack_top, void *arg);
 #error "the init's runtime is written for x86_64 and aarch64"
 #endif
 
-#define SYS0(n) sys6((n), 0, 0, 0, 0, 0, 0)
-#define SYS1(n, a) sys6((n), (long)(a), 0, 0, 0, 0, 0)
-#define SYS2(n, a, b) sys6((n), (long)(a), (long)(b), 0, 0, 0, 0)
-#define SYS3(n, a, b, c) sys6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
-#define SYS4(n, a, b, c, d) sys6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
-#define SYS5(n, a, b, c, d, e) sys6((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
+#define SYS0(n) raw6((n), 0, 0, 0, 0, 0, 0)
+#define SYS1(n, a) raw6((n), (long)(a), 0, 0, 0, 0, 0)
+#define SYS2(n, a, b) raw6((n), (long)(a), (long)(b), 0, 0, 0, 0)
+#define SYS3(n, a, b, c) raw6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define SYS4(n, a, b, c, d) raw6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define SYS5(n, a, b, c, d, e) raw6((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
 
 __attribute__((noreturn)) static inline void sys_exit(int code)
 {
