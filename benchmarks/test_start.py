@@ -8,6 +8,7 @@ and p99 per benchmark, with the targets of issue 2, at the end of the run.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -67,11 +68,46 @@ def test_cycle_sandbox(benchmark: BenchmarkFixture, rootfs: str, mode: str) -> N
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_cycle_sandbox_no_seccomp(benchmark: BenchmarkFixture, rootfs: str, mode: str) -> None:
+    """The same cycle with seccomp=None: what the filter's load costs (issue 2's
+    target was set for this configuration)."""
+
+    def cycle() -> None:
+        with Sandbox(rootfs=rootfs, seccomp=None) as sb:
+            r = sb.exec(TRUE)
+        assert r.exit_code == 0, r
+
+    _measure(benchmark, cycle, "full cycle", "sandbox-noseccomp", mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_cycle_bwrap(benchmark: BenchmarkFixture, bwrap_argv: list[str], mode: str) -> None:
     def cycle() -> None:
         subprocess.run(bwrap_argv, check=True)
 
     _measure(benchmark, cycle, "full cycle", "bwrap", mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_bwrap_seccomp(benchmark: BenchmarkFixture, bwrap_argv: list[str], mode: str) -> None:
+    """bwrap with our default profile as its filter (`--seccomp FD` takes a
+    compiled program): the peer of our default sandbox, which loads it too."""
+    from sandbox import seccomp
+
+    prog = seccomp.compile_profile("default")
+    assert prog
+    fd = os.memfd_create("bwrap-seccomp")
+    os.write(fd, prog)
+    argv = [*bwrap_argv[:-1], "--seccomp", str(fd), bwrap_argv[-1]]
+
+    def cycle() -> None:
+        os.lseek(fd, 0, os.SEEK_SET)  # bwrap reads the program from the fd's offset
+        subprocess.run(argv, check=True, pass_fds=(fd,))
+
+    try:
+        _measure(benchmark, cycle, "full cycle", "bwrap+seccomp", mode)
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("mode", MODES)
