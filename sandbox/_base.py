@@ -185,7 +185,12 @@ class Collector:
         st = self.exited.status
         code = os.waitstatus_to_exitcode(st)
         sig = -code if code < 0 else None
-        reason = "timeout" if self.timed_out else ("signaled" if sig is not None else "exited")
+        if self.timed_out:
+            reason = "timeout"
+        elif sig == signal.SIGSYS:
+            reason = "seccomp"  # a kill action of the profile (SIGSYS is not sent otherwise)
+        else:
+            reason = "signaled" if sig is not None else "exited"
         out, err = b"".join(self.out), b"".join(self.err)
         for secret in self.redact:
             if secret:
@@ -270,6 +275,7 @@ class SandboxBase:
         cap_add: Sequence[str] = (),
         secrets: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
         redact_secrets: bool = False,
+        seccomp_log: bool = False,
     ) -> None:
         self._spec = make_spec(
             rootfs=rootfs,
@@ -286,6 +292,7 @@ class SandboxBase:
             cap_add=cap_add,
             secrets=secrets,
             redact_secrets=redact_secrets,
+            seccomp_log=seccomp_log,
         )
         self._launched: _core.Launched | None = None
         self._closed = False

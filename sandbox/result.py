@@ -19,7 +19,8 @@ class ExecResult:
     stdout: bytes = field(repr=False)
     stderr: bytes = field(repr=False)
     reason: str
-    """Why it ended: "exited", "signaled" or "timeout"."""
+    """Why it ended: "exited", "signaled", "timeout" or "seccomp" (killed by
+    a kill action of the seccomp profile)."""
     wall_time: float
     cpu_time: float
     max_rss: int

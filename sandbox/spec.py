@@ -209,6 +209,7 @@ def make_spec(
     cap_add: object = (),
     secrets: object = None,
     redact_secrets: object = False,
+    seccomp_log: object = False,
 ) -> Spec:
     if (rootfs is None) == (layers is None):
         raise ConfigError("rootfs", "give exactly one of rootfs=DIR or layers=[DIR, ...]")
@@ -263,7 +264,11 @@ def make_spec(
     else:
         # libseccomp is loaded only when a profile is used
         _seccomp = importlib.import_module(".seccomp", __package__)
-        prog = _seccomp.compile_profile(seccomp, cap_add=cap_names)
+        if not isinstance(seccomp_log, bool):
+            raise ConfigError("seccomp_log", f"expected True or False, got {seccomp_log!r}")
+        # log mode, for writing profiles: what the profile would deny runs, and
+        # the kernel logs it (audit type 1326 in the kernel log)
+        prog = _seccomp.compile_profile(seccomp, cap_add=cap_names, log=seccomp_log)
     if not isinstance(redact_secrets, bool):
         raise ConfigError("redact_secrets", f"expected True or False, got {redact_secrets!r}")
     return Spec(
