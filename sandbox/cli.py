@@ -41,6 +41,28 @@ def _kv(option: str, items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _secrets(items: Sequence[str]) -> dict[str, bytes]:
+    """--secret NAME=@FILE or NAME=env:VAR: never the value itself on the
+    command line, where any process of the host could read it."""
+    out = {}
+    for it in items:
+        name, sep, src = it.partition("=")
+        if not sep or not (src.startswith("@") or src.startswith("env:")):
+            raise ConfigError("--secret", f"{it!r}: write NAME=@FILE or NAME=env:VAR")
+        if src.startswith("@"):
+            try:
+                with open(src[1:], "rb") as f:
+                    out[name] = f.read()
+            except OSError as e:
+                raise ConfigError("--secret", f"{name}: cannot read {src[1:]!r}: {e.strerror}") from None
+        else:
+            var = src[4:]
+            if var not in os.environ:
+                raise ConfigError("--secret", f"{name}: the environment has no {var}")
+            out[name] = os.environb[var.encode()]
+    return out
+
+
 def _mount(spec: str) -> Mount:
     parts = spec.split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("rw", "ro")):
@@ -64,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="seconds before the command is killed")
     run.add_argument("-i", "--interactive", action="store_true", help="pass this process's stdin")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="NAME=@FILE|NAME=env:VAR",
+        help="a secret at /run/secrets/NAME, from a file or an environment variable",
+    )
+    run.add_argument("--seccomp", default="default", help='"default", "judge", "none", or a profile file')
+    run.add_argument("--cap-add", action="append", default=[], metavar="CAP")
     run.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="check what this host offers sandboxes, and how to fix the rest")
     return ap
@@ -108,6 +139,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         mounts=[_mount(m) for m in a.mount],
         read_only=a.read_only,
         disk=a.disk,
+        secrets=_secrets(a.secret),
+        seccomp=None if a.seccomp == "none" else a.seccomp,
+        cap_add=a.cap_add,
     ) as sb:
         data = sys.stdin.buffer.read() if a.interactive else None
         if a.json:

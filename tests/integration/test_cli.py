@@ -115,3 +115,28 @@ def test_default_rootfs_env(busybox_rootfs) -> None:
         timeout=60,
     )
     assert r.stdout == b"default\n", r.stderr
+
+
+def test_secrets_from_a_file_and_from_the_environment(busybox_rootfs, tmp_path) -> None:
+    (tmp_path / "tok").write_bytes(b"from-a-file")
+    require_sandbox_host()
+    env = dict(os.environ, SANDBOX_TEST_TOKEN="from-the-env")
+    r = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "run", "--rootfs", str(busybox_rootfs),
+         "--secret", f"a=@{tmp_path / 'tok'}", "--secret", "b=env:SANDBOX_TEST_TOKEN",
+         "--", "sh", "-c", "cat /run/secrets/a; echo; cat /run/secrets/b"],
+        env=env, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert r.stdout == b"from-a-file\nfrom-the-env", r.stderr
+
+
+def test_a_secret_value_on_the_command_line_is_refused(busybox_rootfs) -> None:
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--secret", "a=plainvalue", "--", "true")
+    assert r.returncode == 125
+    assert b"--secret" in r.stderr and b"NAME=@FILE or NAME=env:VAR" in r.stderr
+
+
+def test_seccomp_none_and_cap_add(busybox_rootfs) -> None:
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--seccomp", "none", "--cap-add", "CAP_CHOWN",
+                "--", "sh", "-c", "grep -E '^(Seccomp|CapEff):' /proc/self/status")
+    assert r.stdout.split() == [b"CapEff:", b"0000000000000001", b"Seccomp:", b"0"], r.stderr
