@@ -23,6 +23,7 @@ from ._base import (
     Collector,
     SandboxBase,
     drain,
+    read_stream,
     recv_reply,
     send_request,
     setup_error,
@@ -125,10 +126,11 @@ class AsyncSandbox(SandboxBase):
         cwd: str | None = None,
         user: str | int | None = None,
         timeout: float | None = None,
+        tty: bool = False,
     ) -> AsyncProcess:
         """Start a command and return once it runs; one that cannot start
         raises ExecError here."""
-        p = await self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout)
+        p = await self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout, tty=tty)
         await p._wait_started()
         return p
 
@@ -143,10 +145,11 @@ class AsyncSandbox(SandboxBase):
         user: object,
         timeout: object,
         quiet: bool = False,
+        tty: bool = False,
     ) -> AsyncProcess:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         u = await files.run_async(self._user_op(uspec), self._roundtrip)
-        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet)
+        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, tty)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:
@@ -235,7 +238,7 @@ class AsyncProcess:
             if fd is None:
                 return b""
             try:
-                data = os.read(fd, 65536)
+                data = read_stream(fd)
             except BlockingIOError:
                 await anyio.wait_readable(fd)
                 continue

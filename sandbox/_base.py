@@ -117,6 +117,16 @@ def exec_error(f: protocol.Fail, argv0: str) -> ExecError:
     return ExecError(f"exec {argv0}: {stage} failed: {os_error_text(f.errno)}", f.errno, stage)
 
 
+def read_stream(fd: int) -> bytes:
+    """One read of a command's output: b"" at its end, which for a pty is EIO."""
+    try:
+        return os.read(fd, 65536)
+    except OSError as e:
+        if e.errno == errno.EIO:
+            return b""
+        raise
+
+
 def stdin_bytes(stdin: object) -> bytes | None:
     """exec()'s stdin: bytes, or str (as UTF-8), or None."""
     if stdin is None or isinstance(stdin, bytes):
@@ -218,6 +228,10 @@ def drain(fd: int, sink: Collector, stream: int) -> None:
             data = os.read(fd, 65536)
         except BlockingIOError:
             return
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return  # a pty whose other side has closed
+            raise
         if not data:
             return
         sink.feed(stream, data)
@@ -378,7 +392,7 @@ class SandboxBase:
         cwd: str,
         user: users.User,
         fds_mask: int,
-        quiet: bool = False,
+        flags: int = 0,
     ) -> tuple[int, bytes]:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
         env.update(self._spec.env)
@@ -395,7 +409,7 @@ class SandboxBase:
                 list(user.groups),
                 DEFAULT_RLIMITS,
                 fds_mask,
-                protocol.EXEC_NO_STARTED if quiet else 0,
+                flags,
                 self._spec.caps,
             )
         except ValueError as e:
@@ -429,6 +443,7 @@ class SandboxBase:
         extra: list[tuple[str, str]],
         wd: str,
         quiet: bool,
+        tty: bool = False,
     ) -> Spawning:
         """Pipes for the requested streams (PIPE or DEVNULL each) and the exec
         request; the caller sends `msg` with `theirs`, then calls `sent()`.
@@ -447,13 +462,23 @@ class SandboxBase:
             )
         sp = Spawning(Collector(args, redact=redact))
         try:
-            for n, want, reading in ((0, stdin, False), (1, stdout, True), (2, stderr, True)):
-                if want == PIPE:
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    sp.mine[n], there = (r, w) if reading else (w, r)
-                    sp.theirs.append(there)
-                    sp.mask |= 1 << n
-            sp.req_id, sp.msg = self._exec_message(args, extra, wd, user, sp.mask, quiet)
+            if tty:
+                # A pty of ours is the command's only terminal (stdin, stdout
+                # and stderr, merged): the master stays here.
+                master, slave = os.openpty()
+                sp.mine[1] = master
+                sp.mine[0] = os.dup(master)
+                sp.theirs += [slave, os.dup(slave), os.dup(slave)]
+                sp.mask = 7
+            else:
+                for n, want, reading in ((0, stdin, False), (1, stdout, True), (2, stderr, True)):
+                    if want == PIPE:
+                        r, w = os.pipe2(os.O_CLOEXEC)
+                        sp.mine[n], there = (r, w) if reading else (w, r)
+                        sp.theirs.append(there)
+                        sp.mask |= 1 << n
+            flags = (protocol.EXEC_NO_STARTED if quiet else 0) | (protocol.EXEC_TTY if tty else 0)
+            sp.req_id, sp.msg = self._exec_message(args, extra, wd, user, sp.mask, flags)
             sp.reply, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             sp.theirs.insert(0, rtheirs.detach())
         except BaseException:

@@ -20,6 +20,7 @@ from ._base import (
     Collector,
     SandboxBase,
     drain,
+    read_stream,
     recv_reply,
     send_request,
     setup_error,
@@ -108,10 +109,11 @@ class Sandbox(SandboxBase):
         cwd: str | None = None,
         user: str | int | None = None,
         timeout: float | None = None,
+        tty: bool = False,
     ) -> Process:
         """Start a command and return once it runs; stream with `stdout`,
         `stdin`.  A command that cannot start raises ExecError here."""
-        p = self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout)
+        p = self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout, tty=tty)
         p._wait_started()
         return p
 
@@ -126,10 +128,11 @@ class Sandbox(SandboxBase):
         user: object,
         timeout: object,
         quiet: bool = False,
+        tty: bool = False,
     ) -> Process:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         u = files.run_sync(self._user_op(uspec), self._roundtrip)
-        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet)
+        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, tty)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:
@@ -289,7 +292,7 @@ class Process:
                     if self._result is not None:
                         break
                 elif fd in streams:
-                    data = os.read(fd, 65536)
+                    data = read_stream(fd)
                     if data:
                         col.feed(streams[fd], data)
                     else:

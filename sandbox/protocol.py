@@ -24,6 +24,7 @@ REP_ERROR = 106
 REP_OK = 107
 
 EXEC_NO_STARTED = 1  # exec request flag: no STARTED record (exec() needs none)
+EXEC_TTY = 2  # exec request flag: fd 0 is a terminal, to become the controlling one
 
 DETAIL_MAX = 240
 MSG_MAX = 256 * 1024

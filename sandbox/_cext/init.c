@@ -21,6 +21,7 @@
 #include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -555,6 +556,8 @@ static int child_main(void *arg)
         if (fd < 0 || (e = xdup2(fd, k)) < 0)
             return child_fail(c, SBX_ST_STDIO, fd < 0 ? -fd : -e, "/dev/null");
     }
+    if ((r->flags & SBX_EXEC_TTY) && (e = (int)SYS3(SYS_ioctl, 0, TIOCSCTTY, 0)) < 0)
+        return child_fail(c, SBX_ST_STDIO, -e, "TIOCSCTTY");
     xclose_range(3, ~0U);
     SYS1(SYS_umask, 022); /* what a login shell would give: the init runs with 0 */
     for (uint32_t k = 0; k < r->nrlimits; k++) {

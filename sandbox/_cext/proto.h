@@ -117,6 +117,7 @@ struct sbx_exec_req {
 
 /* sbx_exec_req.flags */
 #define SBX_EXEC_NO_STARTED 1u /* exec(): no STARTED record, only EXEC_FAIL or EXITED */
+#define SBX_EXEC_TTY 2u        /* stdin is a pty slave: make it the controlling terminal */
 
 struct sbx_rlimit {
     uint32_t resource;
