@@ -54,3 +54,23 @@ def test_tty_spawn_async(backend: str, busybox_rootfs) -> None:
             _check(r.stdout)
 
     anyio.run(main, backend=backend)
+
+
+def test_tiocsti_on_the_terminal_is_refused(busybox_rootfs, probe_binary) -> None:
+    """TIOCSTI pushes input into a terminal: on the pty the SDK owns it would
+    type into whatever reads the master.  The default profile refuses it, the
+    upper-half variant too; the terminal still works for ordinary ioctls."""
+    import json
+
+    from tests.integration.conftest import PROBE_PATH, errnos, install_probe
+
+    require_sandbox_host()
+    with Sandbox(rootfs=busybox_rootfs) as sb:
+        install_probe(sb, probe_binary)
+        p = sb.spawn([PROBE_PATH, "ioctl:tiocsti", "ioctl:tiocsti_hi", "ioctl:tcgets"], tty=True)
+        r = p.wait(timeout=30)
+        assert r.exit_code == 0, r
+        got = errnos(json.loads(r.stdout.replace(b"\r\n", b"\n")))
+    assert got["ioctl:tiocsti"] == "EPERM"
+    assert got["ioctl:tiocsti_hi"] == "EPERM"
+    assert got["ioctl:tcgets"] is None  # it is a terminal, and TCGETS is allowed

@@ -509,7 +509,8 @@ static void op_socket(const char *spec)
 
 static void op_ioctl(const char *cmd)
 {
-    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    /* the terminal when there is one (spawn(tty=True)), else /dev/null */
+    int fd = isatty(0) ? dup(0) : open("/dev/null", O_RDWR | O_CLOEXEC);
     int p[2] = {-1, -1};
     long r;
     int e;
