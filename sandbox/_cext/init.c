@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "proto.h"
 #include "rt.h"
@@ -676,11 +677,19 @@ static int stat_session(const char *stat)
     return -1;
 }
 
+#define MAX_KILL 1024
+static struct pollfd kill_fds[MAX_KILL];
+
+/* Signal an exec's processes: its process group, then everything left in its
+ * session (children that left the group but not the session), each through a
+ * pidfd (no race with a reused pid).  For SIGKILL, wait until they have all
+ * died (2 s at most), so that the caller's next look finds none running.
+ * A child that made its own session escapes this; the per-exec cgroup of the
+ * limits work is the complete answer. */
 static void kill_exec(int pid, int sig)
 {
-    /* The exec's own process group, then anything else left in its session:
-     * children that left the group but not the session. */
     xkill(-pid, sig);
+    int nk = 0;
     int dfd = xopen("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0)
         return;
@@ -713,11 +722,40 @@ static void kill_exec(int pid, int sig)
             if (r <= 0)
                 continue;
             stat[r] = 0;
-            if (stat_session(stat) == pid)
-                xkill((int)p, sig);
+            if (stat_session(stat) != pid)
+                continue;
+            int pfd = (int)SYS2(SYS_pidfd_open, p, 0);
+            if (pfd < 0)
+                continue; /* gone meanwhile */
+            SYS4(SYS_pidfd_send_signal, pfd, sig, 0, 0);
+            if (sig == SIGKILL && nk < MAX_KILL) {
+                kill_fds[nk].fd = pfd;
+                kill_fds[nk].events = POLLIN;
+                nk++;
+            } else {
+                xclose(pfd);
+            }
         }
     }
     xclose(dfd);
+    /* A pidfd turns readable when its process has exited. */
+    struct timespec left = {2, 0};
+    for (int done = 0; done < nk;) {
+        for (int k = 0; k < nk; k++)
+            kill_fds[k].revents = 0;
+        long r = SYS4(SYS_ppoll, kill_fds, nk, &left, 0);
+        if (r <= 0 && r != -EINTR)
+            break; /* the time is up, or ppoll failed: report anyway */
+        for (int k = 0; k < nk; k++)
+            if (kill_fds[k].fd >= 0 && kill_fds[k].revents) {
+                xclose(kill_fds[k].fd);
+                kill_fds[k].fd = -1; /* ppoll ignores negative fds */
+                done++;
+            }
+    }
+    for (int k = 0; k < nk; k++)
+        if (kill_fds[k].fd >= 0)
+            xclose(kill_fds[k].fd);
 }
 
 static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds, int nfds)

@@ -278,10 +278,13 @@ def test_spawn_wait_with_timeout(sb) -> None:
 
 
 def test_spawn_pid_is_inside_the_sandbox(sb) -> None:
-    p = sb.spawn(["sleep", "100"])
+    # spawn() returns once execve is past its point of no return, which can be
+    # before the new program's argv is in place: wait for the program to speak
+    p = sb.spawn(["sh", "-c", "echo ready; sleep 100; true"])  # `; true`: sh does not exec sleep
     try:
         assert 1 < p.pid < 1000
-        assert sb.files.read_bytes(f"/proc/{p.pid}/cmdline") == b"sleep\x00100\x00"
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        assert sb.files.read_bytes(f"/proc/{p.pid}/cmdline") == b"sh\x00-c\x00echo ready; sleep 100; true\x00"
     finally:
         p.kill()
         p.wait()
