@@ -24,6 +24,16 @@ from tests.conftest import fd_leaks, open_fds, sh_ok
 pytestmark = pytest.mark.integration
 
 
+def _end_host(child: subprocess.Popen[bytes]) -> None:
+    """The host process of a test: make sure it is gone, and close its pipes."""
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()
+    child.stderr.close()
+
+
 def _gone(pid: int, start: int) -> bool:
     """Dead: no such process, a zombie, or the pid reused by another."""
     p = leakcheck.proc_info(pid)
@@ -235,11 +245,7 @@ def test_host_killed_with_sigkill_takes_the_sandbox_within_a_second(sandbox_host
             )
             time.sleep(0.002)
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        child.stdout.close()
-        child.stderr.close()
+        _end_host(child)
 
 
 _KILLED_THREAD_HOST = textwrap.dedent(r"""
@@ -274,11 +280,7 @@ def test_host_killed_while_a_thread_owns_the_sandbox(sandbox_host, busybox_rootf
             assert time.monotonic() - killed < 1.0, "the sandbox outlived its host by a second"
             time.sleep(0.002)
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        child.stdout.close()
-        child.stderr.close()
+        _end_host(child)
 
 
 # -- failed starts leave nothing ----------------------------------------------------------
