@@ -20,6 +20,7 @@ from .errors import (
     SandboxClosed,
     SandboxError,
 )
+from .limits import Limits
 from .result import ExecResult
 from .spec import IdMap, Mount
 
@@ -37,6 +38,7 @@ __all__ = [
     "HostError",
     "IdMap",
     "LaunchError",
+    "Limits",
     "Mount",
     "Process",
     "ProtocolError",

@@ -20,17 +20,17 @@ from ._base import (
     DEVNULL,
     PIPE,
     START_TIMEOUT,
-    Collector,
     SandboxBase,
-    drain,
     read_stream,
     recv_reply,
     send_request,
     setup_error,
     stdin_bytes,
 )
+from .collector import Collector, drain
 from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed, SandboxError
 from .files import AsyncFiles
+from .limits import Limits, check_limits
 from .result import ExecResult
 
 KILL_GRACE = 10.0  # seconds to wait for the exit record of a killed command
@@ -127,10 +127,11 @@ class AsyncSandbox(SandboxBase):
         user: str | int | None = None,
         timeout: float | None = None,
         tty: bool = False,
+        limits: Limits | dict[str, object] | None = None,
     ) -> AsyncProcess:
         """Start a command and return once it runs; one that cannot start
         raises ExecError here."""
-        p = await self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout, tty=tty)
+        p = await self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout, tty=tty, limits=limits)
         await p._wait_started()
         return p
 
@@ -146,10 +147,12 @@ class AsyncSandbox(SandboxBase):
         timeout: object,
         quiet: bool = False,
         tty: bool = False,
+        limits: object = None,
     ) -> AsyncProcess:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
+        lim = check_limits("limits", limits)
         u = await files.run_async(self._user_op(uspec), self._roundtrip)
-        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, tty)
+        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, tty, lim)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:
@@ -169,12 +172,15 @@ class AsyncSandbox(SandboxBase):
         cwd: str | None = None,
         user: str | int | None = None,
         check: bool = False,
+        limits: Limits | dict[str, object] | None = None,
     ) -> ExecResult:
         """Run a command to its end.  Cancelling the await kills its process tree."""
         data = stdin_bytes(stdin)
         # quiet: the exit record (or the failure) is all exec() needs
         stdin_mode = PIPE if data is not None else DEVNULL
-        p = await self._spawn(argv, stdin_mode, PIPE, PIPE, env, cwd, user, timeout, quiet=True)
+        p = await self._spawn(
+            argv, stdin_mode, PIPE, PIPE, env, cwd, user, timeout, quiet=True, limits=limits
+        )
         r = await p.communicate(data)
         return r.check() if check else r
 
@@ -272,8 +278,30 @@ class AsyncProcess:
     async def _pump(self, n: int) -> None:
         while self._fds.get(n) is not None:
             data = await self._read(n)
-            if data:
-                self._col.feed(n, data)
+            if data and self._col.feed(n, data):
+                # over the output limit: close the stream, or kill (and read on, dropping)
+                if self._col.limits.output_action == "close":
+                    fd = self._fds.pop(n, None)
+                    if fd is not None:
+                        os.close(fd)
+                    return
+                if not self._col.killed:
+                    self._col.killed = True
+                    await self.kill()
+
+    async def _watch(self) -> None:
+        """The limits the host checks while the command runs (CPU time of all
+        its processes, refused forks); the wall clock is the caller's scope."""
+        col = self._col
+        while True:
+            left = col.wake_in()
+            if left is None or col.exited is not None:
+                return
+            await anyio.sleep(left)
+            if col.exited is None and col.due() is not None and col.verdict != "timeout":
+                col.killed = True
+                await self.kill()
+                return
 
     async def _feed(self, data: bytes) -> None:
         try:
@@ -333,6 +361,7 @@ class AsyncProcess:
                     for n in (1, 2):
                         if n in self._fds:
                             tg.start_soon(self._pump, n)
+                    tg.start_soon(self._watch)
                     if 0 in self._fds:
                         if input:
                             tg.start_soon(self._feed, input)
@@ -346,7 +375,8 @@ class AsyncProcess:
             if failed is not None:
                 raise failed
             if scope.cancelled_caught and col.exited is None:
-                col.timed_out = True
+                col.verdict = "timeout"
+                col.killed = True
                 await self._kill_and_finish()
             else:
                 self._finish()

@@ -5,37 +5,31 @@ front ends (`_sync.py`, `_async.py`) only move bytes."""
 from __future__ import annotations
 
 import array
+import dataclasses
 import errno
 import itertools
 import os
-import resource
 import signal
 import socket
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import _core, files, layout, netpool, protocol, users
+from . import _core, cgroup, files, layout, netpool, protocol, users
+from .collector import Collector
 from .errors import (
-    CommandNotFound,
     ConfigError,
     ExecError,
+    HostError,
     LaunchError,
     ProtocolError,
     SandboxClosed,
-    os_error_text,
 )
-from .result import ExecResult
+from .limits import Limits, check_limits
 from .sizes import parse_seconds
 from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv, check_env, make_spec
 from .spec import IdMap as IdMap
 
-# No core dumps: where core_pattern pipes to a host handler (systemd-coredump,
-# apport), a crash would put the command's memory, secrets included, on the
-# host's disk.
-DEFAULT_RLIMITS = [(resource.RLIMIT_CORE, 0, 0)]
-REDACTED = b"[REDACTED]"
 REDACT_MIN = 4  # bytes
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
 REPLY_SIZE = 4096
@@ -98,25 +92,6 @@ def setup_error(reply: protocol.Reply) -> Exception:
     return LaunchError(f"setup step {f.stage} ({what})", f.errno, path, hint)
 
 
-def exec_error(f: protocol.Fail, argv0: str) -> ExecError:
-    stage = protocol.EXEC_STAGES.get(f.stage, f"stage {f.stage}")
-    if stage == "exec":
-        msg = f"exec {argv0}: {os_error_text(f.errno)}"
-        if f.errno == errno.ENOENT:
-            return CommandNotFound(
-                msg + "; check the path, or that the program exists in the image", f.errno, stage
-            )
-        return ExecError(msg, f.errno, stage)
-    if stage == "chdir":
-        return ExecError(
-            f"exec {argv0}: cannot enter the working directory {f.detail!r}: "
-            f"{os_error_text(f.errno)}; pass an existing cwd=",
-            f.errno,
-            stage,
-        )
-    return ExecError(f"exec {argv0}: {stage} failed: {os_error_text(f.errno)}", f.errno, stage)
-
-
 def read_stream(fd: int) -> bytes:
     """One read of a command's output: b"" at its end, which for a pty is EIO."""
     try:
@@ -134,107 +109,6 @@ def stdin_bytes(stdin: object) -> bytes | None:
     if isinstance(stdin, str):
         return stdin.encode()
     raise ExecError(f"stdin: expected bytes or str, got {type(stdin).__name__}")
-
-
-def start_reply(reply: protocol.Reply, argv0: str) -> int:
-    """The pid from a STARTED reply; an EXEC_FAIL becomes its ExecError."""
-    if reply.type == protocol.REP_STARTED:
-        try:
-            return protocol.decode_started(reply.body)
-        except protocol.Malformed as e:
-            raise ProtocolError(str(e)) from None
-    if reply.type == protocol.REP_EXEC_FAIL:
-        try:
-            f = protocol.decode_fail(reply.body)
-        except protocol.Malformed as e:
-            raise ProtocolError(str(e)) from None
-        raise exec_error(f, argv0)
-    raise ProtocolError(f"unexpected message type {reply.type} for an exec")
-
-
-@dataclass
-class Collector:
-    """The state of one running command, sans I/O: output so far, the exit
-    record when it comes, and whether we killed it for a timeout."""
-
-    argv: list[str]
-    started: float = field(default_factory=time.monotonic)
-    deadline: float | None = None
-    out: list[bytes] = field(default_factory=list)
-    err: list[bytes] = field(default_factory=list)
-    exited: protocol.Exited | None = None
-    redact: tuple[bytes, ...] = field(default=(), repr=False)
-    ended: float = 0.0
-    timed_out: bool = False
-
-    def feed(self, stream: int, data: bytes) -> None:
-        (self.out if stream == 1 else self.err).append(data)
-
-    pid: int | None = None
-
-    def on_reply(self, reply: protocol.Reply) -> None:
-        """STARTED, EXEC_FAIL (raised as ExecError) or EXITED."""
-        if reply.type in (protocol.REP_STARTED, protocol.REP_EXEC_FAIL):
-            self.pid = start_reply(reply, self.argv[0])
-            return
-        if reply.type != protocol.REP_EXITED:
-            raise ProtocolError(f"unexpected message type {reply.type} while a command runs")
-        try:
-            self.exited = protocol.decode_exited(reply.body)
-        except protocol.Malformed as e:
-            raise ProtocolError(f"a malformed exit record: {e}") from None
-        self.ended = time.monotonic()
-
-    def remaining(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
-
-    def result(self) -> ExecResult:
-        assert self.exited is not None
-        st = self.exited.status
-        code = os.waitstatus_to_exitcode(st)
-        sig = -code if code < 0 else None
-        if self.timed_out:
-            reason = "timeout"
-        elif sig == signal.SIGSYS:
-            reason = "seccomp"  # a kill action of the profile (SIGSYS is not sent otherwise)
-        else:
-            reason = "signaled" if sig is not None else "exited"
-        out, err = b"".join(self.out), b"".join(self.err)
-        for secret in self.redact:
-            if secret:
-                out = out.replace(secret, REDACTED)
-                err = err.replace(secret, REDACTED)
-        return ExecResult(
-            argv=self.argv,
-            exit_code=None if sig is not None else code,
-            signal=sig,
-            stdout=out,
-            stderr=err,
-            reason=reason,
-            wall_time=(self.ended or time.monotonic()) - self.started,
-            cpu_time=self.exited.utime + self.exited.stime,
-            max_rss=self.exited.maxrss,
-        )
-
-
-def drain(fd: int, sink: Collector, stream: int) -> None:
-    """After the exit record: take what the command left in the pipe, without
-    waiting for processes it left behind that may hold the pipe open."""
-    os.set_blocking(fd, False)
-    for _ in range(4096):
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError as e:
-            if e.errno == errno.EIO:
-                return  # a pty whose other side has closed
-            raise
-        if not data:
-            return
-        sink.feed(stream, data)
 
 
 PIPE = -1
@@ -261,6 +135,7 @@ class Spawning:
         self.theirs = []
 
     def abort(self) -> None:
+        self.col.abandon()
         self.sent()
         for fd in self.mine.values():
             os.close(fd)
@@ -282,7 +157,7 @@ class SandboxBase:
         workdir: str = "/",
         user: str | int | None = None,
         mounts: Sequence[Mount] = (),
-        disk: str | int = DEFAULT_DISK,
+        disk: str | int | None = None,
         read_only: bool = False,
         idmap: IdMap | None = None,
         seccomp: str | os.PathLike[str] | dict[str, object] | None = "default",
@@ -290,7 +165,15 @@ class SandboxBase:
         secrets: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
         redact_secrets: bool = False,
         seccomp_log: bool = False,
+        limits: Limits | dict[str, object] | None = None,
     ) -> None:
+        lim = check_limits("limits", limits) or Limits()
+        if disk is not None and lim.disk is not None:
+            raise ConfigError("disk", "given twice, as disk= and as limits.disk: keep one")
+        if disk is None:
+            disk = DEFAULT_DISK if lim.disk is None else int(lim.disk)
+        self._limits = lim
+        self._group: cgroup.Group | None = None
         self._spec = make_spec(
             rootfs=rootfs,
             layers=layers,
@@ -322,13 +205,23 @@ class SandboxBase:
             raise SandboxClosed("this sandbox is already started")
         plan, trees = layout.build(self._spec)
         umap = self._spec.idmap.uid_map()
+        # the sandbox's cgroup first: every exec gets a child of it
+        self._group = cgroup.make_sandbox_group(self._limits)
         netns = netpool.pool.take()
         try:
             return _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+        except BaseException:
+            self._drop_group()
+            raise
         finally:
             netpool.pool.launched()
             if netns is not None:
                 os.close(netns)
+
+    def _drop_group(self) -> None:
+        g, self._group = self._group, None
+        if g is not None:
+            g.remove()
 
     def _ctl(self) -> socket.socket:
         if self._launched is None:
@@ -348,6 +241,8 @@ class SandboxBase:
             pass
         os.close(launched.pidfd)
         launched.ctl.close()
+        # the pid namespace is gone, and with it every process of the sandbox
+        self._drop_group()
 
     def __del__(self) -> None:
         # A sandbox dropped while running: stop it first, then say so, as Popen does.
@@ -392,12 +287,13 @@ class SandboxBase:
         cwd: str,
         user: users.User,
         fds_mask: int,
-        flags: int = 0,
-    ) -> tuple[int, bytes]:
+        flags: int,
+        req_id: int,
+        limits: Limits,
+    ) -> bytes:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
         env.update(self._spec.env)
         env.update(extra)
-        req_id = next(self._ids)
         try:
             msg = protocol.encode_exec(
                 req_id,
@@ -407,14 +303,14 @@ class SandboxBase:
                 user.uid,
                 user.gid,
                 list(user.groups),
-                DEFAULT_RLIMITS,
+                limits.rlimits(),
                 fds_mask,
                 flags,
                 self._spec.caps,
             )
         except ValueError as e:
             raise ConfigError("argv", f"{e}; pass large data through stdin or files") from None
-        return req_id, msg
+        return msg
 
     def _user_op(self, spec: str | None) -> files.Op[users.User]:
         """The exec user; names are looked up in the sandbox's own files."""
@@ -444,6 +340,7 @@ class SandboxBase:
         wd: str,
         quiet: bool,
         tty: bool = False,
+        limits: Limits | None = None,
     ) -> Spawning:
         """Pipes for the requested streams (PIPE or DEVNULL each) and the exec
         request; the caller sends `msg` with `theirs`, then calls `sent()`.
@@ -460,7 +357,10 @@ class SandboxBase:
                     reverse=True,
                 )
             )
-        sp = Spawning(Collector(args, redact=redact))
+        lim = self._limits.merge(limits)
+        if timeout is not None:
+            lim = dataclasses.replace(lim, timeout=timeout)
+        sp = Spawning(Collector(args, limits=lim, redact=redact))
         try:
             if tty:
                 # A pty of ours is the command's only terminal (stdin, stdout
@@ -477,13 +377,21 @@ class SandboxBase:
                         sp.mine[n], there = (r, w) if reading else (w, r)
                         sp.theirs.append(there)
                         sp.mask |= 1 << n
+            sp.req_id = next(self._ids)
+            if self._group is not None:
+                # its own cgroup, entered by the exec's child before anything else
+                sp.col.group = self._group.child(f"exec-{sp.req_id}", lim)
+                cg_fds = sp.col.group.attach_files()
+                sp.theirs += cg_fds
+                sp.mask |= len(cg_fds) << 8
+            elif lim.needs_cgroup:
+                raise HostError(f"limits need cgroups: {cgroup.why()}")
             flags = (protocol.EXEC_NO_STARTED if quiet else 0) | (protocol.EXEC_TTY if tty else 0)
-            sp.req_id, sp.msg = self._exec_message(args, extra, wd, user, sp.mask, flags)
+            sp.msg = self._exec_message(args, extra, wd, user, sp.mask, flags, sp.req_id, lim)
             sp.reply, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             sp.theirs.insert(0, rtheirs.detach())
         except BaseException:
             sp.abort()
             raise
-        if timeout is not None:
-            sp.col.deadline = sp.col.started + timeout
+        sp.col.arm()
         return sp

@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import HostError, LaunchError
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 try:
     from ._sandbox_cext import ffi, lib

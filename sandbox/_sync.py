@@ -17,17 +17,17 @@ from ._base import (
     DEVNULL,
     PIPE,
     START_TIMEOUT,
-    Collector,
     SandboxBase,
-    drain,
     read_stream,
     recv_reply,
     send_request,
     setup_error,
     stdin_bytes,
 )
+from .collector import Collector, drain
 from .errors import LaunchError, ProtocolError, SandboxClosed, SandboxError
 from .files import Files
+from .limits import Limits, check_limits
 from .result import ExecResult
 
 
@@ -110,10 +110,11 @@ class Sandbox(SandboxBase):
         user: str | int | None = None,
         timeout: float | None = None,
         tty: bool = False,
+        limits: Limits | dict[str, object] | None = None,
     ) -> Process:
         """Start a command and return once it runs; stream with `stdout`,
         `stdin`.  A command that cannot start raises ExecError here."""
-        p = self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout, tty=tty)
+        p = self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout, tty=tty, limits=limits)
         p._wait_started()
         return p
 
@@ -129,10 +130,12 @@ class Sandbox(SandboxBase):
         timeout: object,
         quiet: bool = False,
         tty: bool = False,
+        limits: object = None,
     ) -> Process:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
+        lim = check_limits("limits", limits)
         u = files.run_sync(self._user_op(uspec), self._roundtrip)
-        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, tty)
+        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, tty, lim)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:
@@ -152,13 +155,24 @@ class Sandbox(SandboxBase):
         cwd: str | None = None,
         user: str | int | None = None,
         check: bool = False,
+        limits: Limits | dict[str, object] | None = None,
     ) -> ExecResult:
-        """Run a command to its end and return how it went."""
+        """Run a command to its end and return how it went; `limits`
+        override the sandbox's for this command."""
         data = stdin_bytes(stdin)
         # No wait for the start: the start and exit records come on one
         # socket, and communicate() reads both (one wakeup less).
         p = self._spawn(
-            argv, PIPE if data is not None else DEVNULL, PIPE, PIPE, env, cwd, user, timeout, quiet=True
+            argv,
+            PIPE if data is not None else DEVNULL,
+            PIPE,
+            PIPE,
+            env,
+            cwd,
+            user,
+            timeout,
+            quiet=True,
+            limits=limits,
         )
         r = p.communicate(data)
         return r.check() if check else r
@@ -226,6 +240,18 @@ class Process:
         self._close_all()
         self._result = self._col.result()
 
+    def _over_cap(self, poller: select.poll, streams: dict[int, int], fd: int) -> None:
+        """The stream went over its output limit."""
+        if self._col.limits.output_action == "close":
+            poller.unregister(fd)
+            n = streams.pop(fd)
+            f = self.stdout if n == 1 else self.stderr
+            if f is not None:
+                f.close()  # the command's next write gets EPIPE
+        elif not self._col.killed:
+            self._col.killed = True
+            self.kill()  # more output is read and dropped until the exit record
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the command and everything it started in its session."""
         if self._result is not None:
@@ -279,11 +305,11 @@ class Process:
         reply_fd = self._reply.fileno()
         poller.register(reply_fd, select.POLLIN)
         while self._result is None:
-            left = col.remaining()
-            if left == 0 and not col.timed_out:
-                col.timed_out = True
-                self.kill()
-                col.deadline = None  # now wait for the exit record
+            left = col.wake_in()
+            if left == 0:
+                if col.due() is not None:
+                    col.killed = True
+                    self.kill()  # now wait for the exit record
                 continue
             events = poller.poll(None if left is None else int(left * 1000) + 1)
             for fd, ev in events:
@@ -293,10 +319,10 @@ class Process:
                         break
                 elif fd in streams:
                     data = read_stream(fd)
-                    if data:
-                        col.feed(streams[fd], data)
-                    else:
+                    if not data:
                         poller.unregister(fd)
+                    elif col.feed(streams[fd], data):
+                        self._over_cap(poller, streams, fd)
                 elif self.stdin is not None and fd == self.stdin.fileno():
                     try:
                         n = os.write(fd, pending[:65536]) if not (ev & select.POLLERR) else 0

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import CommandNotFound, ConfigError, SandboxError
+from .limits import Limits
 from .spec import Mount
 
 EXIT_SANDBOX = 125
@@ -95,9 +96,47 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seccomp", default="default", help='"default", "judge", "none", or a profile file')
     run.add_argument("--cap-add", action="append", default=[], metavar="CAP")
+    lim = run.add_argument_group("limits (as docker run's where Docker has them)")
+    lim.add_argument("-m", "--memory", help='memory, e.g. "256M"')
+    lim.add_argument("--memory-swap", help="memory plus swap (default: = --memory, no swap; -1: unlimited)")
+    lim.add_argument("--cpus", type=float, help="CPU bandwidth in CPUs, e.g. 1.5")
+    lim.add_argument("--cpuset-cpus", help='CPUs to run on, e.g. "0-1"')
+    lim.add_argument("--pids-limit", type=int, help="processes at once")
+    lim.add_argument("--cpu-time", type=float, help="CPU seconds of all its processes")
+    lim.add_argument("--output-limit", help="bytes kept per stream; then the command is killed")
+    lim.add_argument("--open-files", type=int)
+    lim.add_argument("--file-size", help="largest file it may write")
+    lim.add_argument("--stack", help="stack size")
     run.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="check what this host offers sandboxes, and how to fix the rest")
+    sub.add_parser("gc", help="remove what crashed sandbox owners left behind (cgroups, ...)")
     return ap
+
+
+def _limits(a: argparse.Namespace) -> Limits:
+    swap: object = a.memory_swap
+    if swap in ("-1", -1):
+        swap = -1
+    return Limits(
+        memory=a.memory,
+        memory_swap=swap,  # type: ignore[arg-type]
+        cpus=a.cpus,
+        cpuset=a.cpuset_cpus,
+        pids=a.pids_limit,
+        cpu_time=a.cpu_time,
+        output=a.output_limit,
+        open_files=a.open_files,
+        file_size=a.file_size,
+        stack=a.stack,
+    )
+
+
+def cmd_gc() -> int:
+    from .cgroup import gc
+
+    for path in gc.collect(everywhere=True):
+        print(f"removed cgroup {path}")
+    return 0
 
 
 def _stream(p: object, out: int, err: int) -> None:
@@ -142,6 +181,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         secrets=_secrets(a.secret),
         seccomp=None if a.seccomp == "none" else a.seccomp,
         cap_add=a.cap_add,
+        limits=_limits(a),
     ) as sb:
         data = sys.stdin.buffer.read() if a.interactive else None
         if a.json:
@@ -161,6 +201,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             sys.stdout.flush()
             if r.reason == "timeout":
                 print(f"sandbox: killed after the {a.timeout} s timeout", file=sys.stderr)
+            elif r.reason not in ("exited", "signaled"):
+                print(f"sandbox: ended by {r.describe()} (reason {r.reason})", file=sys.stderr)
     if r.signal is not None:
         return 128 + r.signal
     return r.exit_code or 0
@@ -171,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.cmd == "run":
             return cmd_run(a)
+        if a.cmd == "gc":
+            return cmd_gc()
         if a.cmd == "doctor":
             from . import doctor
 

@@ -53,6 +53,7 @@ EXEC_STAGES = {
     11: "capabilities",
     12: "no_new_privs",
     13: "seccomp",
+    14: "cgroup",
 }
 
 

@@ -19,12 +19,25 @@ class ExecResult:
     stdout: bytes = field(repr=False)
     stderr: bytes = field(repr=False)
     reason: str
-    """Why it ended: "exited", "signaled", "timeout" or "seccomp" (killed by
-    a kill action of the seccomp profile)."""
+    """Why it ended: "exited", "signaled", or the limit that ended it:
+    "timeout" (wall clock), "cpu_time", "oom" (the OOM killer ended a
+    process of it), "pids" (a fork was refused), "output_limit" (output went
+    over the cap: cut there), "file_size", "seccomp" (a kill action of the
+    seccomp profile)."""
     wall_time: float
     cpu_time: float
+    """cpu_user + cpu_sys."""
     max_rss: int
     """Peak resident memory of the command's main process, in bytes."""
+    cpu_user: float = 0.0
+    """CPU seconds in user mode of every process of the command (its cgroup's count)."""
+    cpu_sys: float = 0.0
+    max_memory: int | None = None
+    """Peak memory of every process of the command (its cgroup's), in bytes."""
+    pids_peak: int | None = None
+    """Most processes at once, where the kernel counts it."""
+    truncated: bool = False
+    """Output went over the `output` limit and was cut there."""
 
     @property
     def returncode(self) -> int:
@@ -48,6 +61,8 @@ class ExecResult:
     def describe(self) -> str:
         if self.reason == "timeout":
             return f"a timeout after {self.wall_time:.3f} s"
+        if self.reason in ("cpu_time", "oom", "pids", "output_limit", "file_size"):
+            return f"the {self.reason} limit"
         if self.signal is not None:
             try:
                 name = _signal.Signals(self.signal).name

@@ -37,7 +37,7 @@
 #define CTL_FD 3
 #define FIRST_TREE_FD 4
 #define MAX_EXECS 4096
-#define MAX_FDS 4
+#define MAX_FDS 12 /* reply socket, 3 streams, up to 8 cgroup files */
 #define MAX_ARGS 65536
 #define MAX_GROUPS 65536
 #define MAX_RLIMITS 64
@@ -527,6 +527,8 @@ static struct slot *find_slot_id(uint32_t id)
 struct child {
     const struct sbx_exec_req *r;
     const int *stream;
+    const int *cgroup; /* files to write "0" into: v1 `tasks`, v2 `cgroup.procs` */
+    int ncgroup;
     const char *cwd;
     char **argv;
     int failed;
@@ -550,6 +552,15 @@ static int child_main(void *arg)
     int e;
     uint64_t none = 0;
     xsigmask(SIG_SETMASK, &none);
+    /* First of all, into the exec's own cgroups: everything it starts is
+     * counted and limited there.  Writing "0" moves the writing thread; on
+     * cgroup v1 `tasks` that skips the global threadgroup lock, whose first
+     * use after idleness waits for an RCU grace period (~10 ms here).  The
+     * files were opened by the host, whose open-time credentials the kernel
+     * checks. */
+    for (int k = 0; k < c->ncgroup; k++)
+        if ((e = (int)SYS3(SYS_write, c->cgroup[k], "0", 1)) < 0)
+            return child_fail(c, SBX_ST_CGROUP, -e, "cgroup");
     if ((e = (int)SYS0(SYS_setsid)) < 0)
         return child_fail(c, SBX_ST_SETSID, -e, "setsid");
     for (int k = 0; k < 3; k++) {
@@ -770,8 +781,9 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     memcpy(&r, body, sizeof r);
     size_t need = sizeof r + (size_t)r.ngroups * 4 + (size_t)r.nrlimits * sizeof(struct sbx_rlimit);
     int nstreams = __builtin_popcount(r.fds & 7);
+    int ncgroup = (int)((r.fds >> 8) & 0xff);
     if (r.ngroups > MAX_GROUPS || r.nrlimits > MAX_RLIMITS || need > len || r.argc == 0 ||
-        r.argc > MAX_ARGS || r.envc > MAX_ARGS || nstreams != nfds - 1) {
+        r.argc > MAX_ARGS || r.envc > MAX_ARGS || nstreams + ncgroup != nfds - 1) {
         send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_REQUEST, EINVAL, "bad request", NULL);
         goto out;
     }
@@ -803,7 +815,13 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     envp_buf[r.envc] = NULL;
     argv[r.argc] = NULL; /* overwrites env[0]'s slot in strs, copied above */
 
-    struct child c = {.r = &r, .stream = stream, .cwd = cwd, .argv = argv, .failed = 0};
+    struct child c = {.r = &r,
+                      .stream = stream,
+                      .cgroup = fds + 1 + nstreams,
+                      .ncgroup = ncgroup,
+                      .cwd = cwd,
+                      .argv = argv,
+                      .failed = 0};
     long pid = rt_vfork(child_main, child_stack + sizeof child_stack, &c);
     if (pid < 0) {
         send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, (int)-pid, "fork", NULL);
@@ -824,9 +842,10 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     s->reply = reply;
     reply = -1;
 out:
-    for (int k = 0; k < 3; k++)
-        if (stream[k] >= 0)
-            xclose(stream[k]);
+    /* every fd that came with the request but the reply socket: streams and
+     * cgroup files (a malformed request's too) */
+    for (int k = 1; k < nfds; k++)
+        xclose(fds[k]);
     if (reply >= 0)
         xclose(reply);
 }

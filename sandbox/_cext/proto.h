@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SBX_ABI_VERSION 1
+#define SBX_ABI_VERSION 2
 #define SBX_PLAN_MAGIC 0x50584253u /* "SBXP" */
 #define SBX_DETAIL_MAX 240
 #define SBX_MSG_MAX (256 * 1024)
@@ -101,8 +101,9 @@ struct sbx_msg_hdr {
 
 /* Exec request: header, this struct, groups[ngroups] (u32), rlimits[nrlimits],
  * then strings: cwd, argv[argc], env[envc].  fds: reply socket, then the
- * streams whose bits are set in `fds` (bit 0 stdin, 1 stdout, 2 stderr);
- * missing streams are /dev/null. */
+ * streams whose bits are set in `fds` (bit 0 stdin, 1 stdout, 2 stderr;
+ * missing streams are /dev/null), then `(fds >> 8) & 0xff` cgroup files the
+ * child writes "0" into before anything else (its per-exec cgroups). */
 struct sbx_exec_req {
     uint32_t uid;
     uint32_t gid;
@@ -173,7 +174,8 @@ enum sbx_exec_stage {
     SBX_ST_REQUEST = 10,
     SBX_ST_CAPABILITIES = 11,
     SBX_ST_NO_NEW_PRIVS = 12,
-    SBX_ST_SECCOMP = 13
+    SBX_ST_SECCOMP = 13,
+    SBX_ST_CGROUP = 14
 };
 
 /* Steps of the launcher before the init runs. */

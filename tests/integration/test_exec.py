@@ -221,11 +221,6 @@ def test_timeout_kills_children_in_other_process_groups(sb) -> None:
     assert _wait_for_no(sb, "sleep 102", "sleep 103", "sleep 104") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a command's child that calls setsid() leaves the session the init "
-    "kills on timeout; tracking the whole tree needs the per-exec cgroup (issue 4)",
-)
 def test_timeout_kills_children_that_made_their_own_session(sb) -> None:
     try:
         r = sb.exec(["sh", "-c", "setsid sleep 101 & sleep 100"], timeout=1)

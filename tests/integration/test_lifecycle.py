@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import ConfigError, LaunchError, Mount, Sandbox, SandboxClosed, SandboxError
+from sandbox import cgroup as sandbox_cgroup
+from sandbox.cgroup import gc as cgroup_gc
 from tests import leakcheck
 from tests.conftest import fd_leaks, open_fds, sh_ok
 
@@ -244,8 +246,21 @@ def test_host_killed_with_sigkill_takes_the_sandbox_within_a_second(sandbox_host
                 m.describe() for m in left
             )
             time.sleep(0.002)
+        _assert_gc_collects(child.pid)
     finally:
         _end_host(child)
+
+
+def _assert_gc_collects(owner: int) -> None:
+    """The dead owner's cgroups stay until `sandbox gc` (or its next start) removes them."""
+    def left() -> list[str]:
+        return [c for c in leakcheck._cgroups() if f"sandbox-{owner}-" in c]
+
+    if sandbox_cgroup.root() is not None:
+        assert left(), "the killed owner's sandbox had no cgroup"
+    out = subprocess.run([sys.executable, "-m", "sandbox.cli", "gc"], capture_output=True, check=True)
+    assert left() == [], out.stdout
+    assert cgroup_gc.collect(everywhere=True) == []  # nothing more to do
 
 
 _KILLED_THREAD_HOST = textwrap.dedent(r"""
@@ -279,6 +294,7 @@ def test_host_killed_while_a_thread_owns_the_sandbox(sandbox_host, busybox_rootf
         while leakcheck.pidns_members(info.pidns) or not _gone(init, info.start):
             assert time.monotonic() - killed < 1.0, "the sandbox outlived its host by a second"
             time.sleep(0.002)
+        _assert_gc_collects(child.pid)
     finally:
         _end_host(child)
 

@@ -1,0 +1,73 @@
+"""Cgroups for sandboxes and their execs, on v1 or v2, chosen by probing
+the host: v1 where the memory controller is on a v1 hierarchy (hybrid
+hosts such as this one), v2 where the unified hierarchy offers it.
+
+`root()` is the place this process's groups go (None, with `why()`, when
+the host has no usable cgroups: sandboxes then run without cgroup limits or
+accounting, and asking for a limit that needs them raises HostError)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+
+from ..errors import HostError
+from ..limits import Limits
+from . import gc, v1, v2
+from .group import Group, Usage, sandbox_name
+
+__all__ = ["Group", "Root", "Usage", "make_sandbox_group", "root", "why"]
+
+Root = v1.V1Root | v2.V2Root
+
+_lock = threading.Lock()
+_state: dict[int, tuple[Root | None, str]] = {}  # by pid: a forked child probes again
+_seq = itertools.count(1)
+
+
+def _probe() -> tuple[Root | None, str]:
+    if os.geteuid() != 0:
+        return None, "cgroups need root here (no delegated cgroup is used)"
+    try:
+        points = v1.mounts()
+        if "memory" in points:
+            return v1.V1Root(points), ""
+        point = v2.mount_point()
+        if point is not None:
+            return v2.V2Root(point), ""
+        return None, "no cgroup hierarchy with the memory controller is mounted"
+    except HostError as e:
+        return None, str(e)
+    except (OSError, LookupError, ValueError) as e:
+        return None, f"cgroups cannot be used: {e}"
+
+
+def _get() -> tuple[Root | None, str]:
+    pid = os.getpid()
+    with _lock:
+        st = _state.get(pid)
+        if st is None:
+            st = _state[pid] = _probe()
+            if st[0] is not None:
+                gc.start_background(st[0])
+        return st
+
+
+def root() -> Root | None:
+    return _get()[0]
+
+
+def why() -> str:
+    return _get()[1]
+
+
+def make_sandbox_group(limits: Limits) -> Group | None:
+    """The group of one sandbox, or None where cgroups are not usable and
+    no limit needs them."""
+    r, reason = _get()
+    if r is None:
+        if limits.needs_cgroup or os.environ.get("SANDBOX_MUST_WORK") == "1":
+            raise HostError(f"limits need cgroups: {reason}")
+        return None
+    return r.make(sandbox_name(next(_seq)), limits)

@@ -1,0 +1,97 @@
+"""Small file helpers shared by the v1 and v2 backends: cgroupfs files are
+tiny and answer at once, so plain reads and writes are fine everywhere
+(also in the async front end)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+KILL_WAIT = 2.0  # seconds for SIGKILLed processes to leave a cgroup
+
+
+def write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def read(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read().decode("ascii", "replace")
+
+
+def read_int(path: str, default: int = 0) -> int:
+    try:
+        text = read(path).strip()
+    except FileNotFoundError:
+        return default
+    return default if text == "max" else int(text)
+
+
+def keyed(path: str) -> dict[str, int]:
+    """A "key value" file (memory.events, pids.events, cpu.stat, oom_control)."""
+    out: dict[str, int] = {}
+    try:
+        text = read(path)
+    except FileNotFoundError:
+        return out
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
+def pids(procs_file: str) -> list[int]:
+    try:
+        return [int(x) for x in read(procs_file).split()]
+    except FileNotFoundError:
+        return []
+
+
+def kill_listed(procs_file: str) -> None:
+    """SIGKILL every process the file lists until it lists none: a fork
+    racing the loop is caught on the next round (the pids limit bounds it)."""
+    deadline = time.monotonic() + KILL_WAIT
+    while True:
+        listed = pids(procs_file)
+        if not listed:
+            return
+        for pid in listed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
+def rmdir(path: str) -> bool:
+    """Remove a cgroup directory; False while processes are still in it."""
+    for _ in range(50):
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+        time.sleep(0.002)  # its last processes are being reaped
+    return False
+
+
+def own_path(hierarchy: str) -> str:
+    """This process's cgroup in a hierarchy ("memory", or "" for cgroup2),
+    from /proc/self/cgroup."""
+    for line in read("/proc/self/cgroup").splitlines():
+        _, controllers, path = line.split(":", 2)
+        if hierarchy in controllers.split(",") or (hierarchy == "" and controllers == ""):
+            return path
+    raise LookupError(hierarchy)

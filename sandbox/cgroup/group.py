@@ -1,0 +1,80 @@
+"""What the rest of the package sees of a cgroup, whichever the version:
+a Group to make children in, to put an exec into, and to read accounting
+from.  A sandbox has one group; each of its execs a child of it."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from ..limits import Limits
+
+PREFIX = "sandbox-"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one exec's cgroup counted."""
+
+    cpu_user: float  # seconds
+    cpu_sys: float
+    max_memory: int  # bytes: the cgroup's peak
+    oom_kills: int  # processes the OOM killer ended in it
+    pids_refused: int  # forks refused by its pids limit
+    pids_peak: int | None
+
+
+def sandbox_name(seq: int) -> str:
+    """sandbox-OWNERPID-OWNERSTART-SEQ: `gc` can tell whether the owner lives
+    (a pid alone could have been reused)."""
+    return f"{PREFIX}{os.getpid()}-{start_time(os.getpid())}-{seq}"
+
+
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (field 22 of stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def owner_alive(name: str) -> bool:
+    """Whether the process that made this group still runs (a zombie does not)."""
+    try:
+        pid_s, start_s, _ = name[len(PREFIX) :].split("-")
+        with open(f"/proc/{int(pid_s)}/stat", "rb") as f:
+            data = f.read()
+        rest = data[data.rindex(b")") + 2 :].split()
+        return rest[0] not in (b"Z", b"X") and int(rest[19]) == int(start_s)
+    except (ValueError, OSError, IndexError):
+        return False
+
+
+class Group(ABC):
+    version: int
+
+    @abstractmethod
+    def child(self, name: str, limits: Limits) -> Group:
+        """A new child group with these limits (an exec's)."""
+
+    @abstractmethod
+    def attach_files(self) -> list[int]:
+        """Open fds that an exec child writes "0" into to enter this group."""
+
+    @abstractmethod
+    def cpu_seconds(self) -> float:
+        """CPU time used so far (user + system), cheap: the watchdog polls it."""
+
+    @abstractmethod
+    def pids_refused(self) -> int: ...
+
+    @abstractmethod
+    def usage(self) -> Usage: ...
+
+    @abstractmethod
+    def kill(self) -> None:
+        """SIGKILL every process in the group and wait (bounded) until they are gone."""
+
+    @abstractmethod
+    def remove(self) -> bool:
+        """Remove the group (children first); False while processes remain."""

@@ -1,0 +1,149 @@
+"""cgroup v2 (unified): one directory per group.
+
+Groups nest under this process's own cgroup, which must be able to have
+children with controllers: the root cgroup, or a delegated cgroup with no
+process of its own (the no-internal-processes rule: we never move the
+caller, so a cgroup that holds it and is not the root cannot be used; the
+error says how to run the caller in a delegated leaf instead).
+
+The sandbox's group enables memory, pids and cpu (cpuset when asked) for
+its children; the execs live in the children, the init stays where the
+caller is.  An exec enters by writing "0" to its group's cgroup.procs
+through an fd the host opened (the kernel checks the opener's credentials
+and cgroup namespace)."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import HostError
+from ..limits import UNLIMITED, Limits
+from . import _fs
+from .group import Group, Usage
+
+CPU_PERIOD = 100_000  # us
+WANTED = ("memory", "pids", "cpu")
+
+
+def mount_point() -> str | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split()[0] == "cgroup2" and left.split()[3] == "/":
+                return left.split()[4]
+    return None
+
+
+def _controllers(d: str) -> set[str]:
+    return set(_fs.read(f"{d}/cgroup.controllers").split())
+
+
+def _enable(d: str, controllers: list[str]) -> None:
+    have = set(_fs.read(f"{d}/cgroup.subtree_control").split())
+    missing = [c for c in controllers if c not in have]
+    if missing:
+        _fs.write(f"{d}/cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+
+
+class V2Root:
+    version = 2
+
+    def __init__(self, point: str) -> None:
+        self.base = os.path.join(point, _fs.own_path("").lstrip("/"))
+        have = _controllers(self.base)
+        lacking = [c for c in WANTED if c not in have]
+        if lacking:
+            raise HostError(
+                f"cgroup v2 at {self.base} does not offer {', '.join(lacking)}: "
+                "enable them in the parent's cgroup.subtree_control (systemd: Delegate=yes)"
+            )
+        self._enabled = False
+
+    def make(self, name: str, limits: Limits) -> V2Group:
+        if not self._enabled:
+            try:
+                _enable(self.base, [*WANTED, *(["cpuset"] if "cpuset" in _controllers(self.base) else [])])
+            except OSError as e:
+                raise HostError(
+                    f"cannot enable controllers for children of {self.base} ({e.strerror}): on cgroup v2 "
+                    "a cgroup that holds processes cannot have limited children, and the caller is never "
+                    "moved; run it in a delegated leaf, e.g. systemd-run --scope -p Delegate=yes, "
+                    "or from the root cgroup"
+                ) from None
+            self._enabled = True
+        return V2Group(self.base, name, limits, top=True)
+
+
+class V2Group(Group):
+    version = 2
+
+    def __init__(self, parent: str, name: str, limits: Limits, top: bool = False) -> None:
+        self.dir = os.path.join(parent, name)
+        self.children: list[V2Group] = []
+        os.mkdir(self.dir)
+        try:
+            if top:
+                _enable(self.dir, [*WANTED, *(["cpuset"] if "cpuset" in _controllers(self.dir) else [])])
+            self._apply(limits)
+        except BaseException:
+            self.remove()
+            raise
+
+    def _apply(self, limits: Limits) -> None:
+        d = self.dir
+        if limits.memory is not None:
+            mem = int(limits.memory)
+            _fs.write(f"{d}/memory.max", str(mem))
+            if os.path.exists(f"{d}/memory.swap.max"):
+                swap = limits.memory_swap
+                extra = "max" if swap == UNLIMITED else str(0 if swap is None else int(swap) - mem)
+                _fs.write(f"{d}/memory.swap.max", extra)
+        if limits.pids is not None:
+            _fs.write(f"{d}/pids.max", str(limits.pids))
+        if limits.cpus is not None:
+            _fs.write(f"{d}/cpu.max", f"{max(1000, int(limits.cpus * CPU_PERIOD))} {CPU_PERIOD}")
+        if limits.cpuset is not None:
+            if not os.path.exists(f"{d}/cpuset.cpus"):
+                raise HostError("limits.cpuset: the cpuset controller is not available in this cgroup")
+            _fs.write(f"{d}/cpuset.cpus", limits.cpuset)
+
+    def child(self, name: str, limits: Limits) -> V2Group:
+        g = V2Group(self.dir, name, limits)
+        self.children.append(g)
+        return g
+
+    def attach_files(self) -> list[int]:
+        return [os.open(f"{self.dir}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)]
+
+    def cpu_seconds(self) -> float:
+        return _fs.keyed(f"{self.dir}/cpu.stat").get("usage_usec", 0) / 1e6
+
+    def pids_refused(self) -> int:
+        return _fs.keyed(f"{self.dir}/pids.events").get("max", 0)
+
+    def usage(self) -> Usage:
+        st = _fs.keyed(f"{self.dir}/cpu.stat")
+        return Usage(
+            cpu_user=st.get("user_usec", 0) / 1e6,
+            cpu_sys=st.get("system_usec", 0) / 1e6,
+            max_memory=_fs.read_int(f"{self.dir}/memory.peak"),
+            oom_kills=_fs.keyed(f"{self.dir}/memory.events").get("oom_kill", 0),
+            pids_refused=self.pids_refused(),
+            pids_peak=_fs.read_int(f"{self.dir}/pids.peak", -1),
+        )
+
+    def kill(self) -> None:
+        if os.path.exists(f"{self.dir}/cgroup.kill"):
+            _fs.write(f"{self.dir}/cgroup.kill", "1")
+        _fs.kill_listed(f"{self.dir}/cgroup.procs")  # waits until they are gone
+
+    def remove(self) -> bool:
+        ok = True
+        for g in self.children:
+            ok = g.remove() and ok
+        self.children = [g for g in self.children if g.dir]
+        if self.dir and _fs.rmdir(self.dir):
+            self.dir = ""
+        else:
+            ok = False if self.dir else ok
+        return ok

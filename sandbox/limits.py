@@ -1,0 +1,157 @@
+"""Limits: what a sandbox, or one exec, may use.
+
+Values are checked when a Limits is made, so that a bad one fails at the
+caller's line, naming the field: sizes take "256M"/"1G" or bytes, durations
+float seconds.  A sandbox's limits are the defaults of its execs; an exec may
+override any field (`Limits.merge`).
+
+Where each one is enforced:
+  memory, memory_swap, pids, cpus, cpuset   the exec's own cgroup (and the
+                                            sandbox's cgroup, for the sum)
+  cpu_time      RLIMIT_CPU on each process, and the exec cgroup's CPU total
+                watched by the host (a command that forks is caught too)
+  timeout       wall clock, by the host
+  output        bytes kept per stream; then the command is killed, or with
+                output_action="close" its stream is closed (it gets EPIPE)
+  disk          the size of the tmpfs under the writable layer and /tmp
+  open_files, file_size, stack   RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_STACK
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import resource
+from dataclasses import dataclass, fields, replace
+
+from .errors import ConfigError
+from .sizes import parse_seconds, parse_size
+
+_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+OUTPUT_ACTIONS = ("kill", "close")
+UNLIMITED = -1  # memory_swap=-1: swap without a limit
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | str | None = None
+    """Memory of the exec's processes (RAM), e.g. "256M"."""
+    memory_swap: int | str | None = None
+    """Memory plus swap, as Docker's --memory-swap: by default equal to
+    `memory` (no swap); -1 for unlimited swap."""
+    cpus: float | None = None
+    """CPU bandwidth, in CPUs (1.5 = one and a half)."""
+    cpuset: str | None = None
+    """CPUs the exec may run on, e.g. "0-1,3"."""
+    pids: int | None = None
+    """Processes and threads at once; a refused fork ends the exec (reason "pids")."""
+    cpu_time: float | None = None
+    """CPU seconds (user + system, all processes of the exec)."""
+    timeout: float | None = None
+    """Wall-clock seconds."""
+    output: int | str | None = None
+    """Bytes kept per stream (stdout, stderr) of exec()."""
+    output_action: str = "kill"
+    """At the output cap: "kill" the command, or "close" the stream."""
+    disk: int | str | None = None
+    """Size of the sandbox's writable tmpfs (sandbox level only)."""
+    open_files: int | None = None
+    file_size: int | str | None = None
+    stack: int | str | None = None
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        for name in ("memory", "output", "disk", "file_size", "stack"):
+            v = getattr(self, name)
+            if v is not None:
+                put(name, parse_size(f"limits.{name}", v, minimum=4096 if name != "output" else 0))
+        if self.memory_swap is not None:
+            if self.memory_swap == UNLIMITED:
+                pass
+            else:
+                swap = parse_size("limits.memory_swap", self.memory_swap, minimum=4096)
+                if self.memory is None:
+                    raise ConfigError("limits.memory_swap", "set memory too: memory_swap is memory plus swap")
+                if swap < int(self.memory):
+                    raise ConfigError(
+                        "limits.memory_swap",
+                        f"{self.memory_swap!r} is below memory ({self.memory}): it counts memory plus swap",
+                    )
+                put("memory_swap", swap)
+        if self.cpus is not None:
+            if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)):
+                raise ConfigError("limits.cpus", f"expected a number of CPUs such as 1.5, got {self.cpus!r}")
+            if not math.isfinite(self.cpus) or self.cpus < 0.01:
+                raise ConfigError("limits.cpus", f"must be at least 0.01 CPUs, got {self.cpus!r}")
+            put("cpus", float(self.cpus))
+        if self.cpuset is not None:
+            if not isinstance(self.cpuset, str) or not _CPUSET.match(self.cpuset):
+                raise ConfigError(
+                    "limits.cpuset", f'expected CPU numbers such as "0-1,3", got {self.cpuset!r}'
+                )
+            top = max(int(x) for x in re.split(r"[,-]", self.cpuset))
+            if top >= (os.cpu_count() or 1):
+                raise ConfigError(
+                    "limits.cpuset", f"CPU {top} does not exist here: this host has {os.cpu_count()} CPUs"
+                )
+        for name in ("pids", "open_files"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"limits.{name}", f"expected a positive whole number, got {v!r}")
+        for name in ("cpu_time", "timeout"):
+            v = getattr(self, name)
+            if v is not None:
+                put(name, parse_seconds(f"limits.{name}", v))
+        if self.output_action not in OUTPUT_ACTIONS:
+            raise ConfigError(
+                "limits.output_action",
+                f"expected one of {', '.join(OUTPUT_ACTIONS)}, got {self.output_action!r}",
+            )
+
+    def merge(self, override: Limits | None) -> Limits:
+        """These limits with every field that `override` sets replaced."""
+        if override is None:
+            return self
+        changes = {
+            f.name: getattr(override, f.name)
+            for f in fields(override)
+            if getattr(override, f.name) is not None and f.name != "output_action"
+        }
+        if override.output_action != "kill":
+            changes["output_action"] = override.output_action
+        return replace(self, **changes)
+
+    @property
+    def needs_cgroup(self) -> bool:
+        return any(v is not None for v in (self.memory, self.pids, self.cpus, self.cpuset))
+
+    def rlimits(self) -> list[tuple[int, int, int]]:
+        """(resource, soft, hard) for every limit that is an rlimit."""
+        out = [(resource.RLIMIT_CORE, 0, 0)]  # never a core dump: it would land in the sandbox's disk
+        if self.cpu_time is not None:
+            # SIGXCPU at the limit; SIGKILL one second later if it is caught
+            soft = max(1, math.ceil(self.cpu_time))
+            out.append((resource.RLIMIT_CPU, soft, soft + 1))
+        if self.open_files is not None:
+            out.append((resource.RLIMIT_NOFILE, self.open_files, self.open_files))
+        if self.file_size is not None:
+            out.append((resource.RLIMIT_FSIZE, int(self.file_size), int(self.file_size)))
+        if self.stack is not None:
+            out.append((resource.RLIMIT_STACK, int(self.stack), int(self.stack)))
+        return out
+
+
+def check_limits(option: str, value: object) -> Limits | None:
+    if value is None or isinstance(value, Limits):
+        return value
+    if isinstance(value, dict):
+        try:
+            return Limits(**value)
+        except TypeError as e:
+            raise ConfigError(
+                option, f"{e}; the fields are {', '.join(f.name for f in fields(Limits))}"
+            ) from None
+    raise ConfigError(option, f"expected a sandbox.Limits, got {type(value).__name__}")
