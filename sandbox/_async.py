@@ -280,7 +280,7 @@ class AsyncProcess:
             data = await self._read(n)
             if data and self._col.feed(n, data):
                 # over the output limit: close the stream, or kill (and read on, dropping)
-                if self._col.limits.output_action == "close":
+                if self._col.limits.closes_output:
                     fd = self._fds.pop(n, None)
                     if fd is not None:
                         os.close(fd)

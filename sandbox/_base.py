@@ -221,7 +221,7 @@ class SandboxBase:
     def _drop_group(self) -> None:
         g, self._group = self._group, None
         if g is not None:
-            g.remove()
+            cgroup.dispose(g)
 
     def _ctl(self) -> socket.socket:
         if self._launched is None:
@@ -380,7 +380,7 @@ class SandboxBase:
             sp.req_id = next(self._ids)
             if self._group is not None:
                 # its own cgroup, entered by the exec's child before anything else
-                sp.col.group = self._group.child(f"exec-{sp.req_id}", lim)
+                sp.col.group = self._group.child(lim)
                 cg_fds = sp.col.group.attach_files()
                 sp.theirs += cg_fds
                 sp.mask |= len(cg_fds) << 8

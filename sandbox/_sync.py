@@ -242,7 +242,7 @@ class Process:
 
     def _over_cap(self, poller: select.poll, streams: dict[int, int], fd: int) -> None:
         """The stream went over its output limit."""
-        if self._col.limits.output_action == "close":
+        if self._col.limits.closes_output:
             poller.unregister(fd)
             n = streams.pop(fd)
             f = self.stdout if n == 1 else self.stderr

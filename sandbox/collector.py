@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import protocol
+from . import cgroup, protocol
 from .cgroup import Group, Usage
 from .errors import CommandNotFound, ExecError, ProtocolError, os_error_text
 from .limits import Limits
@@ -192,7 +192,7 @@ class Collector:
         self.usage = g.usage()
         if self._reason() not in ("exited", "signaled"):
             g.kill()  # a limit ended it: nothing of it may run on
-        g.remove()  # False: a background process lives on; the sandbox's close removes it
+        cgroup.dispose(g)  # in the background; one with a process left stays until the sandbox's close
 
     def _reason(self) -> str:
         assert self.exited is not None
@@ -254,7 +254,7 @@ class Collector:
         g, self.group = self.group, None
         if g is not None:
             g.kill()
-            g.remove()
+            cgroup.dispose(g)
 
 
 def drain(fd: int, sink: Collector, stream: int) -> None:

@@ -52,8 +52,8 @@ class Limits:
     """Wall-clock seconds."""
     output: int | str | None = None
     """Bytes kept per stream (stdout, stderr) of exec()."""
-    output_action: str = "kill"
-    """At the output cap: "kill" the command, or "close" the stream."""
+    output_action: str | None = None
+    """At the output cap: "kill" the command (the default), or "close" the stream."""
     disk: int | str | None = None
     """Size of the sandbox's writable tmpfs (sandbox level only)."""
     open_files: int | None = None
@@ -92,6 +92,10 @@ class Limits:
                 raise ConfigError(
                     "limits.cpuset", f'expected CPU numbers such as "0-1,3", got {self.cpuset!r}'
                 )
+            for part in self.cpuset.split(","):
+                lo, _, hi = part.partition("-")
+                if hi and int(hi) < int(lo):
+                    raise ConfigError("limits.cpuset", f"{part!r} is a reversed range: write it low-high")
             top = max(int(x) for x in re.split(r"[,-]", self.cpuset))
             if top >= (os.cpu_count() or 1):
                 raise ConfigError(
@@ -105,7 +109,7 @@ class Limits:
             v = getattr(self, name)
             if v is not None:
                 put(name, parse_seconds(f"limits.{name}", v))
-        if self.output_action not in OUTPUT_ACTIONS:
+        if self.output_action is not None and self.output_action not in OUTPUT_ACTIONS:
             raise ConfigError(
                 "limits.output_action",
                 f"expected one of {', '.join(OUTPUT_ACTIONS)}, got {self.output_action!r}",
@@ -118,11 +122,14 @@ class Limits:
         changes = {
             f.name: getattr(override, f.name)
             for f in fields(override)
-            if getattr(override, f.name) is not None and f.name != "output_action"
+            if getattr(override, f.name) is not None
         }
-        if override.output_action != "kill":
-            changes["output_action"] = override.output_action
         return replace(self, **changes)
+
+    @property
+    def closes_output(self) -> bool:
+        """At the output cap the stream is closed (not the command killed)."""
+        return self.output_action == "close"
 
     @property
     def needs_cgroup(self) -> bool:

@@ -207,7 +207,17 @@ class Snapshot:
         return cls({k: set(v) for k, v in d["keys"].items()}, dict(d.get("procs", {})))
 
 
+def quiesce() -> None:
+    """In a process that uses the SDK: let its cgroup thread finish removals
+    and drop the groups it makes ahead of time, so that only what a sandbox
+    left behind shows."""
+    cg = sys.modules.get("sandbox.cgroup")
+    if cg is not None:
+        cg.shutdown()
+
+
 def snapshot() -> Snapshot:
+    quiesce()
     procs = sandbox_procs()
     return Snapshot(
         keys={

@@ -14,16 +14,17 @@ import threading
 
 from ..errors import HostError
 from ..limits import Limits
-from . import gc, v1, v2
+from . import gc, pool, v1, v2
 from .group import Group, Usage, sandbox_name
 
-__all__ = ["Group", "Root", "Usage", "make_sandbox_group", "root", "why"]
+__all__ = ["Group", "Root", "Usage", "dispose", "make_sandbox_group", "root", "shutdown", "why"]
 
 Root = v1.V1Root | v2.V2Root
 
 _lock = threading.Lock()
 _state: dict[int, tuple[Root | None, str]] = {}  # by pid: a forked child probes again
 _seq = itertools.count(1)
+_pools: dict[int, pool.Pool] = {}
 
 
 def _probe() -> tuple[Root | None, str]:
@@ -62,12 +63,41 @@ def why() -> str:
     return _get()[1]
 
 
-def make_sandbox_group(limits: Limits) -> Group | None:
-    """The group of one sandbox, or None where cgroups are not usable and
-    no limit needs them."""
-    r, reason = _get()
+def _pool() -> pool.Pool | None:
+    r = root()
     if r is None:
-        if limits.needs_cgroup or os.environ.get("SANDBOX_MUST_WORK") == "1":
-            raise HostError(f"limits need cgroups: {reason}")
         return None
-    return r.make(sandbox_name(next(_seq)), limits)
+    with _lock:
+        p = _pools.get(os.getpid())
+        if p is None:
+            p = _pools[os.getpid()] = pool.new(lambda: r.make(sandbox_name(next(_seq)), Limits()))
+        return p
+
+
+def make_sandbox_group(limits: Limits) -> Group | None:
+    """The group of one sandbox (from the pool), or None where cgroups are
+    not usable and no limit needs them."""
+    p = _pool()
+    if p is None:
+        if limits.needs_cgroup or os.environ.get("SANDBOX_MUST_WORK") == "1":
+            raise HostError(f"limits need cgroups: {why()}")
+        return None
+    return p.take(limits)
+
+
+def dispose(g: Group) -> None:
+    """A group no process of which will run again: removed in the background."""
+    p = _pool()
+    if p is not None:
+        p.dispose(g)
+    else:  # pragma: no cover - a group without a pool cannot exist
+        g.remove()
+
+
+def shutdown() -> None:
+    """Remove every cgroup this process keeps ahead of time or still has to
+    remove (done at exit too).  The pool starts again on the next sandbox."""
+    p = _pools.get(os.getpid())
+    if p is not None:
+        p.shutdown()
+        p.restart()

@@ -72,9 +72,9 @@ def kill_listed(procs_file: str) -> None:
         time.sleep(0.001)
 
 
-def rmdir(path: str) -> bool:
+def rmdir(path: str, tries: int = 50) -> bool:
     """Remove a cgroup directory; False while processes are still in it."""
-    for _ in range(50):
+    for _ in range(tries):
         try:
             os.rmdir(path)
             return True
@@ -83,7 +83,8 @@ def rmdir(path: str) -> bool:
         except OSError as e:
             if e.errno != errno.EBUSY:
                 raise
-        time.sleep(0.002)  # its last processes are being reaped
+        if tries > 1:
+            time.sleep(0.002)  # its last processes are being reaped
     return False
 
 

@@ -5,7 +5,9 @@ from.  A sandbox has one group; each of its execs a child of it."""
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..limits import Limits
@@ -51,11 +53,61 @@ def owner_alive(name: str) -> bool:
 
 
 class Group(ABC):
+    """A sandbox's group.  Its execs' groups are children of it; one spare
+    child is made ahead of time (by the pool's thread), so that an exec's
+    start only writes its limits."""
+
     version: int
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: Group | None = None
+        self._seq = 0
+        self.children: list[Group] = []
+        self.on_spare_taken: Callable[[Group], None] | None = None
+
     @abstractmethod
-    def child(self, name: str, limits: Limits) -> Group:
-        """A new child group with these limits (an exec's)."""
+    def _new_child(self, name: str, limits: Limits) -> Group: ...
+
+    @abstractmethod
+    def apply(self, limits: Limits) -> None:
+        """Write these limits (those that are set) into the group."""
+
+    def _next_name(self) -> str:
+        with self._lock:
+            self._seq += 1
+            return f"exec-{self._seq}"
+
+    def make_spare(self) -> None:
+        g = self._new_child(self._next_name(), Limits())
+        with self._lock:
+            if self._spare is None:
+                self._spare = g
+                self.children.append(g)
+                return
+        g.remove()  # one was made meanwhile
+
+    def child(self, limits: Limits) -> Group:
+        """A child group with these limits, for one exec."""
+        with self._lock:
+            g, self._spare = self._spare, None
+            self.children = [c for c in self.children if c.exists()]
+        if g is not None:
+            try:
+                g.apply(limits)
+            except BaseException:
+                g.remove()
+                raise
+        else:
+            g = self._new_child(self._next_name(), limits)
+            with self._lock:
+                self.children.append(g)
+        if self.on_spare_taken is not None:
+            self.on_spare_taken(self)
+        return g
+
+    @abstractmethod
+    def exists(self) -> bool: ...
 
     @abstractmethod
     def attach_files(self) -> list[int]:
@@ -76,5 +128,6 @@ class Group(ABC):
         """SIGKILL every process in the group and wait (bounded) until they are gone."""
 
     @abstractmethod
-    def remove(self) -> bool:
-        """Remove the group (children first); False while processes remain."""
+    def remove(self, wait: bool = True) -> bool:
+        """Remove the group (children first); False while processes remain
+        (after waiting a little for dying ones, unless wait=False)."""

@@ -18,7 +18,7 @@ from ..limits import UNLIMITED, Limits
 from . import _fs
 from .group import Group, Usage
 
-ALWAYS = ("memory", "pids", "cpuacct")
+ALWAYS = ("memory", "pids", "cpuacct", "cpu")  # cpu: so that cpus= needs no mkdir at start
 CPU_PERIOD = 100_000  # us
 
 
@@ -55,8 +55,6 @@ class V1Root:
 
 def _needed(limits: Limits) -> list[str]:
     need = list(ALWAYS)
-    if limits.cpus is not None:
-        need.append("cpu")
     if limits.cpuset is not None:
         need.append("cpuset")
     return need
@@ -66,18 +64,22 @@ class V1Group(Group):
     version = 1
 
     def __init__(self, parents: dict[str, str], name: str, limits: Limits, root: V1Root) -> None:
+        super().__init__()
         self._root = root
         self._parents = parents
         self.name = name
         self.dirs: dict[str, str] = {}
-        self.children: list[V1Group] = []
         try:
             for c in _needed(limits):
-                self._ensure(c)
-            self._apply(limits)
+                if c in parents or c != "cpu":  # a host without the cpu controller needs no cpus=
+                    self._ensure(c)
+            self.apply(limits)
         except BaseException:
             self.remove()
             raise
+
+    def exists(self) -> bool:
+        return bool(self.dirs)
 
     def _ensure(self, controller: str) -> str:
         d = self.dirs.get(controller)
@@ -98,7 +100,11 @@ class V1Group(Group):
                 _fs.write(f"{d}/{f}", _fs.read(f"{parent}/{f}").strip() or "0")
         return d
 
-    def _apply(self, limits: Limits) -> None:
+    def apply(self, limits: Limits) -> None:
+        for c in _needed(limits):
+            self._ensure(c)
+        if limits.cpus is not None:
+            self._ensure("cpu")
         if limits.memory is not None:
             m = self.dirs["memory"]
             mem = int(limits.memory)
@@ -119,12 +125,10 @@ class V1Group(Group):
         if limits.cpuset is not None:
             _fs.write(f"{self.dirs['cpuset']}/cpuset.cpus", limits.cpuset)
 
-    def child(self, name: str, limits: Limits) -> V1Group:
-        for c in _needed(limits):
-            self._ensure(c)
-        g = V1Group(self.dirs, name, limits, self._root)
-        self.children.append(g)
-        return g
+    def _new_child(self, name: str, limits: Limits) -> V1Group:
+        if limits.cpuset is not None:
+            self._ensure("cpuset")
+        return V1Group(self.dirs, name, limits, self._root)
 
     def attach_files(self) -> list[int]:
         fds: list[int] = []
@@ -157,13 +161,13 @@ class V1Group(Group):
     def kill(self) -> None:
         _fs.kill_listed(f"{self.dirs['pids']}/cgroup.procs")
 
-    def remove(self) -> bool:
+    def remove(self, wait: bool = True) -> bool:
         ok = True
-        for g in self.children:
-            ok = g.remove() and ok
-        self.children = [g for g in self.children if g.dirs]
+        for g in list(self.children):
+            ok = g.remove(wait) and ok
+        self.children = [g for g in self.children if g.exists()]
         for c, d in list(self.dirs.items()):
-            if _fs.rmdir(d):
+            if _fs.rmdir(d, 50 if wait else 1):
                 del self.dirs[c]
             else:
                 ok = False

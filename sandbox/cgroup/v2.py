@@ -78,18 +78,21 @@ class V2Group(Group):
     version = 2
 
     def __init__(self, parent: str, name: str, limits: Limits, top: bool = False) -> None:
+        super().__init__()
         self.dir = os.path.join(parent, name)
-        self.children: list[V2Group] = []
         os.mkdir(self.dir)
         try:
             if top:
                 _enable(self.dir, [*WANTED, *(["cpuset"] if "cpuset" in _controllers(self.dir) else [])])
-            self._apply(limits)
+            self.apply(limits)
         except BaseException:
             self.remove()
             raise
 
-    def _apply(self, limits: Limits) -> None:
+    def exists(self) -> bool:
+        return bool(self.dir)
+
+    def apply(self, limits: Limits) -> None:
         d = self.dir
         if limits.memory is not None:
             mem = int(limits.memory)
@@ -107,10 +110,8 @@ class V2Group(Group):
                 raise HostError("limits.cpuset: the cpuset controller is not available in this cgroup")
             _fs.write(f"{d}/cpuset.cpus", limits.cpuset)
 
-    def child(self, name: str, limits: Limits) -> V2Group:
-        g = V2Group(self.dir, name, limits)
-        self.children.append(g)
-        return g
+    def _new_child(self, name: str, limits: Limits) -> V2Group:
+        return V2Group(self.dir, name, limits)
 
     def attach_files(self) -> list[int]:
         return [os.open(f"{self.dir}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)]
@@ -137,13 +138,14 @@ class V2Group(Group):
             _fs.write(f"{self.dir}/cgroup.kill", "1")
         _fs.kill_listed(f"{self.dir}/cgroup.procs")  # waits until they are gone
 
-    def remove(self) -> bool:
+    def remove(self, wait: bool = True) -> bool:
         ok = True
-        for g in self.children:
-            ok = g.remove() and ok
-        self.children = [g for g in self.children if g.dir]
-        if self.dir and _fs.rmdir(self.dir):
-            self.dir = ""
-        else:
-            ok = False if self.dir else ok
+        for g in list(self.children):
+            ok = g.remove(wait) and ok
+        self.children = [g for g in self.children if g.exists()]
+        if self.dir:
+            if _fs.rmdir(self.dir, 50 if wait else 1):
+                self.dir = ""
+            else:
+                ok = False
         return ok

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from sandbox import CommandNotFound, ExecError, LaunchError, ProtocolError, SandboxClosed, _base, protocol
+from sandbox import CommandNotFound, ExecError, LaunchError, ProtocolError, SandboxClosed, _base, collector, protocol
 from sandbox.protocol import EXITED, FAIL, HDR, STARTED, Malformed
 
 
@@ -167,31 +167,31 @@ def test_recv_reply_malformed_closes_fd(pair) -> None:
 
 def test_exec_failure_enoent_is_command_not_found() -> None:
     f = protocol.Fail(9, errno.ENOENT, "/bin/nosuch")
-    e = _base.exec_error(f, "/bin/nosuch")
+    e = collector.exec_error(f, "/bin/nosuch")
     assert isinstance(e, CommandNotFound)
     assert str(e).startswith("exec /bin/nosuch: No such file or directory (ENOENT)")
     assert (e.errno, e.stage) == (errno.ENOENT, "exec")
 
 
 def test_exec_failure_eacces_is_exec_error() -> None:
-    e = _base.exec_error(protocol.Fail(9, errno.EACCES, "/x"), "/x")
+    e = collector.exec_error(protocol.Fail(9, errno.EACCES, "/x"), "/x")
     assert type(e) is ExecError
     assert str(e).startswith("exec /x: Permission denied (EACCES)")
 
 
 def test_exec_failure_chdir_names_the_directory() -> None:
-    e = _base.exec_error(protocol.Fail(8, errno.ENOENT, "/nope"), "ls")
+    e = collector.exec_error(protocol.Fail(8, errno.ENOENT, "/nope"), "ls")
     assert type(e) is ExecError and e.stage == "chdir"
     assert "'/nope'" in str(e) and "ENOENT" in str(e)
 
 
 def test_exec_failure_unknown_stage() -> None:
-    e = _base.exec_error(protocol.Fail(999, 1, ""), "ls")
+    e = collector.exec_error(protocol.Fail(999, 1, ""), "ls")
     assert "stage 999" in str(e)
 
 
 def test_exec_failure_with_an_unknown_errno() -> None:
-    e = _base.exec_error(protocol.Fail(9, 99999, ""), "ls")
+    e = collector.exec_error(protocol.Fail(9, 99999, ""), "ls")
     assert "errno 99999" in str(e)
 
 

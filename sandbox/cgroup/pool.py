@@ -1,0 +1,168 @@
+"""Cgroups made ahead of time and removed afterwards, by one background
+thread, so that neither mkdir nor rmdir is on a sandbox's start or end:
+about 0.4 ms of mkdir and 0.1 ms of rmdir per group here (measured), for a
+start that should take about 2 ms.
+
+The pool keeps TARGET empty sandbox groups, each with a spare exec child,
+and refills a sandbox's spare when an exec takes it.  Groups handed back
+(`dispose`) are removed in order, children first; one that still holds
+processes is tried again a little later (its processes are being killed
+with their pid namespace), up to a limit.  `shutdown()` (also at exit)
+removes everything the pool holds; a process killed before that leaves
+its groups to `gc`."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ..limits import Limits
+from .group import Group
+
+TARGET = 2
+RETRIES = 40  # x RETRY_DELAY
+RETRY_DELAY = 0.025
+
+
+class Pool:
+    def __init__(self, make: Callable[[], Group], target: int = TARGET) -> None:
+        self._make = make
+        self._target = target
+        self._ready: deque[Group] = deque()
+        self._trash: deque[tuple[Group, int, float]] = deque()
+        self._spares: deque[Group] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._busy = False
+
+    def _wake(self) -> None:
+        # with self._cond held
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name="sandbox-cgroups", daemon=True)
+            self._thread.start()
+        self._cond.notify()
+
+    def take(self, limits: Limits) -> Group:
+        with self._cond:
+            g = self._ready.popleft() if self._ready else None
+            self._wake()
+        if g is None:
+            g = self._make()  # the pool is empty (a burst): made here, as without a pool
+            g.on_spare_taken = self._want_spare
+        try:
+            g.apply(limits)
+        except BaseException:
+            self.dispose(g)
+            raise
+        return g
+
+    def _want_spare(self, g: Group) -> None:
+        with self._cond:
+            self._spares.append(g)
+            self._wake()
+
+    def dispose(self, g: Group) -> None:
+        g.on_spare_taken = None
+        with self._cond:
+            self._trash.append((g, 0, 0.0))
+            self._wake()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and not self._work():
+                    self._cond.wait(self._next_retry())
+                if self._stopped:
+                    return
+                self._busy = True
+                trash = self._trash.popleft() if self._due_trash() else None
+                spare = self._spares.popleft() if trash is None and self._spares else None
+                refill = trash is None and spare is None and len(self._ready) < self._target
+            try:
+                if trash is not None:
+                    self._remove(*trash)
+                elif spare is not None:
+                    if spare.exists() and spare.on_spare_taken is not None:
+                        spare.make_spare()
+                elif refill:
+                    g = self._make()
+                    g.make_spare()
+                    g.on_spare_taken = self._want_spare
+                    with self._cond:
+                        if self._stopped:
+                            g.remove()
+                        else:
+                            self._ready.append(g)
+            except OSError:
+                time.sleep(RETRY_DELAY)  # e.g. EAGAIN/ENOMEM of the kernel: try later
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _due_trash(self) -> bool:
+        return bool(self._trash) and self._trash[0][2] <= time.monotonic()
+
+    def _work(self) -> bool:
+        return self._due_trash() or bool(self._spares) or len(self._ready) < self._target
+
+    def _next_retry(self) -> float | None:
+        if not self._trash:
+            return None
+        return max(0.0, min(t for _, _, t in self._trash) - time.monotonic())
+
+    def _remove(self, g: Group, tries: int, _: float) -> None:
+        if g.remove(wait=False) or tries >= RETRIES:
+            return
+        with self._cond:
+            self._trash.append((g, tries + 1, time.monotonic() + RETRY_DELAY))
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until every disposed group is removed (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._trash or self._busy) and time.monotonic() < deadline:
+                self._cond.wait(0.01)
+
+    def shutdown(self) -> None:
+        """Stop the thread; remove the pooled groups and what was disposed."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(5.0)
+        with self._cond:
+            groups = [g for g, _, _ in self._trash] + list(self._ready)
+            self._trash.clear()
+            self._ready.clear()
+            self._spares.clear()
+        for g in groups:
+            g.remove()
+
+    def restart(self) -> None:
+        """After shutdown(): usable again (the thread starts on demand)."""
+        with self._cond:
+            self._stopped = False
+            self._thread = None
+
+
+_pools: list[Pool] = []
+
+
+def _at_exit() -> None:
+    for p in _pools:
+        p.shutdown()
+
+
+atexit.register(_at_exit)
+
+
+def new(make: Callable[[], Group]) -> Pool:
+    p = Pool(make)
+    _pools.append(p)
+    return p
