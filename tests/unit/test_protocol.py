@@ -12,7 +12,16 @@ import struct
 
 import pytest
 
-from sandbox import CommandNotFound, ExecError, LaunchError, ProtocolError, SandboxClosed, _base, collector, protocol
+from sandbox import (
+    CommandNotFound,
+    ExecError,
+    LaunchError,
+    ProtocolError,
+    SandboxClosed,
+    _base,
+    collector,
+    protocol,
+)
 from sandbox.protocol import EXITED, FAIL, HDR, STARTED, Malformed
 
 
