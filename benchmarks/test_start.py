@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from sandbox import Sandbox
+from sandbox import Limits, Sandbox
 
 if TYPE_CHECKING:
     from conftest import Crun
@@ -65,6 +65,22 @@ def test_cycle_sandbox(benchmark: BenchmarkFixture, rootfs: str, mode: str) -> N
         assert r.exit_code == 0, r
 
     _measure(benchmark, cycle, "full cycle", "sandbox", mode)
+
+
+BENCH_LIMITS = Limits(memory="256M", pids=128, cpus=1.0, cpu_time=10, timeout=10, output="16M")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_sandbox_limits(benchmark: BenchmarkFixture, rootfs: str, mode: str) -> None:
+    """The default sandbox with limits on (issue 4): its cgroup and the
+    exec's, memory, pids, CPU quota, CPU time, wall clock and output caps."""
+
+    def cycle() -> None:
+        with Sandbox(rootfs=rootfs, limits=BENCH_LIMITS) as sb:
+            r = sb.exec(TRUE)
+        assert r.exit_code == 0 and r.max_memory is not None, r
+
+    _measure(benchmark, cycle, "full cycle", "sandbox+limits", mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
