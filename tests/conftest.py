@@ -237,6 +237,9 @@ PROCESS_WIDE_FDS = ("/memfd:sandbox-init", "user:[", "net:[")
 
 
 def open_fds() -> dict[int, str]:
+    """This process's fds, once the SDK's cgroup thread has let go of the
+    groups (and their open files) it keeps ahead of time."""
+    leakcheck.quiesce()
     out = {}
     for n in os.listdir("/proc/self/fd"):
         try:
@@ -246,13 +249,24 @@ def open_fds() -> dict[int, str]:
     return out
 
 
+def _live_cgroup_file(path: str) -> bool:
+    """A file of a cgroup that still exists: a running sandbox keeps the
+    files of its next exec's group open (sandbox/cgroup/group.py); only
+    fds of removed groups would be leaks."""
+    return path.startswith("/sys/fs/cgroup/") and os.path.exists(os.path.dirname(path))
+
+
 def fd_leaks(before: dict[int, str], grace: float = 2.0) -> dict[int, str]:
     """fds open now that were not in `before` (process-wide ones aside);
     polls up to `grace` s so that fds of a background refill settle."""
     deadline = time.monotonic() + grace
     while True:
         now = open_fds()
-        new = {n: t for n, t in now.items() if before.get(n) != t and not t.startswith(PROCESS_WIDE_FDS)}
+        new = {
+            n: t
+            for n, t in now.items()
+            if before.get(n) != t and not t.startswith(PROCESS_WIDE_FDS) and not _live_cgroup_file(t)
+        }
         if not new or time.monotonic() >= deadline:
             return new
         time.sleep(0.02)

@@ -35,11 +35,14 @@ def read_int(path: str, default: int = 0) -> int:
 
 def keyed(path: str) -> dict[str, int]:
     """A "key value" file (memory.events, pids.events, cpu.stat, oom_control)."""
-    out: dict[str, int] = {}
     try:
-        text = read(path)
+        return parse_keyed(read(path))
     except FileNotFoundError:
-        return out
+        return {}
+
+
+def parse_keyed(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
     for line in text.splitlines():
         k, _, v = line.partition(" ")
         if v.strip().lstrip("-").isdigit():

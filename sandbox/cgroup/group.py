@@ -5,12 +5,14 @@ from.  A sandbox has one group; each of its execs a child of it."""
 from __future__ import annotations
 
 import os
+import resource
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..limits import Limits
+from . import _fs
 
 PREFIX = "sandbox-"
 
@@ -52,6 +54,13 @@ def owner_alive(name: str) -> bool:
         return False
 
 
+FD_RICH = 8192
+
+
+def _fd_rich() -> bool:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= FD_RICH
+
+
 class Group(ABC):
     """A sandbox's group.  Its execs' groups are children of it; one spare
     child is made ahead of time (by the pool's thread), so that an exec's
@@ -65,6 +74,73 @@ class Group(ABC):
         self._seq = 0
         self.children: list[Group] = []
         self.on_spare_taken: Callable[[Group], None] | None = None
+        self._files: dict[str, int] = {}  # path -> an fd kept open (see prepare)
+        self._attach: list[int] | None = None
+
+    # -- files, through fds opened ahead of time where prepare() could ----------
+
+    def _fd(self, path: str, flags: int) -> int:
+        fd = self._files.get(path)
+        if fd is None:
+            fd = self._files[path] = os.open(path, flags | os.O_CLOEXEC)
+        return fd
+
+    def _w(self, path: str, value: str) -> None:
+        os.write(self._fd(path, os.O_WRONLY), value.encode())
+
+    def _r(self, path: str) -> str:
+        try:
+            return os.pread(self._fd(path, os.O_RDONLY), 4096, 0).decode("ascii", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def _ri(self, path: str, default: int = 0) -> int:
+        text = self._r(path).strip()
+        return default if not text or text == "max" else int(text)
+
+    def _keyed(self, path: str) -> dict[str, int]:
+        return _fs.parse_keyed(self._r(path))
+
+    def prepare(self, writes: list[str], reads: list[str]) -> None:
+        """Open now (in the pool's thread) what a start will write and read:
+        an open of a cgroup file costs ~20 us here, a start opens a dozen.
+        That keeps about 15 fds per running sandbox, so only where the fd
+        limit is high (RLIMIT_NOFILE >= FD_RICH); else files open on use."""
+        if not _fd_rich():
+            self._attach = self._open_attach()
+            return
+        for p in writes:
+            if os.path.exists(p):
+                self._fd(p, os.O_WRONLY)
+        for p in reads:
+            if os.path.exists(p):
+                self._fd(p, os.O_RDONLY)
+        self._attach = self._open_attach()
+
+    def close_files(self) -> None:
+        """Close the fds kept for the group's files (not its attach fds)."""
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    def _close_files(self) -> None:
+        for fd in [*self._files.values(), *(self._attach or [])]:
+            os.close(fd)
+        self._files.clear()
+        self._attach = None
+
+    @abstractmethod
+    def _open_attach(self) -> list[int]: ...
+
+    @abstractmethod
+    def prepare_start(self) -> None:
+        """prepare() with the files of this version's limits and accounting."""
+
+    def attach_files(self) -> list[int]:
+        """Open fds that an exec child writes "0" into to enter this group
+        (the caller owns them)."""
+        fds, self._attach = self._attach, None
+        return fds if fds is not None else self._open_attach()
 
     @abstractmethod
     def _new_child(self, name: str, limits: Limits) -> Group: ...
@@ -80,6 +156,7 @@ class Group(ABC):
 
     def make_spare(self) -> None:
         g = self._new_child(self._next_name(), Limits())
+        g.prepare_start()
         with self._lock:
             if self._spare is None:
                 self._spare = g
@@ -108,10 +185,6 @@ class Group(ABC):
 
     @abstractmethod
     def exists(self) -> bool: ...
-
-    @abstractmethod
-    def attach_files(self) -> list[int]:
-        """Open fds that an exec child writes "0" into to enter this group."""
 
     @abstractmethod
     def cpu_seconds(self) -> float:

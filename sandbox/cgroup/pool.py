@@ -58,6 +58,7 @@ class Pool:
         except BaseException:
             self.dispose(g)
             raise
+        g.close_files()  # a sandbox's own group is written once, and never read
         return g
 
     def _want_spare(self, g: Group) -> None:
@@ -90,6 +91,7 @@ class Pool:
                         spare.make_spare()
                 elif refill:
                     g = self._make()
+                    g.prepare_start()
                     g.make_spare()
                     g.on_spare_taken = self._want_spare
                     with self._cond:

@@ -69,6 +69,8 @@ class V1Group(Group):
         self._parents = parents
         self.name = name
         self.dirs: dict[str, str] = {}
+        self._has_memsw: bool | None = None
+        self._limited = False
         try:
             for c in _needed(limits):
                 if c in parents or c != "cpu":  # a host without the cpu controller needs no cpus=
@@ -109,28 +111,52 @@ class V1Group(Group):
             m = self.dirs["memory"]
             mem = int(limits.memory)
             swap = mem if limits.memory_swap is None else int(limits.memory_swap)
-            # memsw may never be below the memory limit: raise it first, lower it last
-            if os.path.exists(f"{m}/memory.memsw.limit_in_bytes"):
-                _fs.write(f"{m}/memory.memsw.limit_in_bytes", "-1")
-                _fs.write(f"{m}/memory.limit_in_bytes", str(mem))
-                _fs.write(f"{m}/memory.memsw.limit_in_bytes", "-1" if swap == UNLIMITED else str(swap))
+            if self._has_memsw is None:
+                self._has_memsw = os.path.exists(f"{m}/memory.memsw.limit_in_bytes")
+            if self._has_memsw:
+                # memsw may never be below the memory limit: on a group that had
+                # limits, raise it first (a fresh group's is unlimited)
+                if self._limited:
+                    self._w(f"{m}/memory.memsw.limit_in_bytes", "-1")
+                self._w(f"{m}/memory.limit_in_bytes", str(mem))
+                self._w(f"{m}/memory.memsw.limit_in_bytes", "-1" if swap == UNLIMITED else str(swap))
             else:
-                _fs.write(f"{m}/memory.limit_in_bytes", str(mem))
+                self._w(f"{m}/memory.limit_in_bytes", str(mem))
+            self._limited = True
         if limits.pids is not None:
-            _fs.write(f"{self.dirs['pids']}/pids.max", str(limits.pids))
+            self._w(f"{self.dirs['pids']}/pids.max", str(limits.pids))
         if limits.cpus is not None:
-            c = self.dirs["cpu"]
-            _fs.write(f"{c}/cpu.cfs_period_us", str(CPU_PERIOD))
-            _fs.write(f"{c}/cpu.cfs_quota_us", str(max(1000, int(limits.cpus * CPU_PERIOD))))
+            # the period is the kernel's default, 100 ms
+            self._w(f"{self.dirs['cpu']}/cpu.cfs_quota_us", str(max(1000, int(limits.cpus * CPU_PERIOD))))
         if limits.cpuset is not None:
-            _fs.write(f"{self.dirs['cpuset']}/cpuset.cpus", limits.cpuset)
+            self._w(f"{self.dirs['cpuset']}/cpuset.cpus", limits.cpuset)
 
     def _new_child(self, name: str, limits: Limits) -> V1Group:
         if limits.cpuset is not None:
             self._ensure("cpuset")
         return V1Group(self.dirs, name, limits, self._root)
 
-    def attach_files(self) -> list[int]:
+    def prepare_start(self) -> None:
+        m, p, a, c = (self.dirs.get(k, "/nonexistent") for k in ("memory", "pids", "cpuacct", "cpu"))
+        self.prepare(
+            [
+                f"{m}/memory.limit_in_bytes",
+                f"{m}/memory.memsw.limit_in_bytes",
+                f"{p}/pids.max",
+                f"{c}/cpu.cfs_quota_us",
+            ],
+            [
+                f"{a}/cpuacct.usage",
+                f"{a}/cpuacct.usage_user",
+                f"{a}/cpuacct.usage_sys",
+                f"{m}/memory.max_usage_in_bytes",
+                f"{m}/memory.oom_control",
+                f"{p}/pids.events",
+                f"{p}/pids.peak",
+            ],
+        )
+
+    def _open_attach(self) -> list[int]:
         fds: list[int] = []
         try:
             for d in self.dirs.values():
@@ -142,26 +168,27 @@ class V1Group(Group):
         return fds
 
     def cpu_seconds(self) -> float:
-        return _fs.read_int(f"{self.dirs['cpuacct']}/cpuacct.usage") / 1e9
+        return self._ri(f"{self.dirs['cpuacct']}/cpuacct.usage") / 1e9
 
     def pids_refused(self) -> int:
-        return _fs.keyed(f"{self.dirs['pids']}/pids.events").get("max", 0)
+        return self._keyed(f"{self.dirs['pids']}/pids.events").get("max", 0)
 
     def usage(self) -> Usage:
         a, m = self.dirs["cpuacct"], self.dirs["memory"]
         return Usage(
-            cpu_user=_fs.read_int(f"{a}/cpuacct.usage_user") / 1e9,
-            cpu_sys=_fs.read_int(f"{a}/cpuacct.usage_sys") / 1e9,
-            max_memory=_fs.read_int(f"{m}/memory.max_usage_in_bytes"),
-            oom_kills=_fs.keyed(f"{m}/memory.oom_control").get("oom_kill", 0),
+            cpu_user=self._ri(f"{a}/cpuacct.usage_user") / 1e9,
+            cpu_sys=self._ri(f"{a}/cpuacct.usage_sys") / 1e9,
+            max_memory=self._ri(f"{m}/memory.max_usage_in_bytes"),
+            oom_kills=self._keyed(f"{m}/memory.oom_control").get("oom_kill", 0),
             pids_refused=self.pids_refused(),
-            pids_peak=_fs.read_int(f"{self.dirs['pids']}/pids.peak", -1) if "pids" in self.dirs else None,
+            pids_peak=self._ri(f"{self.dirs['pids']}/pids.peak", -1),
         )
 
     def kill(self) -> None:
         _fs.kill_listed(f"{self.dirs['pids']}/cgroup.procs")
 
     def remove(self, wait: bool = True) -> bool:
+        self._close_files()
         ok = True
         for g in list(self.children):
             ok = g.remove(wait) and ok

@@ -96,41 +96,48 @@ class V2Group(Group):
         d = self.dir
         if limits.memory is not None:
             mem = int(limits.memory)
-            _fs.write(f"{d}/memory.max", str(mem))
+            self._w(f"{d}/memory.max", str(mem))
             if os.path.exists(f"{d}/memory.swap.max"):
                 swap = limits.memory_swap
                 extra = "max" if swap == UNLIMITED else str(0 if swap is None else int(swap) - mem)
-                _fs.write(f"{d}/memory.swap.max", extra)
+                self._w(f"{d}/memory.swap.max", extra)
         if limits.pids is not None:
-            _fs.write(f"{d}/pids.max", str(limits.pids))
+            self._w(f"{d}/pids.max", str(limits.pids))
         if limits.cpus is not None:
-            _fs.write(f"{d}/cpu.max", f"{max(1000, int(limits.cpus * CPU_PERIOD))} {CPU_PERIOD}")
+            self._w(f"{d}/cpu.max", f"{max(1000, int(limits.cpus * CPU_PERIOD))} {CPU_PERIOD}")
         if limits.cpuset is not None:
             if not os.path.exists(f"{d}/cpuset.cpus"):
                 raise HostError("limits.cpuset: the cpuset controller is not available in this cgroup")
-            _fs.write(f"{d}/cpuset.cpus", limits.cpuset)
+            self._w(f"{d}/cpuset.cpus", limits.cpuset)
 
     def _new_child(self, name: str, limits: Limits) -> V2Group:
         return V2Group(self.dir, name, limits)
 
-    def attach_files(self) -> list[int]:
+    def prepare_start(self) -> None:
+        d = self.dir
+        self.prepare(
+            [f"{d}/memory.max", f"{d}/memory.swap.max", f"{d}/pids.max", f"{d}/cpu.max"],
+            [f"{d}/cpu.stat", f"{d}/memory.peak", f"{d}/memory.events", f"{d}/pids.events", f"{d}/pids.peak"],
+        )
+
+    def _open_attach(self) -> list[int]:
         return [os.open(f"{self.dir}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)]
 
     def cpu_seconds(self) -> float:
-        return _fs.keyed(f"{self.dir}/cpu.stat").get("usage_usec", 0) / 1e6
+        return self._keyed(f"{self.dir}/cpu.stat").get("usage_usec", 0) / 1e6
 
     def pids_refused(self) -> int:
-        return _fs.keyed(f"{self.dir}/pids.events").get("max", 0)
+        return self._keyed(f"{self.dir}/pids.events").get("max", 0)
 
     def usage(self) -> Usage:
-        st = _fs.keyed(f"{self.dir}/cpu.stat")
+        st = self._keyed(f"{self.dir}/cpu.stat")
         return Usage(
             cpu_user=st.get("user_usec", 0) / 1e6,
             cpu_sys=st.get("system_usec", 0) / 1e6,
-            max_memory=_fs.read_int(f"{self.dir}/memory.peak"),
-            oom_kills=_fs.keyed(f"{self.dir}/memory.events").get("oom_kill", 0),
+            max_memory=self._ri(f"{self.dir}/memory.peak"),
+            oom_kills=self._keyed(f"{self.dir}/memory.events").get("oom_kill", 0),
             pids_refused=self.pids_refused(),
-            pids_peak=_fs.read_int(f"{self.dir}/pids.peak", -1),
+            pids_peak=self._ri(f"{self.dir}/pids.peak", -1),
         )
 
     def kill(self) -> None:
@@ -139,6 +146,7 @@ class V2Group(Group):
         _fs.kill_listed(f"{self.dir}/cgroup.procs")  # waits until they are gone
 
     def remove(self, wait: bool = True) -> bool:
+        self._close_files()
         ok = True
         for g in list(self.children):
             ok = g.remove(wait) and ok
