@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import os
 
-from . import _core, devices, users
+from . import _core, bpf, devices, users
 from .plan import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, Plan
 from .spec import Spec
 
@@ -150,7 +150,7 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
         p.attach(len(trees) - 1, m.dst)
 
     if spec.seccomp:
-        p.seccomp(spec.seccomp)
+        p.seccomp(spec.seccomp, inherit=bpf.init_can_carry(spec.seccomp))
     p.pivot(root)
     p.hostname(spec.hostname)
     p.nfds = len(trees)

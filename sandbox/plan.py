@@ -31,6 +31,7 @@ OP_SECRET = 14
 SECRET = struct.Struct("=IIII")  # mode, uid, gid, len (struct sbx_secret)
 
 F_OPTIONAL = 1
+F_INHERIT = 2  # = SBX_F_INHERIT
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -102,14 +103,15 @@ class Plan:
     def remount(self, path: str, flags: int, optional: bool = False) -> None:
         self._add(OP_REMOUNT, path, a=flags, flags=F_OPTIONAL if optional else 0)
 
-    def _add_binary(self, op: int, payload: bytes) -> None:
+    def _add_binary(self, op: int, payload: bytes, flags: int = 0) -> None:
         size = OP.size + len(payload)
         size += -size % 8
-        self._ops.append((OP.pack(op, 0, size, len(payload), 0, 0) + payload).ljust(size, b"\0"))
+        self._ops.append((OP.pack(op, 0, size, len(payload), flags, 0) + payload).ljust(size, b"\0"))
 
-    def seccomp(self, program: bytes) -> None:
-        """The BPF program every exec loads last before execve."""
-        self._add_binary(OP_SECCOMP, program)
+    def seccomp(self, program: bytes, inherit: bool = False) -> None:
+        """The BPF program every exec loads last before execve; with
+        `inherit`, the init loads it once at the end of its setup instead."""
+        self._add_binary(OP_SECCOMP, program, F_INHERIT if inherit else 0)
 
     def secret(self, path: str, content: bytes, mode: int, uid: int, gid: int) -> None:
         """A file made from memory, never from a file on the host."""

@@ -103,6 +103,7 @@ __all__ = [
     "pfc",
     "profile_path",
     "syscall_name",
+    "syscall_number",
 ]
 
 OPTION = "seccomp"
@@ -316,6 +317,12 @@ def _lib() -> _Lib:
 def libseccomp_version() -> str:
     """'2.5.4': the version of the libseccomp that compiles the filters."""
     return _lib().version
+
+
+def syscall_number(name: str) -> int | None:
+    """The native number of a system call, None where this machine has none."""
+    nr = _lib().resolve(name)
+    return nr if nr >= 0 else None
 
 
 def syscall_name(nr: int) -> str:

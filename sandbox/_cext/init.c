@@ -51,6 +51,7 @@ static struct sbx_rlimit rl_buf[MAX_RLIMITS];
 /* The seccomp program from the plan (BPF_MAXINSNS is 4096 instructions). */
 static unsigned char seccomp_prog[4096 * 8];
 static unsigned short seccomp_len; /* instructions; 0: none */
+static int seccomp_inherited;      /* loaded on the init itself: execs have it already */
 #ifdef SBX_TIMING
 #include <time.h>
 static uint32_t timing[64];
@@ -413,6 +414,7 @@ static int run_binary_op(const struct sbx_op_hdr *op, const unsigned char *pay, 
             return -EINVAL;
         memcpy(seccomp_prog, pay, len);
         seccomp_len = (unsigned short)(len / 8);
+        seccomp_inherited = (op->flags & SBX_F_INHERIT) ? -1 : 0; /* -1: load at the end of setup */
         return 0;
     }
     struct sbx_secret sec;
@@ -618,8 +620,9 @@ static int child_main(void *arg)
      * what was dropped above. */
     if ((e = (int)SYS2(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1)) < 0)
         return child_fail(c, SBX_ST_NO_NEW_PRIVS, -e, "no_new_privs");
-    /* Seccomp last: everything above may use syscalls the filter denies. */
-    if (seccomp_len) {
+    /* Seccomp last: everything above may use syscalls the filter denies
+     * (unless the init carries a filter that allows them all). */
+    if (seccomp_len && !seccomp_inherited) {
         struct {
             unsigned short len;
             const void *filter;
@@ -1043,6 +1046,19 @@ __attribute__((noreturn, used)) void start_c(long *sp)
     uint32_t nfds = run_plan(msgbuf, (size_t)n);
     if (nfds)
         xclose_range(FIRST_TREE_FD, FIRST_TREE_FD + nfds - 1);
+    if (seccomp_inherited) {
+        /* Once, for every exec to come: loading a large filter costs ~0.2 ms
+         * per execve otherwise.  The init has CAP_SYS_ADMIN in its user
+         * namespace, so it needs no no_new_privs for this (execs set it). */
+        struct {
+            unsigned short len;
+            const void *filter;
+        } prog = {seccomp_len, seccomp_prog};
+        long e = SYS3(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &prog);
+        if (e < 0)
+            setup_fail(0, (int)-e, "seccomp", "the init's own filter");
+        seccomp_inherited = 1;
+    }
     for (int i = 0; i < MAX_EXECS; i++)
         slots[i].reply = -1;
 #ifdef SBX_TIMING

@@ -62,6 +62,9 @@ struct sbx_secret {
 
 /* Operation flags. */
 #define SBX_F_OPTIONAL 1u /* a failure of this operation is not an error */
+#define SBX_F_INHERIT 2u  /* SECCOMP: the init loads the filter on itself at the
+                             end of its setup and every exec inherits it (the
+                             host checked that it allows the init's syscalls) */
 
 /* Each operation: this header, then nstr NUL-terminated strings, the whole
  * record padded to 8 bytes.  `len` counts header and strings and padding. */

@@ -123,6 +123,11 @@ class Group(ABC):
             os.close(fd)
         self._files.clear()
 
+    def _drop_attach(self) -> None:
+        fds, self._attach = self._attach, None
+        for fd in fds or []:
+            os.close(fd)
+
     def _close_files(self) -> None:
         for fd in [*self._files.values(), *(self._attach or [])]:
             os.close(fd)
@@ -145,6 +150,9 @@ class Group(ABC):
     @abstractmethod
     def _new_child(self, name: str, limits: Limits) -> Group: ...
 
+    def _for_child(self, limits: Limits) -> None:  # noqa: B027 - most groups need nothing
+        """Whatever this group needs before a child can have these limits."""
+
     @abstractmethod
     def apply(self, limits: Limits) -> None:
         """Write these limits (those that are set) into the group."""
@@ -166,6 +174,7 @@ class Group(ABC):
 
     def child(self, limits: Limits) -> Group:
         """A child group with these limits, for one exec."""
+        self._for_child(limits)
         with self._lock:
             g, self._spare = self._spare, None
             self.children = [c for c in self.children if c.exists()]

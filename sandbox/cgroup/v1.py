@@ -53,6 +53,16 @@ class V1Root:
         return V1Group(self.base, name, limits, self)
 
 
+_memsw: list[bool] = []
+
+
+def _has_memsw(memory_dir: str) -> bool:
+    """Whether the kernel accounts swap (swapaccount): the same for every group."""
+    if not _memsw:
+        _memsw.append(os.path.exists(f"{memory_dir}/memory.memsw.limit_in_bytes"))
+    return _memsw[0]
+
+
 def _needed(limits: Limits) -> list[str]:
     need = list(ALWAYS)
     if limits.cpuset is not None:
@@ -69,7 +79,6 @@ class V1Group(Group):
         self._parents = parents
         self.name = name
         self.dirs: dict[str, str] = {}
-        self._has_memsw: bool | None = None
         self._limited = False
         try:
             for c in _needed(limits):
@@ -96,6 +105,7 @@ class V1Group(Group):
         d = os.path.join(parent, self.name)
         os.mkdir(d)
         self.dirs[controller] = d
+        self._drop_attach()  # opened ahead of time without this hierarchy
         if controller == "cpuset":
             # a v1 cpuset takes no task before it has CPUs and memory nodes
             for f in ("cpuset.cpus", "cpuset.mems"):
@@ -111,9 +121,7 @@ class V1Group(Group):
             m = self.dirs["memory"]
             mem = int(limits.memory)
             swap = mem if limits.memory_swap is None else int(limits.memory_swap)
-            if self._has_memsw is None:
-                self._has_memsw = os.path.exists(f"{m}/memory.memsw.limit_in_bytes")
-            if self._has_memsw:
+            if _has_memsw(m):
                 # memsw may never be below the memory limit: on a group that had
                 # limits, raise it first (a fresh group's is unlimited)
                 if self._limited:
@@ -131,9 +139,11 @@ class V1Group(Group):
         if limits.cpuset is not None:
             self._w(f"{self.dirs['cpuset']}/cpuset.cpus", limits.cpuset)
 
-    def _new_child(self, name: str, limits: Limits) -> V1Group:
+    def _for_child(self, limits: Limits) -> None:
         if limits.cpuset is not None:
-            self._ensure("cpuset")
+            self._ensure("cpuset")  # a child's hierarchy must have the parent in it
+
+    def _new_child(self, name: str, limits: Limits) -> V1Group:
         return V1Group(self.dirs, name, limits, self._root)
 
     def prepare_start(self) -> None:

@@ -1,0 +1,208 @@
+"""Run a compiled seccomp program (classic BPF) in Python, to ask what it
+answers for given syscalls: whether the sandbox's init may carry the filter
+itself.
+
+Why: loading a Docker-sized filter costs ~0.2 ms per execve here, about a
+tenth of a sandbox's whole start.  When the init loads it once, at the end
+of its setup, every exec inherits it at no cost.  That is only right when
+the filter allows every syscall the init and an exec's child make before
+its execve (INIT_SYSCALLS, with their arguments); otherwise each exec loads
+it last before execve, as before.  A filter is never weakened by this: the
+init and the setup of each exec run under it too.
+
+The evaluator covers what libseccomp emits (loads of seccomp_data words,
+ALU and jumps on constants, the scratch memory, returns); any other opcode
+makes the answer "no", which keeps the per-exec load.
+"""
+
+from __future__ import annotations
+
+import errno
+import platform
+import struct
+from functools import lru_cache
+
+SECCOMP_RET_ACTION_FULL = 0xFFFF0000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+
+# The init's own syscalls once its setup is done (the control loop, kill,
+# the file requests), and those of an exec's child before execve, with the
+# arguments the C code passes (sandbox/_cext/init.c); None is "any".
+_PR_SET_KEEPCAPS, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 8, 24, 38, 47
+_CLONE_VFORK_FLAGS = 0x4111  # CLONE_VM | CLONE_VFORK | SIGCHLD
+_TIOCSCTTY = 0x540E
+INIT_SYSCALLS: tuple[tuple[str, tuple[int | None, ...]], ...] = (
+    ("read", ()),
+    ("write", ()),
+    ("close", ()),
+    ("close_range", ()),
+    ("openat", ()),
+    ("openat2", ()),
+    ("fstat", ()),
+    ("fcntl", ()),
+    ("getdents64", ()),
+    ("mkdirat", ()),
+    ("fchown", ()),
+    ("fchownat", ()),
+    ("recvmsg", ()),
+    ("recvfrom", ()),
+    ("sendmsg", ()),
+    ("sendto", ()),
+    ("ppoll", ()),
+    ("wait4", ()),
+    ("kill", ()),
+    ("pidfd_open", ()),
+    ("pidfd_send_signal", ()),
+    ("clock_gettime", ()),
+    ("rt_sigprocmask", ()),
+    ("rt_sigaction", ()),
+    ("clone", (_CLONE_VFORK_FLAGS, 0, 0, 0, 0)),
+    ("exit", ()),
+    ("exit_group", ()),
+    # an exec's child, between the vfork and its execve
+    ("setsid", ()),
+    ("dup3", ()),
+    ("ioctl", (0, _TIOCSCTTY, 0)),
+    ("umask", ()),
+    ("prlimit64", (0,)),
+    ("prctl", (_PR_CAPBSET_DROP,)),
+    ("prctl", (_PR_SET_KEEPCAPS, 1)),
+    ("prctl", (_PR_CAP_AMBIENT, 4)),  # PR_CAP_AMBIENT_CLEAR_ALL
+    ("prctl", (_PR_CAP_AMBIENT, 2)),  # PR_CAP_AMBIENT_RAISE
+    ("prctl", (_PR_SET_NO_NEW_PRIVS, 1)),
+    ("setgroups", ()),
+    ("setresgid", ()),
+    ("setresuid", ()),
+    ("capset", ()),
+    ("chdir", ()),
+    ("execve", ()),
+)
+
+
+class Unsupported(Exception):
+    pass
+
+
+def run(prog: bytes, nr: int, arch: int, args: tuple[int, ...] = (), ip: int = 0) -> int:
+    """The program's answer (SECCOMP_RET_*) for one syscall."""
+    a6 = (list(args) + [0] * 6)[:6]
+    data = struct.pack("=iIQ6Q", nr, arch, ip, *a6)
+    insns = [struct.unpack_from("=HBBI", prog, off) for off in range(0, len(prog), 8)]
+    acc = x = 0
+    mem = [0] * 16
+    pc = 0
+    for _ in range(len(insns) + 1):  # classic BPF only jumps forward
+        if pc >= len(insns):
+            break
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        cls = code & 0x07
+        if cls == 0x00:  # BPF_LD
+            if code == 0x20:  # LD W ABS
+                if k % 4 or k + 4 > len(data):
+                    raise Unsupported(f"load at {k}")
+                acc = struct.unpack_from("=I", data, k)[0]
+            elif code == 0x00:  # LD IMM
+                acc = k
+            elif code == 0x60:  # LD MEM
+                acc = mem[k & 15]
+            else:
+                raise Unsupported(f"ld {code:#x}")
+        elif cls == 0x01:  # BPF_LDX
+            if code == 0x01:
+                x = k
+            elif code == 0x61:
+                x = mem[k & 15]
+            else:
+                raise Unsupported(f"ldx {code:#x}")
+        elif cls == 0x02:  # BPF_ST
+            mem[k & 15] = acc
+        elif cls == 0x03:  # BPF_STX
+            mem[k & 15] = x
+        elif cls == 0x04:  # BPF_ALU
+            src = x if code & 0x08 else k
+            op = code & 0xF0
+            if op == 0x00:
+                acc = (acc + src) & 0xFFFFFFFF
+            elif op == 0x10:
+                acc = (acc - src) & 0xFFFFFFFF
+            elif op == 0x50:
+                acc &= src
+            elif op == 0x40:
+                acc |= src
+            elif op == 0xA0:
+                acc ^= src
+            elif op == 0x60:
+                acc = (acc << src) & 0xFFFFFFFF
+            elif op == 0x70:
+                acc >>= src
+            elif op == 0x80:
+                acc = (-acc) & 0xFFFFFFFF
+            else:
+                raise Unsupported(f"alu {code:#x}")
+        elif cls == 0x05:  # BPF_JMP
+            op = code & 0xF0
+            src = x if code & 0x08 else k
+            if op == 0x00:  # JA
+                pc += k
+                continue
+            if op == 0x10:
+                cond = acc == src
+            elif op == 0x20:
+                cond = acc > src
+            elif op == 0x30:
+                cond = acc >= src
+            elif op == 0x40:
+                cond = bool(acc & src)
+            else:
+                raise Unsupported(f"jmp {code:#x}")
+            pc += jt if cond else jf
+        elif cls == 0x06:  # BPF_RET
+            return acc if code & 0x10 else k
+        elif cls == 0x07:  # BPF_MISC
+            if code == 0x07:
+                x = acc
+            elif code == 0x87:
+                acc = x
+            else:
+                raise Unsupported(f"misc {code:#x}")
+    raise Unsupported("no return")
+
+
+@lru_cache(maxsize=64)
+def init_can_carry(prog: bytes) -> bool:
+    """Whether every syscall of INIT_SYSCALLS is allowed by the program (on
+    this machine's architecture), so that the init may load it for all."""
+    arch = AUDIT_ARCH.get(platform.machine())
+    if arch is None:
+        return False
+    from .seccomp import syscall_number
+
+    try:
+        for name, args in INIT_SYSCALLS:
+            nr = syscall_number(name)
+            if nr is None:
+                return False
+            ret = run(prog, nr, arch, tuple(a or 0 for a in args))
+            if ret & SECCOMP_RET_ACTION_FULL != SECCOMP_RET_ALLOW:
+                return False
+    except (Unsupported, struct.error):
+        return False
+    return True
+
+
+def denies(prog: bytes, name: str, args: tuple[int, ...] = ()) -> int | None:
+    """The errno the program answers for a syscall, None when it allows it
+    (for tests and for `sandbox doctor`)."""
+    from .seccomp import syscall_number
+
+    arch = AUDIT_ARCH[platform.machine()]
+    nr = syscall_number(name)
+    if nr is None:
+        return errno.ENOSYS
+    ret = run(prog, nr, arch, args)
+    if ret & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_ALLOW:
+        return None
+    return ret & 0xFFFF
