@@ -357,6 +357,11 @@ class SandboxBase:
                     reverse=True,
                 )
             )
+        if limits is not None and limits.disk is not None:
+            raise ConfigError(
+                "limits.disk",
+                "the disk is the sandbox's (its writable layer): set it on the Sandbox, not per exec",
+            )
         lim = self._limits.merge(limits)
         if timeout is not None:
             lim = dataclasses.replace(lim, timeout=timeout)

@@ -94,18 +94,18 @@ def check_overlay() -> Check:
 
 
 def check_cgroups() -> Check:
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        ctl = _read("/sys/fs/cgroup/cgroup.controllers") or ""
-        return Check("cgroups", OK, f"v2 (unified), controllers: {ctl or 'none'}")
-    v1 = [c for c in ("memory", "pids", "cpu", "cpuset") if os.path.isdir(f"/sys/fs/cgroup/{c}")]
-    if v1:
-        return Check("cgroups", OK, f"v1 hierarchies: {', '.join(v1)}")
-    return Check(
-        "cgroups",
-        WARN,
-        "no cgroup hierarchy found: limits cannot be enforced",
-        "mount cgroup2 on /sys/fs/cgroup",
-    )
+    from . import cgroup
+
+    r = cgroup.root()
+    if r is None:
+        return Check(
+            "cgroups",
+            WARN,
+            f"not usable: {cgroup.why()}; sandboxes run without limits or cgroup accounting",
+            "run as root on a host with the memory, pids and cpu controllers (v1 or v2)",
+        )
+    where = ", ".join(sorted(r.base.values())) if isinstance(r.base, dict) else r.base
+    return Check("cgroups", OK, f"v{r.version}: sandbox groups go under {where}")
 
 
 def check_seccomp() -> Check:

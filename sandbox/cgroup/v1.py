@@ -47,7 +47,7 @@ class V1Root:
     version = 1
 
     def __init__(self, points: dict[str, str]) -> None:
-        self.base = {c: os.path.join(p, _fs.own_path(c).lstrip("/")) for c, p in points.items()}
+        self.base = {c: os.path.join(p, _fs.own_path(c).lstrip("/")).rstrip("/") for c, p in points.items()}
 
     def make(self, name: str, limits: Limits) -> V1Group:
         return V1Group(self.base, name, limits, self)
@@ -185,9 +185,15 @@ class V1Group(Group):
 
     def usage(self) -> Usage:
         a, m = self.dirs["cpuacct"], self.dirs["memory"]
+        # cpuacct.usage is exact (the tasks' own CPU clocks); usage_user and
+        # usage_sys split it by where ticks fell, and can add up to 10-20 %
+        # more: keep the exact total, in their proportion
+        total = self._ri(f"{a}/cpuacct.usage") / 1e9
+        user, sys_ = self._ri(f"{a}/cpuacct.usage_user"), self._ri(f"{a}/cpuacct.usage_sys")
+        share = user / (user + sys_) if user + sys_ else 1.0
         return Usage(
-            cpu_user=self._ri(f"{a}/cpuacct.usage_user") / 1e9,
-            cpu_sys=self._ri(f"{a}/cpuacct.usage_sys") / 1e9,
+            cpu_user=total * share,
+            cpu_sys=total * (1.0 - share),
             max_memory=self._ri(f"{m}/memory.max_usage_in_bytes"),
             oom_kills=self._keyed(f"{m}/memory.oom_control").get("oom_kill", 0),
             pids_refused=self.pids_refused(),

@@ -49,7 +49,7 @@ class V2Root:
     version = 2
 
     def __init__(self, point: str) -> None:
-        self.base = os.path.join(point, _fs.own_path("").lstrip("/"))
+        self.base = os.path.join(point, _fs.own_path("").lstrip("/")).rstrip("/")
         have = _controllers(self.base)
         lacking = [c for c in WANTED if c not in have]
         if lacking:
