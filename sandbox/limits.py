@@ -8,8 +8,8 @@ override any field (`Limits.merge`).
 Where each one is enforced:
   memory, memory_swap, pids, cpus, cpuset   the exec's own cgroup (and the
                                             sandbox's cgroup, for the sum)
-  cpu_time      RLIMIT_CPU on each process, and the exec cgroup's CPU total
-                watched by the host (a command that forks is caught too)
+  cpu_time      the exec cgroup's CPU total, watched by the host while it
+                waits for the command; RLIMIT_CPU a second above, as a backstop
   timeout       wall clock, by the host
   output        bytes kept per stream; then the command is killed, or with
                 output_action="close" its stream is closed (it gets EPIPE)
@@ -139,8 +139,11 @@ class Limits:
         """(resource, soft, hard) for every limit that is an rlimit."""
         out = [(resource.RLIMIT_CORE, 0, 0)]  # never a core dump: it would land in the sandbox's disk
         if self.cpu_time is not None:
-            # SIGXCPU at the limit; SIGKILL one second later if it is caught
-            soft = max(1, math.ceil(self.cpu_time))
+            # A backstop a second above the limit (SIGXCPU, then SIGKILL): the
+            # host ends the command at the limit itself, from the cgroup's exact
+            # count, where the rlimit counts ticks (10 % off under load here)
+            # and each process apart.
+            soft = math.ceil(self.cpu_time) + 1
             out.append((resource.RLIMIT_CPU, soft, soft + 1))
         if self.open_files is not None:
             out.append((resource.RLIMIT_NOFILE, self.open_files, self.open_files))
