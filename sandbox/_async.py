@@ -289,20 +289,6 @@ class AsyncProcess:
                     self._col.killed = True
                     await self.kill()
 
-    async def _watch(self) -> None:
-        """The limits the host checks while the command runs (CPU time of all
-        its processes, refused forks); the wall clock is the caller's scope."""
-        col = self._col
-        while True:
-            left = col.wake_in()
-            if left is None or col.exited is not None:
-                return
-            await anyio.sleep(left)
-            if col.exited is None and col.due() is not None and col.verdict != "timeout":
-                col.killed = True
-                await self.kill()
-                return
-
     async def _feed(self, data: bytes) -> None:
         try:
             await self.write_stdin(data)
@@ -361,7 +347,6 @@ class AsyncProcess:
                     for n in (1, 2):
                         if n in self._fds:
                             tg.start_soon(self._pump, n)
-                    tg.start_soon(self._watch)
                     if 0 in self._fds:
                         if input:
                             tg.start_soon(self._feed, input)

@@ -29,6 +29,7 @@ from .limits import Limits, check_limits
 from .sizes import parse_seconds
 from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv, check_env, make_spec
 from .spec import IdMap as IdMap
+from .watchdog import watchdog
 
 REDACT_MIN = 4  # bytes
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
@@ -399,4 +400,5 @@ class SandboxBase:
             sp.abort()
             raise
         sp.col.arm()
+        watchdog.watch(sp.col)
         return sp

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -91,15 +92,13 @@ class Collector:
     pid: int | None = None
     killed: bool = False  # by us, for a verdict
     usage: Usage | None = None
-    _next_check: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def arm(self) -> None:
         """The command is about to start: its clocks run from now."""
         self.started = time.monotonic()
         if self.limits.timeout is not None:
             self.deadline = self.started + self.limits.timeout
-        if self.group is not None and (self.limits.cpu_time is not None or self.limits.pids is not None):
-            self._next_check = self.started + self._check_period(0.0)
 
     @property
     def timed_out(self) -> bool:
@@ -132,29 +131,40 @@ class Collector:
         return period
 
     def wake_in(self) -> float | None:
-        """Seconds until the next deadline or check; None: wait for the end."""
-        if self.killed or self.verdict in ("timeout", "cpu_time", "pids"):
-            return None  # killed: wait for the exit record
-        times = [t for t in (self.deadline, self._next_check) if t is not None]
-        if not times:
-            return None
-        return max(0.0, min(times) - time.monotonic())
+        """Seconds until the wall-clock deadline; None: wait for the end."""
+        if self.killed or self.deadline is None:
+            return None  # nothing to wait for, or killed: wait for the exit record
+        return max(0.0, self.deadline - time.monotonic())
 
     def due(self) -> str | None:
-        """At wake time: the verdict that ends the command, if any."""
-        now = time.monotonic()
-        if self.deadline is not None and now >= self.deadline:
+        """At wake time: "timeout" once the deadline has passed."""
+        if self.deadline is not None and time.monotonic() >= self.deadline and not self.killed:
             self.verdict = "timeout"
             return self.verdict
-        if self.group is not None and self._next_check is not None and now >= self._next_check:
-            used = self.group.cpu_seconds() if self.limits.cpu_time is not None else 0.0
+        return None
+
+    def first_check(self) -> float | None:
+        """When the watchdog first looks at this command (None: never)."""
+        if self.group is None or (self.limits.cpu_time is None and self.limits.pids is None):
+            return None
+        return self.started + self._check_period(0.0)
+
+    def check_watched(self) -> float | None:
+        """In the watchdog's thread: end the command if it went over its CPU
+        time or a fork was refused; the next time to look, or None."""
+        with self._lock:
+            g = self.group
+            if g is None or self.killed or self.exited is not None:
+                return None
+            used = g.cpu_seconds() if self.limits.cpu_time is not None else 0.0
             if self.limits.cpu_time is not None and used >= self.limits.cpu_time:
                 self.verdict = "cpu_time"
-                return self.verdict
-            if self.limits.pids is not None and self.group.pids_refused() > 0:
+            elif self.limits.pids is not None and g.pids_refused() > 0:
                 self.verdict = "pids"
-                return self.verdict
-            self._next_check = now + self._check_period(used)
+            else:
+                return time.monotonic() + self._check_period(used)
+            self.killed = True
+            g.kill()  # all its processes; the init then reports the exit
         return None
 
     def remaining(self) -> float | None:
@@ -185,10 +195,10 @@ class Collector:
         """After the exit record: read the exec cgroup's counts; after a kill
         of ours, end whatever the command left (processes that left its
         session too), then remove the cgroup where nothing is left in it."""
-        g = self.group
+        with self._lock:  # not while the watchdog kills it
+            g, self.group = self.group, None
         if g is None:
             return
-        self.group = None
         self.usage = g.usage()
         if self._reason() not in ("exited", "signaled"):
             g.kill()  # a limit ended it: nothing of it may run on
@@ -251,7 +261,8 @@ class Collector:
 
     def abandon(self) -> None:
         """The command's end will never be read (the sandbox went away)."""
-        g, self.group = self.group, None
+        with self._lock:
+            g, self.group = self.group, None
         if g is not None:
             g.kill()
             cgroup.dispose(g)

@@ -4,6 +4,7 @@ from.  A sandbox has one group; each of its execs a child of it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import threading
@@ -57,6 +58,7 @@ def owner_alive(name: str) -> bool:
 FD_RICH = 8192
 
 
+
 def _fd_rich() -> bool:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= FD_RICH
 
@@ -91,8 +93,10 @@ class Group(ABC):
     def _r(self, path: str) -> str:
         try:
             return os.pread(self._fd(path, os.O_RDONLY), 4096, 0).decode("ascii", "replace")
-        except FileNotFoundError:
-            return ""
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENODEV):
+                return ""  # a removed group (its sandbox closed meanwhile); kernfs says ENODEV
+            raise
 
     def _ri(self, path: str, default: int = 0) -> int:
         text = self._r(path).strip()

@@ -177,14 +177,18 @@ class V1Group(Group):
             raise
         return fds
 
+    def _dir(self, controller: str) -> str:
+        # a removed group (its sandbox closed meanwhile) reads as empty
+        return self.dirs.get(controller, "/nonexistent")
+
     def cpu_seconds(self) -> float:
-        return self._ri(f"{self.dirs['cpuacct']}/cpuacct.usage") / 1e9
+        return self._ri(f"{self._dir('cpuacct')}/cpuacct.usage") / 1e9
 
     def pids_refused(self) -> int:
-        return self._keyed(f"{self.dirs['pids']}/pids.events").get("max", 0)
+        return self._keyed(f"{self._dir('pids')}/pids.events").get("max", 0)
 
     def usage(self) -> Usage:
-        a, m = self.dirs["cpuacct"], self.dirs["memory"]
+        a, m = self._dir("cpuacct"), self._dir("memory")
         # cpuacct.usage is exact (the tasks' own CPU clocks); usage_user and
         # usage_sys split it by where ticks fell, and can add up to 10-20 %
         # more: keep the exact total, in their proportion
@@ -197,11 +201,11 @@ class V1Group(Group):
             max_memory=self._ri(f"{m}/memory.max_usage_in_bytes"),
             oom_kills=self._keyed(f"{m}/memory.oom_control").get("oom_kill", 0),
             pids_refused=self.pids_refused(),
-            pids_peak=self._ri(f"{self.dirs['pids']}/pids.peak", -1),
+            pids_peak=self._ri(f"{self._dir('pids')}/pids.peak", -1),
         )
 
     def kill(self) -> None:
-        _fs.kill_listed(f"{self.dirs['pids']}/cgroup.procs")
+        _fs.kill_listed(f"{self._dir('pids')}/cgroup.procs")
 
     def remove(self, wait: bool = True) -> bool:
         self._close_files()
