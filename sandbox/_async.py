@@ -152,7 +152,8 @@ class AsyncSandbox(SandboxBase):
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         lim = check_limits("limits", limits)
         u = await files.run_async(self._user_op(uspec), self._roundtrip)
-        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, tty, lim)
+        pty = await files.run_async(files.open_pty(), self._roundtrip) if tty else None
+        sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, pty, lim)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
         except BaseException:

@@ -340,7 +340,7 @@ class SandboxBase:
         extra: list[tuple[str, str]],
         wd: str,
         quiet: bool,
-        tty: bool = False,
+        pty: tuple[int, int] | None = None,
         limits: Limits | None = None,
     ) -> Spawning:
         """Pipes for the requested streams (PIPE or DEVNULL each) and the exec
@@ -359,6 +359,8 @@ class SandboxBase:
                 )
             )
         if limits is not None and limits.disk is not None:
+            for fd in pty or ():
+                os.close(fd)
             raise ConfigError(
                 "limits.disk",
                 "the disk is the sandbox's (its writable layer): set it on the Sandbox, not per exec",
@@ -368,10 +370,10 @@ class SandboxBase:
             lim = dataclasses.replace(lim, timeout=timeout)
         sp = Spawning(Collector(args, limits=lim, redact=redact))
         try:
-            if tty:
-                # A pty of ours is the command's only terminal (stdin, stdout
-                # and stderr, merged): the master stays here.
-                master, slave = os.openpty()
+            if pty is not None:
+                # A pty of ours (of the sandbox's devpts) is the command's only
+                # terminal (stdin, stdout and stderr, merged): the master stays here.
+                master, slave = pty
                 sp.mine[1] = master
                 sp.mine[0] = os.dup(master)
                 sp.theirs += [slave, os.dup(slave), os.dup(slave)]
@@ -392,7 +394,7 @@ class SandboxBase:
                 sp.mask |= len(cg_fds) << 8
             elif lim.needs_cgroup:
                 raise HostError(f"limits need cgroups: {cgroup.why()}")
-            flags = (protocol.EXEC_NO_STARTED if quiet else 0) | (protocol.EXEC_TTY if tty else 0)
+            flags = (protocol.EXEC_NO_STARTED if quiet else 0) | (protocol.EXEC_TTY if pty else 0)
             sp.msg = self._exec_message(args, extra, wd, user, sp.mask, flags, sp.req_id, lim)
             sp.reply, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             sp.theirs.insert(0, rtheirs.detach())

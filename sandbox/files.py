@@ -10,8 +10,10 @@ round trips, `AsyncFiles` with awaited ones."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
+import struct
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import TypeVar
@@ -42,6 +44,30 @@ def _open(op: str, path: str, flags: int, mode: int = 0o644) -> Op[int]:
     if reply.type == protocol.REP_ERROR:
         raise FileOpError(op, p, _fail_errno(reply))
     raise ProtocolError(f"unexpected reply type {reply.type} to an open")
+
+
+TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int)
+TIOCGPTPEER = 0x5441  # _IO('T', 0x41)
+
+
+def open_pty() -> Op[tuple[int, int]]:
+    """A pty of the sandbox's own devpts (master, slave): the slave has a
+    name inside, so ttyname() and `tty` work there.  The init opens the
+    master; its peer is opened here, through the master, unlocked first."""
+    reply, fd = yield protocol.encode_pty(0)
+    if reply.type != protocol.REP_FD or fd is None:
+        if fd is not None:
+            os.close(fd)
+        if reply.type == protocol.REP_ERROR:
+            raise FileOpError("open a pty", "/dev/pts/ptmx", _fail_errno(reply))
+        raise ProtocolError(f"unexpected reply type {reply.type} to a pty request")
+    try:
+        fcntl.ioctl(fd, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(fd, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        os.close(fd)
+        raise FileOpError("open a pty", "/dev/pts/ptmx", e.errno or errno.EIO) from None
+    return fd, int(slave)
 
 
 def _read_all(fd: int) -> bytes:

@@ -14,6 +14,7 @@ REQ_KILL = 2
 REQ_OPEN = 3
 REQ_MKDIR = 4
 REQ_CHOWN = 5
+REQ_PTY = 6
 REP_READY = 100
 REP_SETUP_FAIL = 101
 REP_STARTED = 102
@@ -108,6 +109,10 @@ def encode_exec(
 
 def encode_kill(req_id: int, target: int, sig: int) -> bytes:
     return HDR.pack(REQ_KILL, req_id) + KILL_REQ.pack(target, sig)
+
+
+def encode_pty(req_id: int) -> bytes:
+    return HDR.pack(REQ_PTY, req_id)
 
 
 def encode_path(kind: int, req_id: int, path: str, flags: int, mode: int) -> bytes:

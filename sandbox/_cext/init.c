@@ -922,6 +922,30 @@ static void do_path(uint32_t type, uint32_t id, const unsigned char *body, size_
     xclose(fd);
 }
 
+/* A pty of the sandbox's own devpts instance, so that the command's
+ * terminal has a name inside (ttyname, `tty`).  Only the master goes back:
+ * the host unlocks it and opens the peer itself (TIOCGPTPEER).  The node
+ * is checked to be a ptmx (char 5:2): the sandbox may have mounted
+ * something else over /dev/pts when it holds CAP_SYS_ADMIN. */
+static void do_pty(uint32_t id, int reply)
+{
+    int fd = xopen("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK, 0);
+    if (fd < 0) {
+        send_fail(reply, SBX_REP_ERROR, id, 0, -fd, "/dev/pts/ptmx", NULL);
+        return;
+    }
+    struct stat sb;
+    if (SYS2(SYS_fstat, fd, &sb) < 0 || !S_ISCHR(sb.st_mode) || sb.st_rdev != ((5u << 8) | 2u)) {
+        xclose(fd);
+        send_fail(reply, SBX_REP_ERROR, id, 0, ENOTTY, "/dev/pts/ptmx", "is not a pty multiplexer");
+        return;
+    }
+    long fl = SYS2(SYS_fcntl, fd, F_GETFL);
+    SYS3(SYS_fcntl, fd, F_SETFL, fl & ~O_NONBLOCK);
+    send_msg(reply, SBX_REP_FD, id, NULL, 0, fd);
+    xclose(fd);
+}
+
 static void serve(void)
 {
     uint64_t chld = 1ull << (SIGCHLD - 1);
@@ -991,6 +1015,9 @@ static void serve(void)
         case SBX_REQ_MKDIR:
         case SBX_REQ_CHOWN:
             do_path(h.type, h.id, body, blen, fds[0]);
+            break;
+        case SBX_REQ_PTY:
+            do_pty(h.id, fds[0]);
             break;
         default:
             send_fail(fds[0], SBX_REP_ERROR, h.id, SBX_ST_REQUEST, EINVAL, "unknown request", NULL);

@@ -86,6 +86,7 @@ enum sbx_msg {
     SBX_REQ_OPEN = 3,
     SBX_REQ_MKDIR = 4,
     SBX_REQ_CHOWN = 5, /* sbx_path_req with flags = uid, mode = gid */
+    SBX_REQ_PTY = 6,   /* no body: the master of a new pty of the sandbox's devpts */
     /* init -> host */
     SBX_REP_READY = 100,
     SBX_REP_SETUP_FAIL = 101,

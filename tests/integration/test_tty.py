@@ -74,3 +74,13 @@ def test_tiocsti_on_the_terminal_is_refused(busybox_rootfs, probe_binary) -> Non
     assert got["ioctl:tiocsti"] == "EPERM"
     assert got["ioctl:tiocsti_hi"] == "EPERM"
     assert got["ioctl:tcgets"] is None  # it is a terminal, and TCGETS is allowed
+
+
+def test_the_terminal_has_a_name_inside(busybox_rootfs) -> None:
+    """The pty comes from the sandbox's own devpts: `tty` names it."""
+    require_sandbox_host()
+    with Sandbox(rootfs=busybox_rootfs) as sb:
+        r = sb.spawn(["sh", "-c", "tty; readlink /proc/self/fd/1"], tty=True).wait(timeout=10)
+        lines = r.stdout.replace(b"\r\n", b"\n").split()
+        assert lines[0].startswith(b"/dev/pts/"), r.stdout
+        assert lines[1] == lines[0]
