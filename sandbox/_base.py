@@ -330,6 +330,7 @@ class SandboxBase:
             u = yield from self._user_op(self._spec.user)
             for sec in self._spec.secrets:
                 yield from files.chown(f"{layout.SECRETS_DIR}/{sec.name}", u.uid, u.gid)
+            yield from files.seal_secrets()  # read-only now, as for numeric users
 
     def _prepare_spawn(
         self,

@@ -150,6 +150,17 @@ def chown(path: str, uid: int, gid: int) -> Op[None]:
         raise FileOpError("chown", p, _fail_errno(reply))
 
 
+def seal_secrets() -> Op[None]:
+    """/run/secrets read-only from now on (the init remounts it)."""
+    reply, fd = yield protocol.encode_seal_secrets(0)
+    if fd is not None:
+        os.close(fd)
+    if reply.type == protocol.REP_ERROR:
+        raise FileOpError("make read-only", "/run/secrets", _fail_errno(reply))
+    if reply.type != protocol.REP_OK:
+        raise ProtocolError(f"unexpected reply type {reply.type} to sealing the secrets")
+
+
 def put(host_path: str | os.PathLike[str], path: str) -> Op[None]:
     src = Path(host_path)
     if src.is_dir():

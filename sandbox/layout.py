@@ -52,7 +52,8 @@ SECRETS_SIZE = 8 << 20
 def _secrets(spec: Spec) -> Plan:
     """After the pivot: a small tmpfs at /run/secrets, a file per secret,
     mode 0400, owned by the sandbox's default user (numeric ones; a named
-    user is looked up after the start and the files are given to it)."""
+    user is looked up after the start, the files are given to it, and the
+    tmpfs is made read-only then)."""
     p = Plan()
     uid = gid = 0
     if spec.user and all(part.isascii() and part.isdigit() for part in spec.user.split(":")):

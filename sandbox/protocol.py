@@ -15,6 +15,7 @@ REQ_OPEN = 3
 REQ_MKDIR = 4
 REQ_CHOWN = 5
 REQ_PTY = 6
+REQ_SEAL_SECRETS = 7
 REP_READY = 100
 REP_SETUP_FAIL = 101
 REP_STARTED = 102
@@ -113,6 +114,10 @@ def encode_kill(req_id: int, target: int, sig: int) -> bytes:
 
 def encode_pty(req_id: int) -> bytes:
     return HDR.pack(REQ_PTY, req_id)
+
+
+def encode_seal_secrets(req_id: int) -> bytes:
+    return HDR.pack(REQ_SEAL_SECRETS, req_id)
 
 
 def encode_path(kind: int, req_id: int, path: str, flags: int, mode: int) -> bytes:

@@ -87,6 +87,8 @@ enum sbx_msg {
     SBX_REQ_MKDIR = 4,
     SBX_REQ_CHOWN = 5, /* sbx_path_req with flags = uid, mode = gid */
     SBX_REQ_PTY = 6,   /* no body: the master of a new pty of the sandbox's devpts */
+    SBX_REQ_SEAL_SECRETS = 7, /* no body: /run/secrets becomes read-only (after the
+                                 host gave the files to a named user) */
     /* init -> host */
     SBX_REP_READY = 100,
     SBX_REP_SETUP_FAIL = 101,

@@ -67,6 +67,11 @@ def test_secret_belongs_to_a_named_sandbox_user(sandbox_host, debian_rootfs) -> 
         assert sh_ok(sb, "id -u").strip() == "65534"
         assert secret_stat(sb, "token") == (0o400, 65534, 65534)
         assert sb.exec(["cat", f"{SECRETS_DIR}/token"]).stdout == b"s3cr3t"
+        # read-only once given to the user, as for numeric users
+        rows = [line.split() for line in sb.files.read_text("/proc/mounts").splitlines()]
+        assert "ro" in next(r for r in rows if r[1] == SECRETS_DIR)[3].split(",")
+        r = sb.exec(["sh", "-c", f"echo x > {SECRETS_DIR}/new"], user="0")
+        assert r.exit_code != 0 and b"Read-only file system" in r.stderr, r.stderr
 
 
 def test_secrets_tmpfs_is_read_only_noexec_nosuid_nodev(rootfs) -> None:
