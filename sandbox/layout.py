@@ -35,13 +35,16 @@ def build(spec: Spec) -> tuple[bytes, tuple[_core.Tree, ...]]:
     """The encoded plan and its trees.  All but the secrets is cached by spec
     (sandboxes made from one spec share it); secrets are added per launch, so
     that no cache ever holds them."""
-    base, trees = _cached(dataclasses.replace(spec, secrets=()))
+    # Secrets for a named user are given to it, then sealed, after the start:
+    # by an init that does not carry the filter yet (it denies mount).
+    late_seal = bool(spec.secrets) and users.needs_lookup(spec.user)
+    base, trees = _cached(dataclasses.replace(spec, secrets=()), late_seal)
     return base.encode(_secrets(spec) if spec.secrets else None), trees
 
 
 @functools.lru_cache(maxsize=256)
-def _cached(spec: Spec) -> tuple[Plan, tuple[_core.Tree, ...]]:
-    p, trees = _build(spec)
+def _cached(spec: Spec, late_seal: bool) -> tuple[Plan, tuple[_core.Tree, ...]]:
+    p, trees = _build(spec, late_seal)
     return p, tuple(trees)
 
 
@@ -74,7 +77,7 @@ def _secrets(spec: Spec) -> Plan:
     return p
 
 
-def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
+def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]:
     p = Plan()
     trees: list[_core.Tree] = []
     # Nothing we mount may propagate back to the host (it could not anyway
@@ -151,7 +154,7 @@ def _build(spec: Spec) -> tuple[Plan, list[_core.Tree]]:
         p.attach(len(trees) - 1, m.dst)
 
     if spec.seccomp:
-        p.seccomp(spec.seccomp, inherit=bpf.init_can_carry(spec.seccomp))
+        p.seccomp(spec.seccomp, inherit=not late_seal and bpf.init_can_carry(spec.seccomp))
     p.pivot(root)
     p.hostname(spec.hostname)
     p.nfds = len(trees)
