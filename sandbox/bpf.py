@@ -171,6 +171,25 @@ def run(prog: bytes, nr: int, arch: int, args: tuple[int, ...] = (), ip: int = 0
     raise Unsupported("no return")
 
 
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+_KILLS = (0x80000000, 0x00000000)  # SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_KILL_THREAD
+
+
+@lru_cache(maxsize=64)
+def kills_as_notifications(prog: bytes) -> bytes | None:
+    """The program with each of its kill actions (RET K) turned into a user
+    notification, for an init that carries it: the init then learns which
+    syscall it was before it kills the process.  None if it has no kill."""
+    out = bytearray(prog)
+    found = False
+    for off in range(0, len(prog), 8):
+        code, _, _, k = struct.unpack_from("=HBBI", prog, off)
+        if code == 0x06 and k in _KILLS:
+            struct.pack_into("=I", out, off + 4, SECCOMP_RET_USER_NOTIF)
+            found = True
+    return bytes(out) if found else None
+
+
 @lru_cache(maxsize=64)
 def init_can_carry(prog: bytes) -> bool:
     """Whether every syscall of INIT_SYSCALLS is allowed by the program (on

@@ -60,6 +60,16 @@ def start_reply(reply: protocol.Reply, argv0: str) -> int:
     raise ProtocolError(f"unexpected message type {reply.type} for an exec")
 
 
+def _syscall_name(nr: int) -> str | None:
+    if nr == -1:
+        return None
+    if nr == -2:
+        return "a syscall of another architecture"
+    from .seccomp import syscall_name
+
+    return syscall_name(nr)
+
+
 def _cpus(limits: Limits) -> float:
     """How many CPUs the command can use at once: CPU time grows at most this fast."""
     n = float(os.cpu_count() or 1)
@@ -225,7 +235,7 @@ class Collector:
             return "cpu_time"
         if sig == signal.SIGXFSZ:
             return "file_size"
-        if sig == signal.SIGSYS:
+        if sig == signal.SIGSYS or self.exited.syscall != -1:
             return "seccomp"  # a kill action of the profile (SIGSYS is not sent otherwise)
         return "signaled" if sig is not None else "exited"
 
@@ -257,6 +267,7 @@ class Collector:
             max_memory=u.max_memory if u else None,
             pids_peak=u.pids_peak if u and u.pids_peak is not None and u.pids_peak >= 0 else None,
             truncated=self.truncated,
+            syscall=_syscall_name(self.exited.syscall),
         )
 
     def abandon(self) -> None:

@@ -154,7 +154,13 @@ def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]
         p.attach(len(trees) - 1, m.dst)
 
     if spec.seccomp:
-        p.seccomp(spec.seccomp, inherit=not late_seal and bpf.init_can_carry(spec.seccomp))
+        inherit = not late_seal and bpf.init_can_carry(spec.seccomp)
+        notified = bpf.kills_as_notifications(spec.seccomp) if inherit else None
+        if notified is not None:
+            # the verdict can then name the syscall a kill action stopped
+            p.seccomp(notified, inherit=True, notify=True)
+        else:
+            p.seccomp(spec.seccomp, inherit=inherit)
     p.pivot(root)
     p.hostname(spec.hostname)
     p.nfds = len(trees)

@@ -32,6 +32,7 @@ SECRET = struct.Struct("=IIII")  # mode, uid, gid, len (struct sbx_secret)
 
 F_OPTIONAL = 1
 F_INHERIT = 2  # = SBX_F_INHERIT
+F_NOTIFY = 4  # = SBX_F_NOTIFY
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -108,10 +109,12 @@ class Plan:
         size += -size % 8
         self._ops.append((OP.pack(op, 0, size, len(payload), flags, 0) + payload).ljust(size, b"\0"))
 
-    def seccomp(self, program: bytes, inherit: bool = False) -> None:
+    def seccomp(self, program: bytes, inherit: bool = False, notify: bool = False) -> None:
         """The BPF program every exec loads last before execve; with
-        `inherit`, the init loads it once at the end of its setup instead."""
-        self._add_binary(OP_SECCOMP, program, F_INHERIT if inherit else 0)
+        `inherit`, the init loads it once at the end of its setup instead
+        (and with `notify`, takes the notifications of its kill actions)."""
+        flags = (F_INHERIT if inherit else 0) | (F_NOTIFY if inherit and notify else 0)
+        self._add_binary(OP_SECCOMP, program, flags)
 
     def secret(self, path: str, content: bytes, mode: int, uid: int, gid: int) -> None:
         """A file made from memory, never from a file on the host."""

@@ -38,7 +38,7 @@ KILL_REQ = struct.Struct("=II")
 PATH_REQ = struct.Struct("=II")
 FAIL = struct.Struct(f"=Ii{DETAIL_MAX}s")
 STARTED = struct.Struct("=II")
-EXITED = struct.Struct("=iIqqq")
+EXITED = struct.Struct("=iiqqq")
 
 # Exec stages (enum sbx_exec_stage), as words for messages.
 EXEC_STAGES = {
@@ -76,6 +76,7 @@ class Exited:
     utime: float
     stime: float
     maxrss: int  # bytes
+    syscall: int = -1  # stopped by a seccomp kill action: its number; -2 another arch's
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def decode_started(body: bytes) -> int:
 def decode_exited(body: bytes) -> Exited:
     if len(body) != EXITED.size:
         raise Malformed(f"an exit record of {len(body)} bytes")
-    status, _, ut, st, rss = EXITED.unpack(body)
-    if ut < 0 or st < 0 or rss < 0:
+    status, nr, ut, st, rss = EXITED.unpack(body)
+    if ut < 0 or st < 0 or rss < 0 or nr < -2:
         raise Malformed("negative accounting in an exit record")
-    return Exited(status, ut / 1e6, st / 1e6, rss * 1024)
+    return Exited(status, ut / 1e6, st / 1e6, rss * 1024, nr)

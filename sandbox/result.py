@@ -38,6 +38,9 @@ class ExecResult:
     """Most processes at once, where the kernel counts it."""
     truncated: bool = False
     """Output went over the `output` limit and was cut there."""
+    syscall: str | None = None
+    """With reason "seccomp": the system call a kill action of the profile
+    stopped ("mkdir"), where the init could learn it."""
 
     @property
     def returncode(self) -> int:
@@ -63,6 +66,8 @@ class ExecResult:
             return f"a timeout after {self.wall_time:.3f} s"
         if self.reason in ("cpu_time", "oom", "pids", "output_limit", "file_size"):
             return f"the {self.reason} limit"
+        if self.reason == "seccomp" and self.syscall:
+            return f"the seccomp profile (it forbids {self.syscall})"
         if self.signal is not None:
             try:
                 name = _signal.Signals(self.signal).name

@@ -52,6 +52,8 @@ static struct sbx_rlimit rl_buf[MAX_RLIMITS];
 static unsigned char seccomp_prog[4096 * 8];
 static unsigned short seccomp_len; /* instructions; 0: none */
 static int seccomp_inherited;      /* loaded on the init itself: execs have it already */
+static int seccomp_notify;         /* ... with its kill actions as notifications to us */
+static int notify_fd = -1;         /* the listener of those */
 #ifdef SBX_TIMING
 #include <time.h>
 static uint32_t timing[64];
@@ -415,6 +417,7 @@ static int run_binary_op(const struct sbx_op_hdr *op, const unsigned char *pay, 
         memcpy(seccomp_prog, pay, len);
         seccomp_len = (unsigned short)(len / 8);
         seccomp_inherited = (op->flags & SBX_F_INHERIT) ? -1 : 0; /* -1: load at the end of setup */
+        seccomp_notify = seccomp_inherited && (op->flags & SBX_F_NOTIFY);
         return 0;
     }
     struct sbx_secret sec;
@@ -505,6 +508,7 @@ struct slot {
     uint32_t id;
     int pid;
     int reply;
+    int syscall; /* see sbx_exited.syscall */
 };
 static struct slot slots[MAX_EXECS];
 
@@ -843,6 +847,7 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     s->id = id;
     s->pid = (int)pid;
     s->reply = reply;
+    s->syscall = -1;
     reply = -1;
 out:
     /* every fd that came with the request but the reply socket: streams and
@@ -866,6 +871,7 @@ static void reap(void)
             continue; /* an orphan that ended up with us */
         struct sbx_exited ex = {
             .status = status,
+            .syscall = s->syscall,
             .utime_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec,
             .stime_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec,
             .maxrss_kb = ru.ru_maxrss,
@@ -946,6 +952,109 @@ static void do_pty(uint32_t id, int reply)
     xclose(fd);
 }
 
+/* ---- seccomp kill actions, by notification -------------------------------- */
+
+struct sc_notif {
+    uint64_t id;
+    uint32_t pid;
+    uint32_t flags;
+    int32_t nr;
+    uint32_t arch;
+    uint64_t ip;
+    uint64_t args[6];
+};
+#define SC_IOCTL_NOTIF_RECV 0xC0502100u /* SECCOMP_IOWR(0, struct seccomp_notif) */
+#if defined(__x86_64__)
+#define SC_ARCH 0xC000003Eu
+#elif defined(__aarch64__)
+#define SC_ARCH 0xC00000B7u
+#endif
+
+/* The number after `key` in a /proc status text (hex when base 16); 0 if absent. */
+static uint64_t status_field(const char *text, const char *key, int base)
+{
+    size_t kl = rt_strlen(key);
+    for (const char *p = text; *p; p++) {
+        if ((p == text || p[-1] == '\n') && !memcmp(p, key, kl)) {
+            p += kl;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            uint64_t v = 0;
+            for (;; p++) {
+                int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+                if (d < 0 || d >= base)
+                    return v;
+                v = v * (uint64_t)base + (uint64_t)d;
+            }
+        }
+    }
+    return 0;
+}
+
+static long read_proc(int pid, const char *what, char *buf, size_t size)
+{
+    char path[64] = "/proc/";
+    size_t n = rt_strlen(path);
+    char digits[16];
+    int k = 0;
+    unsigned u = (unsigned)pid;
+    do
+        digits[k++] = (char)('0' + u % 10);
+    while ((u /= 10) && k < 15);
+    while (k)
+        path[n++] = digits[--k];
+    path[n++] = '/';
+    for (const char *w = what; *w && n < sizeof path - 1; w++)
+        path[n++] = *w;
+    path[n] = 0;
+    int fd = xopen(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fd;
+    long r = xread(fd, buf, size - 1);
+    xclose(fd);
+    buf[r > 0 ? r : 0] = 0;
+    return r;
+}
+
+/* A syscall hit a kill action: note it for the exec whose session the
+ * process is in, then end the process as the kernel would (SIGSYS), or with
+ * SIGKILL when it blocks, ignores or catches SIGSYS (a caught one would only
+ * restart the call, and a blocked one leave it waiting here forever). */
+static void on_notification(void)
+{
+    struct sc_notif n;
+    memset(&n, 0, sizeof n);
+    if (SYS3(SYS_ioctl, notify_fd, SC_IOCTL_NOTIF_RECV, &n) < 0)
+        return;
+    static char buf[4096];
+    int tgid = (int)n.pid, sig = SIGKILL;
+    if (read_proc((int)n.pid, "status", buf, sizeof buf) > 0) {
+        tgid = (int)status_field(buf, "Tgid:", 10);
+        uint64_t bit = 1ull << (SIGSYS - 1);
+        if (!((status_field(buf, "SigBlk:", 16) | status_field(buf, "SigIgn:", 16) |
+               status_field(buf, "SigCgt:", 16)) & bit))
+            sig = SIGSYS;
+    }
+    if (read_proc((int)n.pid, "stat", buf, sizeof buf) > 0) {
+        /* after the command's name, which ends at the last ')': state ppid pgrp session */
+        char *p = NULL;
+        for (char *q = buf; *q; q++)
+            if (*q == ')')
+                p = q;
+        int field = 0, sid = 0;
+        for (p = p ? p + 1 : buf; *p && field < 4; p++) {
+            if (*p == ' ')
+                field++;
+            else if (field == 3)
+                sid = sid * 10 + (*p - '0');
+        }
+        struct slot *s = sid > 0 ? find_slot_pid(sid) : NULL;
+        if (s && s->syscall == -1)
+            s->syscall = n.arch == SC_ARCH ? n.nr : -2;
+    }
+    SYS2(SYS_kill, tgid > 0 ? tgid : (int)n.pid, sig);
+}
+
 static void serve(void)
 {
     uint64_t chld = 1ull << (SIGCHLD - 1);
@@ -954,12 +1063,14 @@ static void serve(void)
     if (sfd < 0)
         sys_exit(1);
     for (;;) {
-        struct pollfd pf[2] = {{CTL_FD, POLLIN, 0}, {sfd, POLLIN, 0}};
-        long pr = SYS5(SYS_ppoll, pf, 2, 0, 0, 0);
+        struct pollfd pf[3] = {{CTL_FD, POLLIN, 0}, {sfd, POLLIN, 0}, {notify_fd, POLLIN, 0}};
+        long pr = SYS5(SYS_ppoll, pf, notify_fd >= 0 ? 3 : 2, 0, 0, 0);
         if (pr == -EINTR)
             continue;
         if (pr < 0)
             sys_exit(1);
+        if (notify_fd >= 0 && (pf[2].revents & POLLIN))
+            on_notification();
         if (pf[1].revents) {
             struct signalfd_siginfo si;
             while (xread(sfd, &si, sizeof si) > 0)
@@ -1091,9 +1202,12 @@ __attribute__((noreturn, used)) void start_c(long *sp)
             unsigned short len;
             const void *filter;
         } prog = {seccomp_len, seccomp_prog};
-        long e = SYS3(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &prog);
+        long e = SYS3(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */,
+                      seccomp_notify ? 8 /* SECCOMP_FILTER_FLAG_NEW_LISTENER */ : 0, &prog);
         if (e < 0)
             setup_fail(0, (int)-e, "seccomp", "the init's own filter");
+        if (seccomp_notify)
+            notify_fd = (int)e; /* close-on-exec, and closed by every exec's close_range */
         seccomp_inherited = 1;
     }
     for (int i = 0; i < MAX_EXECS; i++)

@@ -65,6 +65,9 @@ struct sbx_secret {
 #define SBX_F_INHERIT 2u  /* SECCOMP: the init loads the filter on itself at the
                              end of its setup and every exec inherits it (the
                              host checked that it allows the init's syscalls) */
+#define SBX_F_NOTIFY 4u   /* SECCOMP with INHERIT: the program's kill actions
+                             are user notifications; the init takes them, notes
+                             the syscall and kills the process (SIGSYS) */
 
 /* Each operation: this header, then nstr NUL-terminated strings, the whole
  * record padded to 8 bytes.  `len` counts header and strings and padding. */
@@ -159,8 +162,10 @@ struct sbx_started {
 };
 
 struct sbx_exited {
-    int32_t status; /* raw wait status */
-    uint32_t pad;
+    int32_t status;  /* raw wait status */
+    int32_t syscall; /* the syscall a kill action of the seccomp filter stopped
+                        in this exec's session, -1 for none; -2: of another
+                        architecture */
     int64_t utime_us;
     int64_t stime_us;
     int64_t maxrss_kb;

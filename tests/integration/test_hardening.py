@@ -504,6 +504,10 @@ def test_only_the_native_abi(sandbox_host, busybox_rootfs, probe) -> None:
         kernel = probe(sb, "abi:i386", "abi:x32")["ops"]
     with Sandbox(rootfs=busybox_rootfs) as sb:
         r = probe(sb, "abi:i386", "abi:x32")["ops"]
+        # the init took the kill action's notification: the verdict says so
+        v = sb.exec(["/tmp/probe", "abi:x32"])
+        assert (v.reason, v.exit_code) == ("seccomp", 0), v
+        assert v.syscall is not None and v.syscall.startswith("syscall "), v  # an x32 number
     assert r["abi:x32"]["signal"] == 31, r  # SIGSYS
     if kernel["abi:i386"]["ret"] == 0:  # the kernel has the i386 ABI: the filter must stop it
         assert r["abi:i386"]["signal"] == 31, r

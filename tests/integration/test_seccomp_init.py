@@ -5,6 +5,8 @@ exec runs under it."""
 
 from __future__ import annotations
 
+import signal
+
 from sandbox import Sandbox
 
 PROFILE_DENYING_WHAT_THE_INIT_USES = {
@@ -41,3 +43,39 @@ def test_no_profile_no_filter(sandbox_host, busybox_rootfs) -> None:
     with Sandbox(rootfs=busybox_rootfs, seccomp=None) as sb:
         assert _seccomp_of(sb, "1") == "0"
         assert _seccomp_of(sb, "self") == "0"
+
+
+KILL_SYNC = {
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "syscalls": [{"names": ["sync"], "action": "SCMP_ACT_KILL_PROCESS"}],
+}
+
+
+def test_a_kill_action_names_the_syscall(sandbox_host, busybox_rootfs) -> None:
+    """A carried filter's kill actions come to the init as notifications: it
+    notes the syscall for the verdict and kills the process with SIGSYS."""
+    with Sandbox(rootfs=busybox_rootfs, seccomp=KILL_SYNC) as sb:
+        r = sb.exec(["sync"])
+        assert (r.reason, r.signal, r.syscall) == ("seccomp", signal.SIGSYS, "sync")
+        assert "sync" in r.describe()
+        # a process of the command's that is stopped: the command's verdict too
+        r = sb.exec(["sh", "-c", "sync; echo status=$?"])
+        assert r.stdout == b"status=159\n"  # 128 + SIGSYS, as the shell saw it
+        assert (r.reason, r.syscall) == ("seccomp", "sync")
+        # ignoring SIGSYS does not let the call through: SIGKILL then
+        r = sb.exec(["sh", "-c", "trap '' SYS; sync; echo status=$?"])
+        assert r.stdout == b"status=137\n"
+        assert (r.reason, r.syscall) == ("seccomp", "sync")
+        ok = sb.exec(["sh", "-c", "echo fine"])
+        assert (ok.reason, ok.syscall, ok.stdout) == ("exited", None, b"fine\n")
+
+
+def test_a_kill_action_of_a_filter_loaded_per_exec_has_no_name(sandbox_host, busybox_rootfs) -> None:
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        # mkdirat is the init's (files.mkdir): this filter stays per exec
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}],
+    }
+    with Sandbox(rootfs=busybox_rootfs, seccomp=profile) as sb:
+        r = sb.exec(["mkdir", "/tmp/x"])
+        assert (r.reason, r.signal, r.syscall) == ("seccomp", signal.SIGSYS, None)

@@ -32,7 +32,7 @@ STRUCTS: dict[str, tuple[struct.Struct, list[str]]] = {
     "sbx_path_req": (protocol.PATH_REQ, ["flags", "mode"]),
     "sbx_fail": (protocol.FAIL, ["stage", "err", "detail"]),
     "sbx_started": (protocol.STARTED, ["pid", "pad"]),
-    "sbx_exited": (protocol.EXITED, ["status", "pad", "utime_us", "stime_us", "maxrss_kb"]),
+    "sbx_exited": (protocol.EXITED, ["status", "syscall", "utime_us", "stime_us", "maxrss_kb"]),
 }
 
 

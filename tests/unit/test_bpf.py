@@ -93,3 +93,20 @@ def test_a_log_profile_logs_instead_of_denying_and_can_be_carried() -> None:
     assert bpf.run(prog, nr("tuxcall"), ARCH) & bpf.SECCOMP_RET_ACTION_FULL == 0x7FFC0000  # SECCOMP_RET_LOG
     assert bpf.denies(prog, "unshare") == errno.EPERM  # named denials stay
     assert bpf.init_can_carry(prog) is True
+
+
+def test_kill_actions_become_notifications() -> None:
+    prog = (
+        insn(0x20, 0)
+        + insn(0x15, nr("sync"), 0, 1)
+        + insn(0x06, KILL)  # kill process
+        + insn(0x15, nr("syncfs"), 0, 1)
+        + insn(0x06, 0)  # kill thread
+        + insn(0x06, ALLOW)
+    )
+    out = bpf.kills_as_notifications(prog)
+    assert out is not None and len(out) == len(prog)
+    assert bpf.run(out, nr("sync"), ARCH) == bpf.SECCOMP_RET_USER_NOTIF
+    assert bpf.run(out, nr("syncfs"), ARCH) == bpf.SECCOMP_RET_USER_NOTIF
+    assert bpf.run(out, nr("getpid"), ARCH) == ALLOW
+    assert bpf.kills_as_notifications(deny_one("sync")) is None  # no kill action: nothing to do

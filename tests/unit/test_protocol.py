@@ -79,11 +79,11 @@ def test_decode_exited_rejects_wrong_sizes(size: int) -> None:
 @pytest.mark.parametrize(("ut", "st", "rss"), [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (-(2**63), 0, 0)])
 def test_decode_exited_rejects_negative_accounting(ut: int, st: int, rss: int) -> None:
     with pytest.raises(Malformed):
-        protocol.decode_exited(EXITED.pack(0, 0, ut, st, rss))
+        protocol.decode_exited(EXITED.pack(0, -1, ut, st, rss))
 
 
 def test_decode_exited_units() -> None:
-    e = protocol.decode_exited(EXITED.pack(3 << 8, 0, 1_500_000, 250_000, 2048))
+    e = protocol.decode_exited(EXITED.pack(3 << 8, -1, 1_500_000, 250_000, 2048))
     assert (e.status, e.utime, e.stime, e.maxrss) == (3 << 8, 1.5, 0.25, 2048 * 1024)
 
 
@@ -238,7 +238,7 @@ def test_collector_result(status: int, code: int | None, sig: int | None, reason
     c = _base.Collector(["x"])
     c.feed(1, b"out")
     c.feed(2, b"err")
-    c.on_reply(protocol.Reply(protocol.REP_EXITED, 1, EXITED.pack(status, 0, 10, 20, 30)))
+    c.on_reply(protocol.Reply(protocol.REP_EXITED, 1, EXITED.pack(status, -1, 10, 20, 30)))
     r = c.result()
     assert (r.exit_code, r.signal, r.reason) == (code, sig, reason)
     assert (r.stdout, r.stderr) == (b"out", b"err")
