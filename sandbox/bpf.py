@@ -28,8 +28,10 @@ SECCOMP_RET_ALLOW = 0x7FFF0000
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 
 # The init's own syscalls once its setup is done (the control loop, kill,
-# the file requests), and those of an exec's child before execve, with the
-# arguments the C code passes (sandbox/_cext/init.c); None is "any".
+# the file requests, taking notifications), and those of an exec's child
+# before execve, with the arguments the C code passes (sandbox/_cext/init.c);
+# None is "any".  It must be complete: a call the filter turned into a
+# notification would wait for the init itself.
 _PR_SET_KEEPCAPS, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 8, 24, 38, 47
 _CLONE_VFORK_FLAGS = 0x4111  # CLONE_VM | CLONE_VFORK | SIGCHLD
 _TIOCSCTTY = 0x540E
@@ -58,6 +60,8 @@ INIT_SYSCALLS: tuple[tuple[str, tuple[int | None, ...]], ...] = (
     ("clock_gettime", ()),
     ("rt_sigprocmask", ()),
     ("rt_sigaction", ()),
+    ("signalfd4", ()),
+    ("ioctl", (0, 0xC0502100)),  # SECCOMP_IOCTL_NOTIF_RECV, on the listener (the fd is not known here)
     ("clone", (_CLONE_VFORK_FLAGS, 0, 0, 0, 0)),
     ("exit", ()),
     ("exit_group", ()),
