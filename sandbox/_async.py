@@ -80,6 +80,7 @@ class AsyncSandbox(SandboxBase):
     async def aclose(self) -> None:
         """Stop every process of the sandbox and free what it held.  Idempotent."""
         self._closed = True
+        self._release_image()
         launched, self._launched = self._launched, None
         if launched is None:
             return
@@ -95,6 +96,7 @@ class AsyncSandbox(SandboxBase):
     def close(self) -> None:
         """The blocking close, for finalisers and sync code."""
         self._closed = True
+        self._release_image()
         launched, self._launched = self._launched, None
         if launched is not None:
             self._reap(launched)

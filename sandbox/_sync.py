@@ -76,6 +76,7 @@ class Sandbox(SandboxBase):
     def close(self) -> None:
         """Stop every process of the sandbox and free what it held.  Idempotent."""
         self._closed = True
+        self._release_image()
         launched, self._launched = self._launched, None
         if launched is not None:
             self._reap(launched)

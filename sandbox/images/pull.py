@@ -1,0 +1,172 @@
+"""Pull: reference -> manifest (through the platform's entry of an index)
+-> config -> layers, downloaded and unpacked concurrently, each exactly once
+across processes (a lock per layer), then the image record."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import config as _config
+from . import manifest as mf
+from .errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
+from .reference import Reference
+from .registry import Client
+from .store import Store, hexof, tree_summary, write_atomic
+from .unpack import unpack
+
+# progress(event, digest, done, total): event is "download", "unpack", "exists" or "done"
+Progress = Callable[[str, str, int, int], None]
+WORKERS = 4
+
+
+@dataclass
+class _Ctx:
+    store: Store
+    client: Client
+    progress: Progress | None
+
+    def tell(self, event: str, digest: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(event, digest, done, total)
+
+
+def _resolve(client: Client, ref: Reference, platform: str) -> tuple[list[tuple[bytes, str]], dict[str, Any]]:
+    """[(body, digest) of the index and/or manifest], the parsed manifest."""
+    where = str(ref)
+    body, ctype, digest = client.manifest(ref.lookup)
+    data = mf.loads(body, where)
+    mt = mf.media_type(data, ctype)
+    if mt in mf.DOCKER_SCHEMA1 or data.get("schemaVersion") == 1:
+        raise ImageError(f"{where}: a Docker schema 1 manifest, which is not supported (push it again)")
+    got = [(body, digest)]
+    if mt in mf.INDEXES:
+        entry = mf.select(mf.index_entries(data, where), platform, where)
+        body, ctype, digest = client.manifest(entry.digest)
+        data = mf.loads(body, where)
+        mt = mf.media_type(data, ctype)
+        got.append((body, digest))
+    if mt not in mf.MANIFESTS:
+        raise ImageError(f"{where}: unsupported manifest type {mt!r}")
+    return got, data
+
+
+def _put_blob(store: Store, digest: str, body: bytes) -> None:
+    p = store.blob_path(digest)
+    if not p.exists():
+        write_atomic(p, body, store.root / "tmp")
+
+
+def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
+    st = ctx.store
+    if st.has_layer(diff_id):
+        ctx.tell("exists", desc.digest, desc.size, desc.size)
+        return
+    with st.entry_lock(f"layer-{hexof(diff_id)}"):
+        if st.has_layer(diff_id):  # another process made it while we waited
+            ctx.tell("exists", desc.digest, desc.size, desc.size)
+            return
+        blob = st.blob_path(desc.digest)
+        with st.entry_lock(f"blob-{hexof(desc.digest)}"):
+            if not blob.exists():
+                partial = f"{blob}.partial"
+                ctx.client.blob_to_file(
+                    desc.digest, desc.size, partial,
+                    lambda n: ctx.tell("download", desc.digest, n, desc.size),
+                )  # fmt: skip
+                os.rename(partial, blob)
+        tmp = st.tmp()
+        try:
+            tree = tmp / "tree"
+            tree.mkdir(mode=0o755)
+            ctx.tell("unpack", desc.digest, 0, desc.size)
+            stats = unpack(str(blob), str(tree), diff_id)
+            info = {"diff_id": diff_id, "blob": desc.digest, "unpacked": time.time(), **tree_summary(str(tree)),
+                    "whiteouts": stats.whiteouts, "opaque": stats.opaque,
+                    "skipped_devices": stats.skipped_devices}  # fmt: skip
+            (tmp / "layer.json").write_text(json.dumps(info, sort_keys=True))
+            os.rename(tmp, st.layer_dir(diff_id))  # the layer appears whole, or not at all
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    ctx.tell("done", desc.digest, desc.size, desc.size)
+
+
+def _clean_dead_tmp(store: Store) -> None:
+    """tmp/ entries of processes that are gone (killed mid-pull)."""
+    for p in (store.root / "tmp").iterdir():
+        pid = p.name.split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        except PermissionError:
+            pass
+
+
+def pull_locked(
+    store: Store, ref: Reference, platform: str | None = None, progress: Progress | None = None,
+    cfg: _config.RegistryConfig | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Pull with the store lock held (shared); returns the image record."""
+    cfg = cfg or _config.load()
+    plat = mf.check_platform(platform) if platform is not None else mf.host_platform()
+    _clean_dead_tmp(store)
+    errors: list[RegistryError] = []
+    for base in cfg.endpoints(ref.registry):
+        client = Client(base, ref.repository, cfg)
+        try:
+            got, data = _resolve(client, ref, plat)
+            break
+        except DigestMismatch:
+            raise
+        except RegistryError as e:
+            errors.append(e)
+    else:
+        if len(errors) == 1:
+            raise errors[0]
+        kind = ImageNotFound if all(isinstance(e, ImageNotFound) for e in errors) else RegistryError
+        raise kind(f"{ref}: every endpoint failed: " + "; ".join(map(str, errors)))
+    where = str(ref)
+    config_desc, layers = mf.manifest_parts(data, where)
+    if store.has_blob(config_desc.digest):
+        cbody = store.blob_path(config_desc.digest).read_bytes()
+    else:
+        cbody = client.blob_bytes(config_desc.digest, config_desc.size, mf.CONFIG_MAX)
+    conf = mf.parse_config(cbody, where)
+    if len(conf.diff_ids) != len(layers):
+        raise ImageError(f"{where}: {len(layers)} layers but {len(conf.diff_ids)} diff_ids in the config")
+    for body, digest in got:
+        _put_blob(store, digest, body)
+    _put_blob(store, config_desc.digest, cbody)
+    ctx = _Ctx(store, client, progress)
+    if layers:
+        with ThreadPoolExecutor(max_workers=min(WORKERS, len(layers))) as pool:
+            futs = [pool.submit(_layer, ctx, d, di) for d, di in zip(layers, conf.diff_ids, strict=True)]
+            for f in futs:
+                f.result()
+    rec = {
+        "ref": str(ref),
+        "digest": got[-1][1],
+        "index": got[0][1] if len(got) > 1 else None,
+        "config": config_desc.digest,
+        "platform": conf.platform or plat,
+        "layers": [
+            {"digest": d.digest, "size": d.size, "mediaType": d.media_type, "diff_id": di}
+            for d, di in zip(layers, conf.diff_ids, strict=True)
+        ],
+        "size": sum(d.size for d in layers),
+        "pulled": time.time(),
+        "source": client.base,
+    }
+    store.write_record(ref, rec)
+    return rec
+
