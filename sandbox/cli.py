@@ -1,7 +1,11 @@
 """The `sandbox` command.  `sandbox run` is shaped like `docker run`:
 
-    sandbox run [--rootfs DIR] [--env K=V] [--workdir DIR] [--user U[:G]]
+    sandbox run [--rootfs DIR | --image REF] [--env K=V] [--workdir DIR] [--user U[:G]]
                 [--mount SRC:DST[:rw]] [--timeout S] [--json] -- CMD...
+    sandbox run IMAGE [-- CMD...]       (the image's Entrypoint/Cmd without CMD)
+
+Images: `sandbox pull REF`, `images [--verify]`, `rmi REF`, `prune`
+(sandbox/images/cli.py); `sandbox gc` reclaims what killed processes left.
 
 Its exit status is the command's, 128+N when a signal N ended it; 125 when
 the sandbox itself could not run the command (bad option, failed start),
@@ -16,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import CommandNotFound, ConfigError, SandboxError
+from .images import cli as images_cli
 from .spec import Mount
 
 EXIT_SANDBOX = 125
@@ -76,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a command in a new sandbox")
     run.add_argument("--rootfs", help="root file system directory (default: the embedded busybox rootfs)")
     run.add_argument("--layer", action="append", default=[], help="a layer directory, lowest first (repeat)")
+    run.add_argument("--image", help="an OCI image reference (pulled when missing), e.g. debian:bookworm")
     run.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    run.add_argument("-w", "--workdir", default="/")
+    run.add_argument("-w", "--workdir", help="working directory (default: the image's, or /)")
     run.add_argument("-u", "--user")
     run.add_argument("-v", "--mount", action="append", default=[], metavar="SRC:DST[:rw]")
     run.add_argument("--hostname", default="sandbox")
@@ -97,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cap-add", action="append", default=[], metavar="CAP")
     run.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="check what this host offers sandboxes, and how to fix the rest")
+    images_cli.add_parsers(sub)
+    sub.add_parser("gc", help="reclaim what killed sandboxes and pulls left behind")
     return ap
 
 
@@ -125,11 +133,17 @@ def cmd_run(a: argparse.Namespace) -> int:
     from ._sync import Sandbox
 
     argv = a.command[1:] if a.command[:1] == ["--"] else a.command
-    if not argv:
+    image = a.image
+    if image is None and argv and (argv[1:2] == ["--"] or len(argv) == 1) and not argv[0].startswith("/"):
+        image, argv = argv[0], argv[2:]  # sandbox run IMAGE [-- CMD...]
+    if not argv and image is None:
         raise ConfigError("COMMAND", "nothing to run: give it after --, e.g. sandbox run -- echo hi")
-    if a.layer and a.rootfs:
-        raise ConfigError("--layer", "give either --rootfs or --layer, not both")
+    if sum(map(bool, (a.layer, a.rootfs, image))) > 1:
+        raise ConfigError("--image", "give one of IMAGE (--image), --rootfs or --layer")
     kw: dict[str, object] = {"layers": a.layer} if a.layer else {"rootfs": a.rootfs or default_rootfs()}
+    if image is not None:
+        images_cli.ensure(image)  # a pull shows its progress
+        kw = {"image": image}
     with Sandbox(
         **kw,  # type: ignore[arg-type]
         env=_kv("--env", a.env),
@@ -143,6 +157,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         seccomp=None if a.seccomp == "none" else a.seccomp,
         cap_add=a.cap_add,
     ) as sb:
+        if not argv and sb.image is not None:
+            argv = sb.image.argv()
+        if not argv:
+            raise ConfigError("COMMAND", f"the image {image} has no Entrypoint or Cmd: give a command after --")
         data = sys.stdin.buffer.read() if a.interactive else None
         if a.json:
             r = sb.exec(argv, stdin=data, timeout=a.timeout)
@@ -171,6 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.cmd == "run":
             return cmd_run(a)
+        if a.cmd in images_cli.COMMANDS:
+            return images_cli.main(a)
+        if a.cmd == "gc":
+            from . import images
+
+            for line in images.gc():
+                print(f"gc: {line}")
+            return 0
         if a.cmd == "doctor":
             from . import doctor
 

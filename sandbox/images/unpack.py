@@ -199,14 +199,27 @@ class _Extractor:
                 return self.dir_fd(rel, member, create=False)
             if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV, errno.EAGAIN, errno.ENOENT):
                 raise UnsafeLayer(
-                    f"entry {member!r}: its path goes through {rel!r}, which is not a directory "
-                    f"of this layer (a symlink or a file): refused"
+                    f"entry {member!r}: its path goes through {self._culprit(rel)!r}, which is not a "
+                    f"directory of this layer (a symlink or a file): refused"
                 ) from None
             raise
         self._dirs[rel] = fd
         if len(self._dirs) > 32:
             os.close(self._dirs.popitem(last=False)[1])
         return fd
+
+    def _culprit(self, rel: str) -> str:
+        """The first part of `rel` that is not a directory (for the message)."""
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            try:
+                st = os.lstat(prefix, dir_fd=self.root)  # no follow: the last part is what is looked at
+            except OSError:
+                return prefix
+            if not stat.S_ISDIR(st.st_mode):
+                return prefix
+        return rel
 
     def _remove(self, parent: int, name: str) -> None:
         try:
