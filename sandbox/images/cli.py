@@ -46,6 +46,8 @@ class ProgressDisplay:
         self.last = 0.0
 
     def __call__(self, event: str, digest: str, done: int, total: int) -> None:
+        if event == "unpacking":
+            return  # counts uncompressed bytes: not comparable with the download's
         with self.lock:
             self.done[digest], self.total[digest] = done, total
             short = digest[7:19]

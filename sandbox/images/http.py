@@ -55,7 +55,8 @@ class Http:
                 conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=TIMEOUT, context=self.ctx)
             else:
                 conn = http.client.HTTPConnection(u.hostname, u.port, timeout=TIMEOUT)
-            h = dict(headers)
+            # Connection: close hands the socket to the response, which closes it
+            h = {**headers, "Connection": "close"}
             if auth is not None and origin(url) == first:
                 h["Authorization"] = auth
             path = (u.path or "/") + (f"?{u.query}" if u.query else "")

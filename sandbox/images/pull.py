@@ -21,7 +21,8 @@ from .registry import Client
 from .store import Store, hexof, tree_summary, write_atomic
 from .unpack import unpack
 
-# progress(event, digest, done, total): event is "download", "unpack", "exists" or "done"
+# progress(event, digest, done, total): event is "download", "unpack" (starts), "unpacking"
+# (done = uncompressed bytes so far), "exists" (already in the store) or "done"
 Progress = Callable[[str, str, int, int], None]
 WORKERS = 4
 
@@ -86,7 +87,8 @@ def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
             tree = tmp / "tree"
             tree.mkdir(mode=0o755)
             ctx.tell("unpack", desc.digest, 0, desc.size)
-            stats = unpack(str(blob), str(tree), diff_id)
+            stats = unpack(str(blob), str(tree), diff_id,
+                           progress=lambda n: ctx.tell("unpacking", desc.digest, n, desc.size))  # fmt: skip
             info = {"diff_id": diff_id, "blob": desc.digest, "unpacked": time.time(), **tree_summary(str(tree)),
                     "whiteouts": stats.whiteouts, "opaque": stats.opaque,
                     "skipped_devices": stats.skipped_devices}  # fmt: skip

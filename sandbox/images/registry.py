@@ -61,7 +61,8 @@ class Client:
                 self.requests += 1
                 resp = self.http.open("GET", self.base + path, headers, self._auth)
             except NETWORK_ERRORS as e:
-                if attempt >= RETRIES:
+                # nothing listens: no point in waiting (the next mirror is tried at once)
+                if attempt >= RETRIES or isinstance(e, ConnectionRefusedError):
                     raise RegistryError(f"{what}: cannot reach {self.base}: {e}") from e
                 backoff(attempt)
                 attempt += 1

@@ -379,14 +379,16 @@ def unpack(
             stream = _Decompressed(f, limit=max_size + (MAX_ENTRIES * 1024))
             try:
                 tf = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)  # type: ignore[call-overload]
+                reported = 0
                 while True:
                     m = tf.next()
                     if m is None:
                         break
                     tf.members.clear()  # stream mode: do not keep every header
                     ex.entry(m, tf)
-                    if progress is not None:
-                        progress(stream.n)
+                    if progress is not None and stream.n - reported >= CHUNK:
+                        reported = stream.n
+                        progress(reported)
             except tarfile.TarError as e:
                 raise UnsafeLayer(f"not a valid tar: {e}") from None
             got = stream.drain()

@@ -143,7 +143,10 @@ def small(path: str) -> None:
         ("file", ".wh.gone-dir", 0o644, b""), ("dir", "opaque", 0o755, None),
         ("file", "opaque/.wh..wh..opq", 0o644, b""), ("file", "opaque/new.txt", 0o644, "new\n"),
     ]  # fmt: skip
-    lay.tag("whiteout:latest", image(lay, [layer(lay, tar_layer(base)), layer(lay, tar_layer(top))]))
+    # its config also tests the defaults a sandbox takes: Env, WorkingDir, Entrypoint + Cmd
+    extra = {"Env": [PATH_ENV, "GREETING=from-image"], "WorkingDir": "/data",
+             "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo entry in $PWD: $GREETING"]}  # fmt: skip
+    lay.tag("whiteout:latest", image(lay, [layer(lay, tar_layer(base)), layer(lay, tar_layer(top))], extra=extra))
     bbl = layer(lay, raw)
     amd64 = image(lay, [bbl, layer(lay, tar_layer([("file", "ARCH", 0o644, "amd64\n")]))])
     arm64 = image(lay, [layer(lay, tar_layer([("file", "ARCH", 0o644, "arm64\n")]))], arch="arm64", variant="v8")

@@ -1,0 +1,126 @@
+"""pytest fixtures for the image tests: the real registry (registry.sh up,
+once per session), a private image store per test, and a loopback proxy
+that records every request a test's pulls make."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+
+HERE = Path(__file__).resolve().parent
+TOOLS = ("docker-registry", "skopeo", "htpasswd", "openssl", "curl")
+
+
+@dataclass
+class Registry:
+    env: dict[str, str]
+    images: dict[str, Any]
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self.env[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def ref(self, name: str, endpoint: str = "plain") -> str:
+        """'127.0.0.1:5180/library/busybox:latest' for 'busybox:latest'."""
+        return f"{self.env[endpoint]}/library/{name}"
+
+    def image(self, name: str) -> dict[str, Any]:
+        return self.images[f"library/{name}"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    for tool in TOOLS:
+        require(shutil.which(tool), f"no {tool}: ./dev installs it (apt-get install docker-registry skopeo apache2-utils)")
+    r = subprocess.run(["bash", str(HERE / "registry.sh"), "up"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"tests/registry/registry.sh up failed:\n{r.stderr[-3000:]}"
+    d = Path(os.environ.get("SANDBOX_REGISTRY_DIR", "/var/tmp/sandbox-registry")) / "run"
+    env = json.loads((d / "env.json").read_text())
+    return Registry(env, json.loads((d / "images.json").read_text())["images"])
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Registry) -> Path:
+    """A private store; the registries reached over plain HTTP marked
+    insecure; no machine-wide configuration, no credentials, no Docker Hub."""
+    root = tmp_path / "store"
+    monkeypatch.setenv("SANDBOX_IMAGE_STORE", str(root))
+    monkeypatch.setenv("SANDBOX_REGISTRY_CONFIG", str(tmp_path / "no-registries.json"))
+    monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", ",".join((registry.plain, registry.basic, registry.token)))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("SANDBOX_REGISTRY_MIRRORS_ONLY", "1")  # never out to Docker Hub
+    for var in ("SANDBOX_REGISTRY_MIRRORS", "SANDBOX_REGISTRY_CA"):
+        monkeypatch.delenv(var, raising=False)
+    return root
+
+
+@dataclass
+class Proxy:
+    """A TCP forwarder on 127.0.0.1 that records each request line."""
+
+    target: tuple[str, int]
+    requests: list[str] = field(default_factory=list)
+    sock: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def addr(self) -> str:
+        return "127.0.0.1:%d" % self.sock.getsockname()[1]
+
+    def serve(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c: socket.socket) -> None:
+        with c, socket.create_connection(self.target) as up:
+            first = True
+            t = threading.Thread(target=self._pipe, args=(up, c), daemon=True)
+            t.start()
+            while data := c.recv(65536):
+                if first:
+                    # recorded before anything reaches the registry: a pull
+                    # cannot finish before its requests are counted
+                    with self.lock:
+                        self.requests.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+                    first = False
+                up.sendall(data)
+            up.shutdown(socket.SHUT_WR)
+            t.join()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def proxy(registry: Registry) -> Iterator[Proxy]:
+    host, port = registry.plain.rsplit(":", 1)
+    p = Proxy((host, int(port)))
+    t = threading.Thread(target=p.serve, daemon=True)
+    t.start()
+    yield p
+    p.sock.close()
+    t.join(5)
