@@ -160,7 +160,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         if not argv and sb.image is not None:
             argv = sb.image.argv()
         if not argv:
-            raise ConfigError("COMMAND", f"the image {image} has no Entrypoint or Cmd: give a command after --")
+            raise ConfigError("COMMAND", f"the image {image} has no Entrypoint or Cmd: give one after --")
         data = sys.stdin.buffer.read() if a.interactive else None
         if a.json:
             r = sb.exec(argv, stdin=data, timeout=a.timeout)

@@ -25,10 +25,25 @@ from .reference import Reference, parse
 from .store import Hold, Store, tree_summary
 
 __all__ = [
-    "DigestMismatch", "Hold", "Image", "ImageError", "ImageNotFound", "PlatformNotFound", "Reference",
-    "RegistryError", "Store", "UnsafeLayer", "gc", "list", "open_image", "parse", "prune", "pull",
-    "remove", "verify",
-]  # fmt: skip
+    "DigestMismatch",
+    "Hold",
+    "Image",
+    "ImageError",
+    "ImageNotFound",
+    "PlatformNotFound",
+    "Reference",
+    "RegistryError",
+    "Store",
+    "UnsafeLayer",
+    "gc",
+    "list",
+    "open_image",
+    "parse",
+    "prune",
+    "pull",
+    "remove",
+    "verify",
+]
 
 _list = list
 
@@ -41,7 +56,7 @@ class Image:
     config: _mf.ImageConfig
     size: int  # compressed bytes of the layers
 
-    def argv(self, command: Sequence[str] | None = None) -> list[str]:
+    def argv(self, command: Sequence[str] | None = None) -> _list[str]:
         """What `docker run IMAGE [COMMAND]` runs: Entrypoint, then the
         command or else the image's Cmd."""
         tail = _list(command) if command else _list(self.config.cmd or ())
@@ -98,7 +113,7 @@ def local_or_pull(
     return rec
 
 
-def list(store: Store | None = None) -> _list[dict[str, Any]]:  # noqa: A001 - images.list(), as the CLI says
+def list(store: Store | None = None) -> _list[dict[str, Any]]:
     """The image records: ref, digest, platform, size, layers."""
     st = store or Store()
     if not st.root.is_dir():
@@ -166,8 +181,10 @@ def verify(store: Store | None = None) -> _list[str]:
                 continue
             now = tree_summary(str(d / "tree"))
             if now != {"entries": info.get("entries"), "bytes": info.get("bytes")}:
-                problems.append(f"layer sha256:{d.name}: the tree has changed ({now}, unpacked as "
-                                f"{info.get('entries')} entries, {info.get('bytes')} bytes)")  # fmt: skip
+                problems.append(
+                    f"layer sha256:{d.name}: the tree has changed ({now}, unpacked as "
+                    f"{info.get('entries')} entries, {info.get('bytes')} bytes)"
+                )
         if not os.access(st.root, os.W_OK):
             problems.append(f"{st.root}: not writable")
     return problems

@@ -19,7 +19,10 @@ TOKEN_MAX = 1 << 20
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """'Bearer realm="...",service="..."' -> ("bearer", {"realm": ..., ...})."""
     scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)) for m in _PARAM.finditer(rest)}
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+        for m in _PARAM.finditer(rest)
+    }
     return scheme.lower(), params
 
 

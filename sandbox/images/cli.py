@@ -59,8 +59,10 @@ class ProgressDisplay:
             now = time.monotonic()
             if self.tty and (now - self.last > 0.1 or event != "download"):
                 self.last = now
-                line = (f"{self.ref}: {len(self.finished)}/{len(self.total)} layers, "
-                        f"{_mb(sum(self.done.values()))} of {_mb(sum(self.total.values()))}")  # fmt: skip
+                line = (
+                    f"{self.ref}: {len(self.finished)}/{len(self.total)} layers, "
+                    f"{_mb(sum(self.done.values()))} of {_mb(sum(self.total.values()))}"
+                )
                 self.out.write("\r\x1b[K" + line)
                 self.out.flush()
 
@@ -82,8 +84,10 @@ def cmd_pull(a: argparse.Namespace) -> int:
     if a.quiet:
         print(img.digest)
     else:
-        print(f"{ref.familiar()}: {img.digest} ({len(img.layers)} layers, {_mb(img.size)}, "
-              f"{img.config.platform}) in {time.monotonic() - t0:.2f} s")  # fmt: skip
+        print(
+            f"{ref.familiar()}: {img.digest} ({len(img.layers)} layers, {_mb(img.size)}, "
+            f"{img.config.platform}) in {time.monotonic() - t0:.2f} s"
+        )
     return 0
 
 
@@ -91,8 +95,15 @@ def cmd_images(a: argparse.Namespace) -> int:
     st = Store()
     rows = [("IMAGE", "DIGEST", "PLATFORM", "LAYERS", "SIZE")]
     for rec in list(st):
-        rows.append((parse(rec["ref"]).familiar(), rec["digest"][7:19], rec.get("platform", "?"),
-                     str(len(rec["layers"])), _mb(rec.get("size", 0))))  # fmt: skip
+        rows.append(
+            (
+                parse(rec["ref"]).familiar(),
+                rec["digest"][7:19],
+                rec.get("platform", "?"),
+                str(len(rec["layers"])),
+                _mb(rec.get("size", 0)),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -102,8 +113,10 @@ def cmd_images(a: argparse.Namespace) -> int:
     for p in problems:
         print(f"sandbox images --verify: {p}", file=sys.stderr)
     if problems:
-        print(f"store {st.root}: {len(problems)} problem(s); `sandbox rmi` the images named, then pull again",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"store {st.root}: {len(problems)} problem(s); `sandbox rmi` the images named, then pull again",
+            file=sys.stderr,
+        )
         return 1
     print(f"store {st.root}: intact (every blob matches its digest, every layer its unpacked summary)")
     return 0

@@ -75,7 +75,9 @@ class RegistryConfig:
 
 def _file_config() -> dict[str, object]:
     path = os.environ.get("SANDBOX_REGISTRY_CONFIG")
-    candidates = [Path(path)] if path else [sandbox_home() / "registries.json", Path("/etc/sandbox/registries.json")]
+    candidates = (
+        [Path(path)] if path else [sandbox_home() / "registries.json", Path("/etc/sandbox/registries.json")]
+    )
     for p in candidates:
         try:
             data = json.loads(p.read_text())
@@ -120,7 +122,9 @@ def _mirror(url: str, option: str) -> str:
 def load() -> RegistryConfig:
     f = _file_config()
     env = os.environ
-    mirrors = [_mirror(m, "SANDBOX_REGISTRY_MIRRORS") for m in _split(env.get("SANDBOX_REGISTRY_MIRRORS", ""))]
+    mirrors = [
+        _mirror(m, "SANDBOX_REGISTRY_MIRRORS") for m in _split(env.get("SANDBOX_REGISTRY_MIRRORS", ""))
+    ]
     fm = f.get("mirrors", [])
     insecure = set(_split(env.get("SANDBOX_INSECURE_REGISTRIES", "")))
     fi = f.get("insecure", [])

@@ -1,12 +1,12 @@
 """The image errors, under the package's one tree (sandbox.errors)::
 
-    SandboxError
-    └── ImageError               pulling, storing or unpacking an image failed
-        ├── RegistryError        the registry refused, failed or could not be reached
-        │   └── ImageNotFound    ... the repository, tag or digest does not exist
-        ├── DigestMismatch       content does not match its digest or size
-        ├── UnsafeLayer          a layer tar tries to write outside its directory
-        └── PlatformNotFound     an index has no manifest for the platform asked
+SandboxError
+└── ImageError               pulling, storing or unpacking an image failed
+    ├── RegistryError        the registry refused, failed or could not be reached
+    │   └── ImageNotFound    ... the repository, tag or digest does not exist
+    ├── DigestMismatch       content does not match its digest or size
+    ├── UnsafeLayer          a layer tar tries to write outside its directory
+    └── PlatformNotFound     an index has no manifest for the platform asked
 """
 
 from __future__ import annotations

@@ -30,13 +30,21 @@ class Resolved:
         """Hold the layers (a shared flock) until the sandbox closes."""
         with self.store.lock():
             if not self.store.complete(self.record):
-                raise ImageError(f"{self.image.ref}: removed from the store meanwhile; make the sandbox again")
+                raise ImageError(
+                    f"{self.image.ref}: removed from the store meanwhile; make the sandbox again"
+                )
             return self.store.hold(self.record)
 
 
 def resolve(
-    image: object, *, rootfs: object, layers: object, env: object, workdir: str | None, user: str | int | None,
-) -> Resolved:  # fmt: skip
+    image: object,
+    *,
+    rootfs: object,
+    layers: object,
+    env: object,
+    workdir: str | None,
+    user: str | int | None,
+) -> Resolved:
     if rootfs is not None or layers is not None:
         raise ConfigError("image", "give one of image=, rootfs= or layers=, not several")
     if not isinstance(image, str):

@@ -15,8 +15,10 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v1+prettyjws")  # fmt: skip
+DOCKER_SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
 INDEXES = (OCI_INDEX, DOCKER_LIST)
 MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
@@ -115,12 +117,14 @@ def host_platform() -> str:
 
 def check_platform(value: object) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", value):
-        raise ConfigError("platform", f"{value!r}: write OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8")
+        raise ConfigError(
+            "platform", f"{value!r}: write OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
+        )
     return value
 
 
 def _norm(p: str) -> tuple[str, str, str]:
-    parts = (p.split("/") + ["", ""])[:3]
+    parts = ([*p.split("/"), "", ""])[:3]
     os_, arch, variant = parts
     if arch == "arm64" and not variant:
         variant = "v8"  # arm64's only variant, often left out
@@ -132,12 +136,14 @@ def select(entries: list[Descriptor], want: str, where: str) -> Descriptor:
     w_os, w_arch, w_var = _norm(want)
     explicit_variant = want.count("/") == 2
     for e in entries:
-        if e.media_type not in MANIFESTS + ("",) or not e.platform:
+        if e.media_type not in (*MANIFESTS, "") or not e.platform:
             continue
         os_, arch, var = _norm(e.platform)
         if (os_, arch) == (w_os, w_arch) and (not explicit_variant or var == w_var):
             return e
-    offered = ", ".join(sorted({e.platform for e in entries if e.platform and not e.platform.startswith("unknown")}))
+    offered = ", ".join(
+        sorted({e.platform for e in entries if e.platform and not e.platform.startswith("unknown")})
+    )
     raise PlatformNotFound(
         f"{where}: no image for platform {want}; the index offers: {offered or 'none'} "
         "(choose one with platform=...)"
@@ -156,7 +162,9 @@ def parse_config(body: bytes, where: str) -> ImageConfig:
     data = loads(body, where)
     rootfs = data.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and DIGEST.fullmatch(d) for d in diff_ids):
+    if not isinstance(diff_ids, list) or not all(
+        isinstance(d, str) and DIGEST.fullmatch(d) for d in diff_ids
+    ):
         raise ImageError(f"{where}: the config has no list of sha256 diff_ids")
     c = data.get("config") or {}
     if not isinstance(c, dict):

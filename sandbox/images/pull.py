@@ -78,20 +78,32 @@ def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
             if not blob.exists():
                 partial = f"{blob}.partial"
                 ctx.client.blob_to_file(
-                    desc.digest, desc.size, partial,
+                    desc.digest,
+                    desc.size,
+                    partial,
                     lambda n: ctx.tell("download", desc.digest, n, desc.size),
-                )  # fmt: skip
+                )
                 os.rename(partial, blob)
         tmp = st.tmp()
         try:
             tree = tmp / "tree"
             tree.mkdir(mode=0o755)
             ctx.tell("unpack", desc.digest, 0, desc.size)
-            stats = unpack(str(blob), str(tree), diff_id,
-                           progress=lambda n: ctx.tell("unpacking", desc.digest, n, desc.size))  # fmt: skip
-            info = {"diff_id": diff_id, "blob": desc.digest, "unpacked": time.time(), **tree_summary(str(tree)),
-                    "whiteouts": stats.whiteouts, "opaque": stats.opaque,
-                    "skipped_devices": stats.skipped_devices}  # fmt: skip
+            stats = unpack(
+                str(blob),
+                str(tree),
+                diff_id,
+                progress=lambda n: ctx.tell("unpacking", desc.digest, n, desc.size),
+            )
+            info = {
+                "diff_id": diff_id,
+                "blob": desc.digest,
+                "unpacked": time.time(),
+                **tree_summary(str(tree)),
+                "whiteouts": stats.whiteouts,
+                "opaque": stats.opaque,
+                "skipped_devices": stats.skipped_devices,
+            }
             (tmp / "layer.json").write_text(json.dumps(info, sort_keys=True))
             os.rename(tmp, st.layer_dir(diff_id))  # the layer appears whole, or not at all
         except BaseException:
@@ -115,9 +127,12 @@ def _clean_dead_tmp(store: Store) -> None:
 
 
 def pull_locked(
-    store: Store, ref: Reference, platform: str | None = None, progress: Progress | None = None,
+    store: Store,
+    ref: Reference,
+    platform: str | None = None,
+    progress: Progress | None = None,
     cfg: _config.RegistryConfig | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Pull with the store lock held (shared); returns the image record."""
     cfg = cfg or _config.load()
     plat = mf.check_platform(platform) if platform is not None else mf.host_platform()
@@ -171,4 +186,3 @@ def pull_locked(
     }
     store.write_record(ref, rec)
     return rec
-

@@ -97,7 +97,9 @@ class Client:
     def manifest(self, ref: str) -> tuple[bytes, str | None, str]:
         """(body, Content-Type, digest of the body), checked against `ref`
         when it is a digest and against Docker-Content-Digest when sent."""
-        what = f"manifest {self.repo}:{ref}" if not ref.startswith("sha256:") else f"manifest {self.repo}@{ref}"
+        what = (
+            f"manifest {self.repo}:{ref}" if not ref.startswith("sha256:") else f"manifest {self.repo}@{ref}"
+        )
         resp = self.get(f"/v2/{self.repo}/manifests/{ref}", {"Accept": ACCEPT}, what)
         if resp.status != 200:
             raise self._fail(resp, what)
@@ -125,7 +127,9 @@ class Client:
             body = read_limited(resp, limit, what)
         finally:
             resp.close()
-        check(body_digest="sha256:" + hashlib.sha256(body).hexdigest(), got=len(body), digest=digest, size=size)
+        check(
+            body_digest="sha256:" + hashlib.sha256(body).hexdigest(), got=len(body), digest=digest, size=size
+        )
         return body
 
     def blob_to_file(self, digest: str, size: int, path: str, progress: Progress | None = None) -> None:
@@ -166,6 +170,7 @@ class Client:
                             h.update(chunk)
                             f.write(chunk)
                             if progress is not None:
+                                f.flush()  # what was reported is on disk: a later try resumes from it
                                 progress(have)
                     except NETWORK_ERRORS as e:
                         if attempt >= RETRIES:

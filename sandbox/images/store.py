@@ -165,7 +165,9 @@ class Store:
 
     def write_record(self, ref: Reference, rec: dict[str, Any]) -> None:
         self.ensure()
-        write_atomic(self.record_path(ref), json.dumps(rec, indent=1, sort_keys=True).encode(), self.root / "tmp")
+        write_atomic(
+            self.record_path(ref), json.dumps(rec, indent=1, sort_keys=True).encode(), self.root / "tmp"
+        )
 
     def read_record(self, ref: Reference) -> dict[str, Any] | None:
         try:
@@ -173,7 +175,9 @@ class Store:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            raise ImageError(f"the store's record of {ref} is unreadable ({e}); run `sandbox rmi {ref}`") from None
+            raise ImageError(
+                f"the store's record of {ref} is unreadable ({e}); run `sandbox rmi {ref}`"
+            ) from None
         return rec if isinstance(rec, dict) and rec.get("ref") == str(ref) else None
 
     def records(self) -> list[dict[str, Any]]:

@@ -306,7 +306,12 @@ class _Extractor:
                 raise UnsafeLayer(f"the layer holds more than {self.max_size} bytes of files")
             src = tf.extractfile(m)
             assert src is not None
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=parent,
+            )
             try:
                 left = m.size
                 while left > 0:
@@ -366,9 +371,12 @@ class _Extractor:
 
 
 def unpack(
-    blob: str, dest: str, diff_id: str | None, max_size: int = MAX_LAYER_SIZE,
+    blob: str,
+    dest: str,
+    diff_id: str | None,
+    max_size: int = MAX_LAYER_SIZE,
     progress: Callable[[int], None] | None = None,
-) -> Stats:  # fmt: skip
+) -> Stats:
     """Unpack the layer blob at `blob` into the existing empty directory
     `dest`; the uncompressed stream must hash to `diff_id` (when given).
     On any error the caller removes `dest`."""
@@ -378,7 +386,8 @@ def unpack(
         with open(blob, "rb") as f:
             stream = _Decompressed(f, limit=max_size + (MAX_ENTRIES * 1024))
             try:
-                tf = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)  # type: ignore[call-overload]
+                # stream mode: one pass, nothing seeks; closed with the blob file
+                tf = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)  # type: ignore[call-overload]  # noqa: SIM115
                 reported = 0
                 while True:
                     m = tf.next()

@@ -12,7 +12,7 @@ import pytest
 from sandbox import Sandbox, images
 from sandbox.images.store import Store
 from tests.conftest import require_sandbox_host, sh_ok
-from tests.registry.fixture import Proxy, Registry, proxy, registry, store  # noqa: F401
+from tests.registry.fixture import Proxy, Registry
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_debian_through_the_mirror_then_no_request(
     with Sandbox(image="debian") as sb:
         out = sh_ok(sb, "cat /etc/os-release")
         assert sb.image is not None and sb.image.digest == registry.image("debian:latest")["digest"]
-    assert 'VERSION_CODENAME=bookworm' in out
+    assert "VERSION_CODENAME=bookworm" in out
     blob = registry.image("debian:latest")["layers"][0]["digest"]
     assert f"GET /v2/library/debian/blobs/{blob} HTTP/1.1" in proxy.requests
     assert images.verify() == []
@@ -41,14 +41,21 @@ def test_debian_through_the_mirror_then_no_request(
 
 def test_whiteouts_and_opaque_dirs_from_inside(store: Path, registry: Registry) -> None:
     with Sandbox(image=registry.ref("whiteout:latest")) as sb:
-        assert sh_ok(sb, "ls -A /data") .split() == ["added.txt", "changed.txt", "hardlink-to-keep", "keep.txt"]
+        assert sh_ok(sb, "ls -A /data").split() == [
+            "added.txt",
+            "changed.txt",
+            "hardlink-to-keep",
+            "keep.txt",
+        ]
         assert sh_ok(sb, "cat /data/changed.txt") == "changed v2\n"
         assert sh_ok(sb, "ls -A /opaque") == "new.txt\n"  # old-a.txt and sub/ hidden by the opaque dir
         assert sh_ok(sb, "test -e /gone-dir || echo gone") == "gone\n"
         # the inode is shared by the hardlink inside the layer
         assert sh_ok(sb, "stat -c %i /data/keep.txt /data/hardlink-to-keep | uniq | wc -l").strip() == "1"
         # deleting and recreating over a whiteout works in the writable layer
-        assert sh_ok(sb, "echo back > /data/remove-me.txt; rm -r /opaque; ls /; cat /data/remove-me.txt").endswith("back\n")
+        assert sh_ok(
+            sb, "echo back > /data/remove-me.txt; rm -r /opaque; ls /; cat /data/remove-me.txt"
+        ).endswith("back\n")
 
 
 def test_image_defaults_env_workdir_entrypoint(store: Path, registry: Registry) -> None:
@@ -93,9 +100,9 @@ def test_bad_options_hold_nothing(store: Path, registry: Registry) -> None:
     from sandbox.errors import ConfigError
 
     ref = registry.ref("busybox:latest")
-    with pytest.raises(ConfigError, match="^hostname: "):
+    with pytest.raises(ConfigError, match=r"^hostname: "):
         Sandbox(image=ref, hostname="bad host")
     images.remove(ref)
     assert not any((Store().root / "layers").iterdir()), "a failed Sandbox() still held the layers"
-    with pytest.raises(ConfigError, match="^image: give one of image=, rootfs= or layers="):
+    with pytest.raises(ConfigError, match=r"^image: give one of image=, rootfs= or layers="):
         Sandbox(image=ref, rootfs="/")

@@ -19,7 +19,7 @@ from sandbox import images
 from sandbox.images.errors import DigestMismatch, ImageNotFound, PlatformNotFound, RegistryError
 from sandbox.images.store import Store
 from tests.registry import mkoci
-from tests.registry.fixture import Proxy, Registry, proxy, registry, store  # noqa: F401
+from tests.registry.fixture import Proxy, Registry
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_pull_verifies_and_records(store: Path, registry: Registry) -> None:
 
 def test_basic_auth(store: Path, registry: Registry, tmp_path: Path) -> None:
     ref = registry.ref("busybox:latest", "basic")
-    with pytest.raises(RegistryError, match="asks for a login: put credentials for 127.0.0.1:5181"):
+    with pytest.raises(RegistryError, match=r"asks for a login: put credentials for 127.0.0.1:5181"):
         images.pull(ref)
     creds(tmp_path, registry.basic, registry.user, "wrong")
     with pytest.raises(RegistryError, match="access denied"):
@@ -64,18 +64,22 @@ def test_bearer_token_flow(store: Path, registry: Registry, tmp_path: Path) -> N
 
 def test_tls_with_a_ca_file(store: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     ref = registry.ref("busybox:latest", "tls")
-    with pytest.raises(RegistryError, match="TLS certificate not trusted .*SANDBOX_REGISTRY_CA"):
+    with pytest.raises(RegistryError, match=r"TLS certificate not trusted .*SANDBOX_REGISTRY_CA"):
         images.pull(ref)
     monkeypatch.setenv("SANDBOX_REGISTRY_CA", registry.ca)
     assert images.pull(ref).digest == registry.image("busybox:latest")["digest"]
 
 
-def test_mirror_for_docker_hub_names(store: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mirror_for_docker_hub_names(
+    store: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SANDBOX_REGISTRY_MIRRORS", f"http://127.0.0.1:1,http://{registry.plain}")
     img = images.pull("busybox")  # the first mirror is down: the second serves it
     assert str(img.ref) == "docker.io/library/busybox:latest"
     assert img.digest == registry.image("busybox:latest")["digest"]
-    with pytest.raises(RegistryError, match="every endpoint failed: .* cannot reach http://127.0.0.1:1: .* not found on"):
+    with pytest.raises(
+        RegistryError, match=r"every endpoint failed: .* cannot reach http://127.0.0.1:1: .* not found on"
+    ):
         images.pull("nosuchimage")
 
 
@@ -86,12 +90,15 @@ def test_platforms(store: Path, registry: Registry) -> None:
     arm = images.pull(ref, platform="linux/arm64")
     assert arm.digest == plats["linux/arm64/v8"]
     assert Path(arm.layers[-1], "ARCH").read_text() == "arm64\n"
-    with pytest.raises(PlatformNotFound, match="no image for platform linux/s390x; the index offers: linux/amd64, linux/arm64/v8"):
+    with pytest.raises(
+        PlatformNotFound,
+        match="no image for platform linux/s390x; the index offers: linux/amd64, linux/arm64/v8",
+    ):
         images.pull(ref, platform="linux/s390x")
 
 
 def test_not_found(store: Path, registry: Registry) -> None:
-    with pytest.raises(ImageNotFound, match="not found on http://127.0.0.1:5180"):
+    with pytest.raises(ImageNotFound, match=r"not found on http://127.0.0.1:5180"):
         images.pull(registry.ref("busybox:nosuchtag"))
 
 
@@ -104,8 +111,18 @@ def _push_unique(registry: Registry, tmp_path: Path) -> tuple[str, str]:
     lay.tag("t", mkoci.image(lay, [(layer, diff_id)]))
     lay.save()
     name = f"test/corrupt-{secrets.token_hex(4)}"
-    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", "--preserve-digests",
-                    f"oci:{tmp_path / 'oci'}:t", f"docker://{registry.plain}/{name}:t"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            f"oci:{tmp_path / 'oci'}:t",
+            f"docker://{registry.plain}/{name}:t",
+        ],
+        check=True,
+    )
     return f"{registry.plain}/{name}:t", layer["digest"]
 
 
@@ -120,7 +137,9 @@ def test_flipped_byte_on_the_registry_is_detected_and_never_used(
         b = f.read(1)
         f.seek(1000)
         f.write(bytes([b[0] ^ 0x01]))
-    with pytest.raises(DigestMismatch, match=f"blob {digest}: the content's digest is sha256:.*corrupt, not used"):
+    with pytest.raises(
+        DigestMismatch, match=f"blob {digest}: the content's digest is sha256:.*corrupt, not used"
+    ):
         images.pull(ref)
     st = Store()
     assert not st.has_blob(digest) and not Path(f"{st.blob_path(digest)}.partial").exists()
@@ -142,7 +161,9 @@ def test_one_download_per_blob_across_processes(store: Path, registry: Registry,
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sandbox.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli(store: Path, registry: Registry) -> None:

@@ -1,4 +1,4 @@
-"""pytest fixtures for the image tests: the real registry (registry.sh up,
+"""pytest fixtures for the image tests (a plugin of tests/conftest.py): the real registry (registry.sh up,
 once per session), a private image store per test, and a loopback proxy
 that records every request a test's pulls make."""
 
@@ -42,15 +42,20 @@ class Registry:
         return self.images[f"library/{name}"]  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="session")
-def registry() -> Registry:
+def start() -> Registry:
+    """registry.sh up (idempotent; fast when warm), then its addresses and digests."""
     for tool in TOOLS:
-        require(shutil.which(tool), f"no {tool}: ./dev installs it (apt-get install docker-registry skopeo apache2-utils)")
+        require(shutil.which(tool), f"no {tool}: ./dev installs it (see APT_PACKAGES)")
     r = subprocess.run(["bash", str(HERE / "registry.sh"), "up"], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"tests/registry/registry.sh up failed:\n{r.stderr[-3000:]}"
     d = Path(os.environ.get("SANDBOX_REGISTRY_DIR", "/var/tmp/sandbox-registry")) / "run"
     env = json.loads((d / "env.json").read_text())
     return Registry(env, json.loads((d / "images.json").read_text())["images"])
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return start()
 
 
 @pytest.fixture
@@ -60,7 +65,9 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Registry) -
     root = tmp_path / "store"
     monkeypatch.setenv("SANDBOX_IMAGE_STORE", str(root))
     monkeypatch.setenv("SANDBOX_REGISTRY_CONFIG", str(tmp_path / "no-registries.json"))
-    monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", ",".join((registry.plain, registry.basic, registry.token)))
+    monkeypatch.setenv(
+        "SANDBOX_INSECURE_REGISTRIES", ",".join((registry.plain, registry.basic, registry.token))
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     monkeypatch.setenv("SANDBOX_REGISTRY_MIRRORS_ONLY", "1")  # never out to Docker Hub
     for var in ("SANDBOX_REGISTRY_MIRRORS", "SANDBOX_REGISTRY_CA"):
@@ -74,12 +81,13 @@ class Proxy:
 
     target: tuple[str, int]
     requests: list[str] = field(default_factory=list)
+    heads: list[bytes] = field(default_factory=list)  # the first bytes of each request (its headers)
     sock: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def addr(self) -> str:
-        return "127.0.0.1:%d" % self.sock.getsockname()[1]
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
 
     def serve(self) -> None:
         while True:
@@ -100,6 +108,7 @@ class Proxy:
                     # cannot finish before its requests are counted
                     with self.lock:
                         self.requests.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+                        self.heads.append(data)
                     first = False
                 up.sendall(data)
             up.shutdown(socket.SHUT_WR)

@@ -28,10 +28,15 @@ PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-LAYER = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip", "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-         "none": "application/vnd.oci.image.layer.v1.tar"}  # fmt: skip
-ACCEPT = f"{OCI_INDEX}, application/vnd.docker.distribution.manifest.list.v2+json, {OCI_MANIFEST}, " \
-         "application/vnd.docker.distribution.manifest.v2+json"  # fmt: skip
+LAYER = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "none": "application/vnd.oci.image.layer.v1.tar",
+}
+ACCEPT = (
+    f"{OCI_INDEX}, application/vnd.docker.distribution.manifest.list.v2+json, {OCI_MANIFEST}, "
+    "application/vnd.docker.distribution.manifest.v2+json"
+)
 
 
 def jbytes(obj: object) -> bytes:
@@ -96,16 +101,30 @@ def layer(lay: Layout, raw: bytes, how: str = "gzip") -> tuple[dict, str]:
     return lay.put(blob, LAYER[how]), "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def image(lay: Layout, layers: list[tuple[dict, str]], arch: str = "amd64", variant: str | None = None,
-          cmd: tuple[str, ...] = ("/bin/sh",), extra: dict | None = None) -> dict:  # fmt: skip
-    cfg: dict = {"created": CREATED, "architecture": arch, "os": "linux",
-                 "config": {"Env": [PATH_ENV], "Cmd": list(cmd), "WorkingDir": "/", **(extra or {})},
-                 "rootfs": {"type": "layers", "diff_ids": [di for _, di in layers]}}  # fmt: skip
+def image(
+    lay: Layout,
+    layers: list[tuple[dict, str]],
+    arch: str = "amd64",
+    variant: str | None = None,
+    cmd: tuple[str, ...] = ("/bin/sh",),
+    extra: dict | None = None,
+) -> dict:
+    cfg: dict = {
+        "created": CREATED,
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Env": [PATH_ENV], "Cmd": list(cmd), "WorkingDir": "/", **(extra or {})},
+        "rootfs": {"type": "layers", "diff_ids": [di for _, di in layers]},
+    }
     plat = {"architecture": arch, "os": "linux"}
     if variant:
         cfg["variant"] = plat["variant"] = variant
-    man = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": lay.put(jbytes(cfg), OCI_CONFIG),
-           "layers": [d for d, _ in layers]}  # fmt: skip
+    man = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": lay.put(jbytes(cfg), OCI_CONFIG),
+        "layers": [d for d, _ in layers],
+    }
     return lay.put(jbytes(man), OCI_MANIFEST, platform=plat)
 
 
@@ -113,10 +132,16 @@ def busybox() -> list[tuple]:
     bb = "/bin/busybox"
     with open(bb, "rb") as f:
         binary = f.read()
-    ents = [("dir", d, 0o755, None) for d in ("bin", "dev", "etc", "proc", "sbin", "usr", "usr/bin", "usr/sbin")]
-    ents += [("dir", "tmp", 0o1777, None), ("dir", "root", 0o700, None), ("file", "bin/busybox", 0o755, binary),
-             ("file", "etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"),
-             ("file", "etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n")]  # fmt: skip
+    ents = [
+        ("dir", d, 0o755, None) for d in ("bin", "dev", "etc", "proc", "sbin", "usr", "usr/bin", "usr/sbin")
+    ]
+    ents += [
+        ("dir", "tmp", 0o1777, None),
+        ("dir", "root", 0o700, None),
+        ("file", "bin/busybox", 0o755, binary),
+        ("file", "etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"),
+        ("file", "etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n"),
+    ]
     applets = subprocess.run([bb, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
     for a in sorted(applets):
         if a != "bin/busybox" and a.split("/")[0] in ("bin", "sbin", "usr"):
@@ -129,31 +154,53 @@ def small(path: str) -> None:
     raw = tar_layer(busybox())
     for tag, how in (("busybox:latest", "gzip"), ("busybox:zstd", "zstd"), ("busybox:uncompressed", "none")):
         lay.tag(tag, image(lay, [layer(lay, raw, how)]))
-    base = busybox() + [
-        ("dir", "data", 0o755, None), ("file", "data/keep.txt", 0o644, "keep v1\n"),
-        ("file", "data/changed.txt", 0o644, "changed v1\n"), ("file", "data/remove-me.txt", 0o644, "x\n"),
+    base = [
+        *busybox(),
+        ("dir", "data", 0o755, None),
+        ("file", "data/keep.txt", 0o644, "keep v1\n"),
+        ("file", "data/changed.txt", 0o644, "changed v1\n"),
+        ("file", "data/remove-me.txt", 0o644, "x\n"),
         ("hardlink", "data/hardlink-to-keep", 0o644, "data/keep.txt"),
-        ("dir", "gone-dir", 0o755, None), ("file", "gone-dir/x.txt", 0o644, "x\n"),
-        ("dir", "opaque", 0o755, None), ("file", "opaque/old-a.txt", 0o644, "old\n"),
-        ("dir", "opaque/sub", 0o755, None), ("file", "opaque/sub/old-b.txt", 0o644, "old\n"),
-    ]  # fmt: skip
+        ("dir", "gone-dir", 0o755, None),
+        ("file", "gone-dir/x.txt", 0o644, "x\n"),
+        ("dir", "opaque", 0o755, None),
+        ("file", "opaque/old-a.txt", 0o644, "old\n"),
+        ("dir", "opaque/sub", 0o755, None),
+        ("file", "opaque/sub/old-b.txt", 0o644, "old\n"),
+    ]
     top = [
-        ("dir", "data", 0o755, None), ("file", "data/.wh.remove-me.txt", 0o644, b""),
-        ("file", "data/changed.txt", 0o644, "changed v2\n"), ("file", "data/added.txt", 0o644, "added\n"),
-        ("file", ".wh.gone-dir", 0o644, b""), ("dir", "opaque", 0o755, None),
-        ("file", "opaque/.wh..wh..opq", 0o644, b""), ("file", "opaque/new.txt", 0o644, "new\n"),
-    ]  # fmt: skip
+        ("dir", "data", 0o755, None),
+        ("file", "data/.wh.remove-me.txt", 0o644, b""),
+        ("file", "data/changed.txt", 0o644, "changed v2\n"),
+        ("file", "data/added.txt", 0o644, "added\n"),
+        ("file", ".wh.gone-dir", 0o644, b""),
+        ("dir", "opaque", 0o755, None),
+        ("file", "opaque/.wh..wh..opq", 0o644, b""),
+        ("file", "opaque/new.txt", 0o644, "new\n"),
+    ]
     # its config also tests the defaults a sandbox takes: Env, WorkingDir, Entrypoint + Cmd
-    extra = {"Env": [PATH_ENV, "GREETING=from-image"], "WorkingDir": "/data",
-             "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo entry in $PWD: $GREETING"]}  # fmt: skip
-    lay.tag("whiteout:latest", image(lay, [layer(lay, tar_layer(base)), layer(lay, tar_layer(top))], extra=extra))
+    extra = {
+        "Env": [PATH_ENV, "GREETING=from-image"],
+        "WorkingDir": "/data",
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo entry in $PWD: $GREETING"],
+    }
+    lay.tag(
+        "whiteout:latest", image(lay, [layer(lay, tar_layer(base)), layer(lay, tar_layer(top))], extra=extra)
+    )
     bbl = layer(lay, raw)
     amd64 = image(lay, [bbl, layer(lay, tar_layer([("file", "ARCH", 0o644, "amd64\n")]))])
-    arm64 = image(lay, [layer(lay, tar_layer([("file", "ARCH", 0o644, "arm64\n")]))], arch="arm64", variant="v8")
-    lay.tag("multiarch:latest", lay.put(jbytes({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                                 "manifests": [arm64, amd64]}), OCI_INDEX))  # fmt: skip
-    many = [bbl] + [layer(lay, tar_layer([("dir", "layers", 0o755, None),
-                                          ("file", f"layers/{i:03d}", 0o644, f"{i}\n")])) for i in range(1, 64)]  # fmt: skip
+    arm64 = image(
+        lay, [layer(lay, tar_layer([("file", "ARCH", 0o644, "arm64\n")]))], arch="arm64", variant="v8"
+    )
+    lay.tag(
+        "multiarch:latest",
+        lay.put(jbytes({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [arm64, amd64]}), OCI_INDEX),
+    )
+    many = [bbl] + [
+        layer(lay, tar_layer([("dir", "layers", 0o755, None), ("file", f"layers/{i:03d}", 0o644, f"{i}\n")]))
+        for i in range(1, 64)
+    ]
     lay.tag("many:latest", image(lay, many))
     lay.save()
 
@@ -189,9 +236,18 @@ def record(addr: str, out: str, refs: list[str]) -> None:
             m = json.load(r)
             e: dict = {"digest": r.headers["Docker-Content-Digest"], "mediaType": r.headers["Content-Type"]}
         if "manifests" in m:
-            e["platforms"] = {"/".join(x for x in (d["platform"]["os"], d["platform"]["architecture"],
-                                                    d["platform"].get("variant")) if x): d["digest"]
-                              for d in m["manifests"]}  # fmt: skip
+            e["platforms"] = {
+                "/".join(
+                    x
+                    for x in (
+                        d["platform"]["os"],
+                        d["platform"]["architecture"],
+                        d["platform"].get("variant"),
+                    )
+                    if x
+                ): d["digest"]
+                for d in m["manifests"]
+            }
         else:
             e["config"] = m["config"]["digest"]
             e["layers"] = [{"digest": x["digest"], "size": x["size"]} for x in m["layers"]]

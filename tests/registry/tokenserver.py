@@ -39,7 +39,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         u = urlsplit(self.path)
         if u.path == "/healthz":
             return self._send(200, {"ok": True})
@@ -51,20 +51,36 @@ class Handler(BaseHTTPRequestHandler):
         if h.startswith("Basic "):
             user, _, pw = base64.b64decode(h[6:]).decode(errors="replace").partition(":")
             if f"{user}:{pw}" != self.a.user:
-                return self._send(401, {"error": "bad credentials"}, {"WWW-Authenticate": 'Basic realm="token"'})
+                return self._send(
+                    401, {"error": "bad credentials"}, {"WWW-Authenticate": 'Basic realm="token"'}
+                )
         access = []
         for scope in " ".join(q.get("scope", [])).split():
             typ, rest = scope.split(":", 1)
             name, _, actions = rest.rpartition(":")
             asked = [x for x in actions.split(",") if x]
-            access.append({"type": typ, "name": name, "actions": asked if user else [x for x in asked if x == "pull"]})
+            access.append(
+                {"type": typ, "name": name, "actions": asked if user else [x for x in asked if x == "pull"]}
+            )
         now = int(time.time())
-        claims = {"iss": self.a.issuer, "sub": user, "aud": self.a.service, "iat": now, "nbf": now - 5,
-                  "exp": now + 300, "jti": secrets.token_hex(8), "access": access}  # fmt: skip
+        claims = {
+            "iss": self.a.issuer,
+            "sub": user,
+            "aud": self.a.service,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + 300,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
         head = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
         signing = b64url(json.dumps(head).encode()) + "." + b64url(json.dumps(claims).encode())
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.a.key], input=signing.encode(),
-                             capture_output=True, check=True).stdout  # fmt: skip
+        sig = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", self.a.key],
+            input=signing.encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
         tok = signing + "." + b64url(sig)
         self._send(200, {"token": tok, "access_token": tok, "expires_in": 300})
 
@@ -81,7 +97,9 @@ def main() -> None:
     host, port = a.listen.rsplit(":", 1)
     if not host.startswith("127."):
         raise SystemExit(f"refusing to listen on {host}: loopback only")
-    der = subprocess.run(["openssl", "x509", "-in", a.cert, "-outform", "DER"], capture_output=True, check=True).stdout
+    der = subprocess.run(
+        ["openssl", "x509", "-in", a.cert, "-outform", "DER"], capture_output=True, check=True
+    ).stdout
     Handler.a, Handler.x5c = a, base64.b64encode(der).decode()
     ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
 

@@ -54,7 +54,7 @@ def test_variant_must_match_when_asked() -> None:
 
 
 def test_bad_platform_option() -> None:
-    with pytest.raises(ConfigError, match="^platform: 'amd64': write OS/ARCH"):
+    with pytest.raises(ConfigError, match=r"^platform: 'amd64': write OS/ARCH"):
         mf.check_platform("amd64")
 
 
@@ -73,7 +73,10 @@ def test_bad_descriptors(desc: object, says: str) -> None:
 
 
 def test_manifest_layers_checked() -> None:
-    m = {"config": {"digest": D1, "size": 5}, "layers": [{"mediaType": "application/x-foreign", "digest": D2, "size": 1}]}
+    m = {
+        "config": {"digest": D1, "size": 5},
+        "layers": [{"mediaType": "application/x-foreign", "digest": D2, "size": 1}],
+    }
     with pytest.raises(ImageError, match="unsupported media type 'application/x-foreign'"):
         mf.manifest_parts(m, "x")
     with pytest.raises(ImageError, match="at most 500 layers"):
@@ -87,17 +90,39 @@ def test_media_type_without_field() -> None:
 
 
 def test_config() -> None:
-    body = json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {"type": "layers", "diff_ids": [D1]},
-                       "config": {"Env": ["PATH=/bin", "A=b=c", "junk"], "Entrypoint": ["/e"], "Cmd": ["x"],
-                                  "WorkingDir": "/w", "User": "1000:1000"}}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "os": "linux",
+            "architecture": "amd64",
+            "rootfs": {"type": "layers", "diff_ids": [D1]},
+            "config": {
+                "Env": ["PATH=/bin", "A=b=c", "junk"],
+                "Entrypoint": ["/e"],
+                "Cmd": ["x"],
+                "WorkingDir": "/w",
+                "User": "1000:1000",
+            },
+        }
+    ).encode()
     c = mf.parse_config(body, "x")
     assert c.env == (("PATH", "/bin"), ("A", "b=c"))
-    assert (c.entrypoint, c.cmd, c.workdir, c.user, c.platform) == (("/e",), ("x",), "/w", "1000:1000", "linux/amd64")
+    assert (c.entrypoint, c.cmd, c.workdir, c.user, c.platform) == (
+        ("/e",),
+        ("x",),
+        "/w",
+        "1000:1000",
+        "linux/amd64",
+    )
 
 
 @pytest.mark.parametrize(
     "body",
-    [b"[]", b"{", b'{"rootfs": {"diff_ids": ["md5:x"]}}', b'{"rootfs": {"diff_ids": []}, "config": {"Cmd": "sh"}}'],
+    [
+        b"[]",
+        b"{",
+        b'{"rootfs": {"diff_ids": ["md5:x"]}}',
+        b'{"rootfs": {"diff_ids": []}, "config": {"Cmd": "sh"}}',
+    ],
 )
 def test_bad_configs(body: bytes) -> None:
     with pytest.raises(ImageError):
@@ -109,7 +134,11 @@ def test_challenge() -> None:
         'Bearer realm="http://127.0.0.1:5003/token",service="reg",scope="repository:library/busybox:pull"'
     )
     assert scheme == "bearer"
-    assert p == {"realm": "http://127.0.0.1:5003/token", "service": "reg", "scope": "repository:library/busybox:pull"}
+    assert p == {
+        "realm": "http://127.0.0.1:5003/token",
+        "service": "reg",
+        "scope": "repository:library/busybox:pull",
+    }
     assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
 
 
@@ -124,7 +153,7 @@ def test_mirrors_and_insecure(monkeypatch: pytest.MonkeyPatch, tmp_path: object)
     monkeypatch.setenv("SANDBOX_REGISTRY_MIRRORS_ONLY", "1")
     assert regconfig.load().endpoints("docker.io") == ["http://127.0.0.1:5180", "https://m.example"]
     monkeypatch.setenv("SANDBOX_REGISTRY_MIRRORS", "m.example")
-    with pytest.raises(ConfigError, match="^SANDBOX_REGISTRY_MIRRORS: mirror 'm.example': give a URL"):
+    with pytest.raises(ConfigError, match=r"^SANDBOX_REGISTRY_MIRRORS: mirror 'm.example': give a URL"):
         regconfig.load()
 
 
@@ -133,9 +162,16 @@ def test_docker_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -
     from pathlib import Path
 
     d = Path(str(tmp_path))
-    (d / "config.json").write_text(json.dumps({"auths": {
-        "127.0.0.1:5181": {"auth": base64.b64encode(b"u:p:w").decode()},
-        "https://index.docker.io/v1/": {"username": "hub", "password": "pw"}}}))  # fmt: skip
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "127.0.0.1:5181": {"auth": base64.b64encode(b"u:p:w").decode()},
+                    "https://index.docker.io/v1/": {"username": "hub", "password": "pw"},
+                }
+            }
+        )
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(d))
     c = regconfig.load()
     assert c.credentials("127.0.0.1:5181") == ("u", "p:w")

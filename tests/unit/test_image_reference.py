@@ -56,7 +56,7 @@ def test_parts() -> None:
     ],
 )
 def test_invalid(ref: str, says: str) -> None:
-    with pytest.raises(ConfigError, match="^image: ") as e:
+    with pytest.raises(ConfigError, match=r"^image: ") as e:
         parse(ref)
     assert says in str(e.value)
 

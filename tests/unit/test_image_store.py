@@ -36,9 +36,16 @@ def layer(st: Store, name: str) -> str:
 def image(st: Store, ref: str, layer_names: list[str]) -> dict[str, object]:
     layers = []
     for n in layer_names:
-        layers.append({"digest": blob(st, f"gz-{n}".encode()), "diff_id": layer(st, n), "size": 1, "mediaType": "x"})
+        layers.append(
+            {"digest": blob(st, f"gz-{n}".encode()), "diff_id": layer(st, n), "size": 1, "mediaType": "x"}
+        )
     cfg = blob(st, json.dumps({"rootfs": {"diff_ids": [x["diff_id"] for x in layers]}}).encode())
-    rec = {"ref": str(parse(ref)), "digest": blob(st, f"manifest {ref}".encode()), "config": cfg, "layers": layers}
+    rec = {
+        "ref": str(parse(ref)),
+        "digest": blob(st, f"manifest {ref}".encode()),
+        "config": cfg,
+        "layers": layers,
+    }
     st.write_record(parse(ref), rec)
     return rec
 

@@ -28,9 +28,18 @@ def _root() -> None:
 Entry = Callable[[tarfile.TarFile], None]
 
 
-def ent(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = "", mode: int = 0o644,
-        uid: int = 0, gid: int = 0, size: int | None = None, pax: dict[str, str] | None = None,
-        dev: tuple[int, int] = (0, 0)) -> Entry:  # fmt: skip
+def ent(
+    name: str,
+    kind: bytes = tarfile.REGTYPE,
+    data: bytes = b"",
+    link: str = "",
+    mode: int = 0o644,
+    uid: int = 0,
+    gid: int = 0,
+    size: int | None = None,
+    pax: dict[str, str] | None = None,
+    dev: tuple[int, int] = (0, 0),
+) -> Entry:
     def add(t: tarfile.TarFile) -> None:
         ti = tarfile.TarInfo(name)
         ti.type, ti.linkname, ti.mode, ti.uid, ti.gid, ti.mtime = kind, link, mode, uid, gid, 1704067200
@@ -113,15 +122,24 @@ def test_absolute(box: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize("target", ["ABS", "../outside", "../../../../../../ABS"])
 def test_through_symlink_in_layer(box: dict[str, Path], target: str) -> None:
-    t = target.replace("ABS", str(box["outside"]).lstrip("/") if target.startswith("..") else str(box["outside"]))
-    refused(box, raw_tar(ent("link", tarfile.SYMTYPE, link=t), ent("link/pwned", data=b"x")), "goes through 'link'")
+    t = target.replace(
+        "ABS", str(box["outside"]).lstrip("/") if target.startswith("..") else str(box["outside"])
+    )
+    refused(
+        box,
+        raw_tar(ent("link", tarfile.SYMTYPE, link=t), ent("link/pwned", data=b"x")),
+        "goes through 'link'",
+    )
 
 
 def test_through_symlink_deeper(box: dict[str, Path]) -> None:
     refused(
         box,
-        raw_tar(ent("a", tarfile.DIRTYPE, mode=0o755), ent("a/b", tarfile.SYMTYPE, link=str(box["outside"])),
-                ent("a/b/c/pwned", data=b"x")),  # fmt: skip
+        raw_tar(
+            ent("a", tarfile.DIRTYPE, mode=0o755),
+            ent("a/b", tarfile.SYMTYPE, link=str(box["outside"])),
+            ent("a/b/c/pwned", data=b"x"),
+        ),
         "goes through 'a/b'",
     )
 
@@ -149,8 +167,14 @@ def test_file_replaces_planted_symlink(box: dict[str, Path]) -> None:
 
 
 def test_dir_replaces_planted_symlink(box: dict[str, Path]) -> None:
-    do(box, raw_tar(ent("d", tarfile.SYMTYPE, link=str(box["outside"])), ent("d", tarfile.DIRTYPE, mode=0o755),
-                    ent("d/x", data=b"in")))  # fmt: skip
+    do(
+        box,
+        raw_tar(
+            ent("d", tarfile.SYMTYPE, link=str(box["outside"])),
+            ent("d", tarfile.DIRTYPE, mode=0o755),
+            ent("d/x", data=b"in"),
+        ),
+    )
     assert (box["layer"] / "d").is_dir() and not (box["layer"] / "d").is_symlink()
     assert not (box["outside"] / "x").exists()
 
@@ -163,13 +187,24 @@ def test_hardlink_outside(box: dict[str, Path], link: str) -> None:
 
 
 def test_hardlink_through_symlinked_dir(box: dict[str, Path]) -> None:
-    refused(box, raw_tar(ent("d", tarfile.SYMTYPE, link=str(box["outside"])), ent("h", tarfile.LNKTYPE, link="d/secret")),
-            "not a file of this layer")  # fmt: skip
+    refused(
+        box,
+        raw_tar(
+            ent("d", tarfile.SYMTYPE, link=str(box["outside"])), ent("h", tarfile.LNKTYPE, link="d/secret")
+        ),
+        "not a file of this layer",
+    )
     assert os.stat(box["outside"] / "secret").st_nlink == 1
 
 
 def test_hardlink_to_symlink_links_the_symlink(box: dict[str, Path]) -> None:
-    do(box, raw_tar(ent("s", tarfile.SYMTYPE, link=str(box["outside"] / "secret")), ent("h", tarfile.LNKTYPE, link="s")))
+    do(
+        box,
+        raw_tar(
+            ent("s", tarfile.SYMTYPE, link=str(box["outside"] / "secret")),
+            ent("h", tarfile.LNKTYPE, link="s"),
+        ),
+    )
     assert os.readlink(box["layer"] / "h") == str(box["outside"] / "secret")
     assert os.stat(box["outside"] / "secret").st_nlink == 1
 
@@ -193,8 +228,15 @@ def test_not_a_tar(box: dict[str, Path]) -> None:
 
 
 def test_device_nodes_skipped(box: dict[str, Path]) -> None:
-    stats = do(box, raw_tar(ent("dev", tarfile.DIRTYPE, mode=0o755), ent("dev/null", tarfile.CHRTYPE, dev=(1, 3)),
-                            ent("dev/sda", tarfile.BLKTYPE, dev=(8, 0)), ent("dev/fifo", tarfile.FIFOTYPE)))  # fmt: skip
+    stats = do(
+        box,
+        raw_tar(
+            ent("dev", tarfile.DIRTYPE, mode=0o755),
+            ent("dev/null", tarfile.CHRTYPE, dev=(1, 3)),
+            ent("dev/sda", tarfile.BLKTYPE, dev=(8, 0)),
+            ent("dev/fifo", tarfile.FIFOTYPE),
+        ),
+    )
     assert sorted(os.listdir(box["layer"] / "dev")) == ["fifo"]
     assert stats.skipped_devices == 2  # type: ignore[attr-defined]
 
@@ -203,14 +245,26 @@ def test_device_nodes_skipped(box: dict[str, Path]) -> None:
 
 
 def test_ownership_modes_and_xattrs(box: dict[str, Path]) -> None:
-    do(box, raw_tar(
-        ent("bin", tarfile.DIRTYPE, mode=0o750, uid=0, gid=4),
-        ent("bin/su", data=b"#!", mode=0o4755, uid=0, gid=0),
-        ent("home/u/f", data=b"x", mode=0o600, uid=1000, gid=1000,
-            pax={"SCHILY.xattr.user.note": "kept", "SCHILY.xattr.user.overlay.redirect": "/etc",
-                 "SCHILY.xattr.trusted.x": "dropped"}),
-        ent("l", tarfile.SYMTYPE, link="/bin/su", uid=5, gid=6),
-    ))  # fmt: skip
+    do(
+        box,
+        raw_tar(
+            ent("bin", tarfile.DIRTYPE, mode=0o750, uid=0, gid=4),
+            ent("bin/su", data=b"#!", mode=0o4755, uid=0, gid=0),
+            ent(
+                "home/u/f",
+                data=b"x",
+                mode=0o600,
+                uid=1000,
+                gid=1000,
+                pax={
+                    "SCHILY.xattr.user.note": "kept",
+                    "SCHILY.xattr.user.overlay.redirect": "/etc",
+                    "SCHILY.xattr.trusted.x": "dropped",
+                },
+            ),
+            ent("l", tarfile.SYMTYPE, link="/bin/su", uid=5, gid=6),
+        ),
+    )
     lay = box["layer"]
     st = os.stat(lay / "bin")
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 0, 4)
@@ -225,9 +279,17 @@ def test_ownership_modes_and_xattrs(box: dict[str, Path]) -> None:
 
 
 def test_whiteouts_and_opaque(box: dict[str, Path]) -> None:
-    stats = do(box, raw_tar(ent("d", tarfile.DIRTYPE, mode=0o755), ent("d/.wh.gone", data=b""),
-                            ent("o", tarfile.DIRTYPE, mode=0o755), ent("o/.wh..wh..opq", data=b""),
-                            ent("o/new", data=b"n"), ent(".wh..wh.plnk", data=b"")))  # fmt: skip
+    stats = do(
+        box,
+        raw_tar(
+            ent("d", tarfile.DIRTYPE, mode=0o755),
+            ent("d/.wh.gone", data=b""),
+            ent("o", tarfile.DIRTYPE, mode=0o755),
+            ent("o/.wh..wh..opq", data=b""),
+            ent("o/new", data=b"n"),
+            ent(".wh..wh.plnk", data=b""),
+        ),
+    )
     st = os.lstat(box["layer"] / "d" / "gone")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)  # overlay's whiteout
     assert os.getxattr(box["layer"] / "o", "user.overlay.opaque") == b"y"
@@ -246,7 +308,11 @@ def test_compressions_and_diff_id(box: dict[str, Path], how: str) -> None:
 
 def test_concatenated_gzip(box: dict[str, Path]) -> None:
     raw = raw_tar(ent("a", data=b"1" * 5000))
-    do(box, gzip.compress(raw[:3000]) + gzip.compress(raw[3000:]), "sha256:" + hashlib.sha256(raw).hexdigest())
+    do(
+        box,
+        gzip.compress(raw[:3000]) + gzip.compress(raw[3000:]),
+        "sha256:" + hashlib.sha256(raw).hexdigest(),
+    )
     assert (box["layer"] / "a").read_bytes() == b"1" * 5000
 
 
