@@ -84,8 +84,9 @@ def cmd_pull(a: argparse.Namespace) -> int:
     if a.quiet:
         print(img.digest)
     else:
+        n = len(img.layers)
         print(
-            f"{ref.familiar()}: {img.digest} ({len(img.layers)} layers, {_mb(img.size)}, "
+            f"{ref.familiar()}: {img.digest} ({n} layer{'s' * (n != 1)}, {_mb(img.size)}, "
             f"{img.config.platform}) in {time.monotonic() - t0:.2f} s"
         )
     return 0
