@@ -134,8 +134,10 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     argv = a.command[1:] if a.command[:1] == ["--"] else a.command
     image = a.image
-    if image is None and argv and (argv[1:2] == ["--"] or len(argv) == 1) and not argv[0].startswith("/"):
-        image, argv = argv[0], argv[2:]  # sandbox run IMAGE [-- CMD...]
+    cmd = a.command
+    positional_image = cmd[:1] != ["--"] and (len(cmd) == 1 or cmd[1:2] == ["--"])
+    if image is None and not (a.rootfs or a.layer) and positional_image:
+        image, argv = cmd[0], cmd[2:]  # sandbox run IMAGE [-- CMD...], as docker run
     if not argv and image is None:
         raise ConfigError("COMMAND", "nothing to run: give it after --, e.g. sandbox run -- echo hi")
     if sum(map(bool, (a.layer, a.rootfs, image))) > 1:

@@ -10,7 +10,6 @@ import time
 from typing import TextIO
 
 from . import Store, list, parse, prune, pull, remove, verify
-from .store import record_key
 
 COMMANDS = ("pull", "images", "rmi", "prune")
 
@@ -142,7 +141,7 @@ def ensure(ref: str) -> None:
     """Before `sandbox run IMAGE`: pull with the progress display when missing."""
     r = parse(ref, "--image")
     st = Store()
-    rec = st.read_record(r) if (st.root / "images" / f"{record_key(r)}.json").exists() else None
+    rec = st.read_record(r)
     if rec is None or not st.complete(rec):
         cmd_pull(argparse.Namespace(ref=ref, platform=None, quiet=False))
 

@@ -76,9 +76,9 @@ class Http:
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
                 url = urllib.parse.urljoin(url, resp.getheader("Location", ""))
                 resp.read(65536)
-                conn.close()
-                if method == "HEAD" or resp.status == 303:
-                    method = "GET" if resp.status == 303 else method
+                resp.close()
+                if resp.status == 303:
+                    method = "GET"
                 continue
             return resp
         raise RegistryError(f"too many redirects from {url!r}")

@@ -120,10 +120,15 @@ def _clean_dead_tmp(store: Store) -> None:
             continue
         try:
             os.kill(int(pid), 0)
+            continue  # alive: its work in progress
         except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        except PermissionError:
             pass
+        except PermissionError:
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def pull_locked(

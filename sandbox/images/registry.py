@@ -29,7 +29,6 @@ class Client:
         self.http = http or Http(cfg.ca_file)
         self.host = urllib.parse.urlsplit(self.base).netloc
         self._auth: str | None = None
-        self.requests = 0
 
     def _creds(self) -> tuple[str, str] | None:
         return self.cfg.credentials(self.host)
@@ -58,7 +57,6 @@ class Client:
         attempt = 0
         while True:
             try:
-                self.requests += 1
                 resp = self.http.open("GET", self.base + path, headers, self._auth)
             except NETWORK_ERRORS as e:
                 # nothing listens: no point in waiting (the next mirror is tried at once)

@@ -261,10 +261,10 @@ class Store:
         return out
 
     def leftovers(self) -> list[Path]:
-        """Work a killed process left: tmp/ entries and unreferenced .partial
-        files.  Call with the store lock held exclusively (no pull runs)."""
-        out = sorted((self.root / "tmp").iterdir()) if (self.root / "tmp").is_dir() else []
-        return out
+        """Work a killed process left in tmp/ (.partial downloads stay: the
+        next pull resumes them).  Call with the store lock held exclusively:
+        then no pull runs, and every tmp/ entry is a dead one's."""
+        return sorted((self.root / "tmp").iterdir()) if (self.root / "tmp").is_dir() else []
 
     def sweep(self, content: bool) -> list[str]:
         """Remove leftovers, stale holds and (with `content`) every blob and

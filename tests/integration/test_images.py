@@ -106,3 +106,19 @@ def test_bad_options_hold_nothing(store: Path, registry: Registry) -> None:
     assert not any((Store().root / "layers").iterdir()), "a failed Sandbox() still held the layers"
     with pytest.raises(ConfigError, match=r"^image: give one of image=, rootfs= or layers="):
         Sandbox(image=ref, rootfs="/")
+
+
+def test_async_sandbox_from_image(store: Path, registry: Registry) -> None:
+    import anyio
+
+    from sandbox import AsyncSandbox
+
+    ref = registry.ref("whiteout:latest")
+
+    async def main() -> bytes:
+        await anyio.to_thread.run_sync(images.pull, ref)  # the pull off the event loop
+        async with AsyncSandbox(image=ref) as sb:
+            r = await sb.exec(["sh", "-c", 'echo "$PWD $GREETING"'])
+        return r.stdout
+
+    assert anyio.run(main) == b"/data from-image\n"
