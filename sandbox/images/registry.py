@@ -92,19 +92,25 @@ class Client:
             )
         return RegistryError(f"{what}: {self.base} answered {resp.status} {resp.reason} ({detail!r})")
 
+    def _small(
+        self, path: str, headers: dict[str, str], limit: int, what: str
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """A 200 answer read whole (at most `limit` bytes), and its response."""
+        resp = self.get(path, headers, what)
+        if resp.status != 200:
+            raise self._fail(resp, what)
+        try:
+            return resp, read_limited(resp, limit, what)
+        finally:
+            resp.close()
+
     def manifest(self, ref: str) -> tuple[bytes, str | None, str]:
         """(body, Content-Type, digest of the body), checked against `ref`
         when it is a digest and against Docker-Content-Digest when sent."""
         what = (
             f"manifest {self.repo}:{ref}" if not ref.startswith("sha256:") else f"manifest {self.repo}@{ref}"
         )
-        resp = self.get(f"/v2/{self.repo}/manifests/{ref}", {"Accept": ACCEPT}, what)
-        if resp.status != 200:
-            raise self._fail(resp, what)
-        try:
-            body = read_limited(resp, MANIFEST_MAX, what)
-        finally:
-            resp.close()
+        resp, body = self._small(f"/v2/{self.repo}/manifests/{ref}", {"Accept": ACCEPT}, MANIFEST_MAX, what)
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if ref.startswith("sha256:") and digest != ref:
             raise DigestMismatch(f"{what}: the registry sent content with digest {digest}")
@@ -118,13 +124,7 @@ class Client:
         what = f"blob {digest}"
         if size > limit:
             raise RegistryError(f"{what}: {size} bytes, more than the {limit} allowed")
-        resp = self.get(f"/v2/{self.repo}/blobs/{digest}", {}, what)
-        if resp.status != 200:
-            raise self._fail(resp, what)
-        try:
-            body = read_limited(resp, limit, what)
-        finally:
-            resp.close()
+        _, body = self._small(f"/v2/{self.repo}/blobs/{digest}", {}, limit, what)
         check(
             body_digest="sha256:" + hashlib.sha256(body).hexdigest(), got=len(body), digest=digest, size=size
         )
