@@ -160,6 +160,21 @@ def test_one_download_per_blob_across_processes(store: Path, registry: Registry,
     assert images.verify() == []
 
 
+def test_retries_on_5xx_and_resumes_a_broken_download(
+    store: Path, registry: Registry, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", proxy.addr)
+    blob = registry.image("debian:bookworm")["layers"][0]["digest"]
+    proxy.fault_on = f"/blobs/{blob} "
+    proxy.faults += ["503", "503", "cut", "cut"]
+    img = images.pull(f"{proxy.addr}/library/debian:bookworm")
+    assert img.digest == registry.image("debian:bookworm")["digest"]
+    gets = [h for h in proxy.heads if f"/blobs/{blob} ".encode() in h]
+    assert len(gets) == 5  # two 503s, two broken off, then the rest
+    assert [b"\r\nRange: bytes=" in h for h in gets] == [False, False, False, True, True]
+    assert images.verify() == []
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sandbox.cli", *args], capture_output=True, text=True, timeout=300

@@ -77,13 +77,18 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Registry) -
 
 @dataclass
 class Proxy:
-    """A TCP forwarder on 127.0.0.1 that records each request line."""
+    """A TCP forwarder on 127.0.0.1 that records each request, and can fail
+    requests on purpose: `faults` holds what the next ones for `fault_on` get,
+    "503" (an error answer) or "cut" (the connection drops after CUT bytes)."""
 
     target: tuple[str, int]
     requests: list[str] = field(default_factory=list)
     heads: list[bytes] = field(default_factory=list)  # the first bytes of each request (its headers)
+    faults: list[str] = field(default_factory=list)
+    fault_on: str = "/blobs/"  # which requests get the faults
     sock: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    CUT = 300_000
 
     @property
     def addr(self) -> str:
@@ -98,27 +103,49 @@ class Proxy:
             threading.Thread(target=self._conn, args=(c,), daemon=True).start()
 
     def _conn(self, c: socket.socket) -> None:
-        with c, socket.create_connection(self.target) as up:
-            first = True
-            t = threading.Thread(target=self._pipe, args=(up, c), daemon=True)
+        try:
+            self._forward(c)
+        except OSError:
+            pass  # a client killed mid-request (the SIGKILL tests) resets its connection
+        finally:
+            c.close()
+
+    def _forward(self, c: socket.socket) -> None:
+        data = c.recv(65536)
+        if not data:
+            return
+        line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        # recorded before anything reaches the registry: a pull cannot
+        # finish before its requests are counted
+        with self.lock:
+            self.requests.append(line)
+            self.heads.append(data)
+            fault = self.faults.pop(0) if self.faults and self.fault_on in line else None
+        if fault == "503":
+            c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        with socket.create_connection(self.target) as up:
+            t = threading.Thread(
+                target=self._pipe, args=(up, c, self.CUT if fault == "cut" else None), daemon=True
+            )
             t.start()
-            while data := c.recv(65536):
-                if first:
-                    # recorded before anything reaches the registry: a pull
-                    # cannot finish before its requests are counted
-                    with self.lock:
-                        self.requests.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
-                        self.heads.append(data)
-                    first = False
+            while data:
                 up.sendall(data)
+                data = c.recv(65536)
             up.shutdown(socket.SHUT_WR)
             t.join()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
         try:
             while data := src.recv(65536):
+                if limit is not None and sent + len(data) >= limit:
+                    dst.sendall(data[: limit - sent])
+                    dst.shutdown(socket.SHUT_RDWR)  # the connection breaks off mid-answer
+                    return
                 dst.sendall(data)
+                sent += len(data)
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
