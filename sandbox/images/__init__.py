@@ -5,6 +5,7 @@ verified blobs and unpacked layers, and what a sandbox needs from an image.
     img = images.pull("debian:bookworm")      # verified, unpacked, recorded
     images.list()                             # what the store holds
     images.remove("debian:bookworm"); images.prune(); images.verify()
+    images.load("image.tar")                  # docker save tarball or OCI layout dir
 
 `Sandbox(image="debian")` pulls when the image is missing and otherwise
 makes no request at all."""
@@ -20,6 +21,7 @@ from typing import Any
 
 from . import manifest as _mf
 from .errors import DigestMismatch, ImageError, ImageNotFound, PlatformNotFound, RegistryError, UnsafeLayer
+from .load import load
 from .pull import Progress, pull_locked
 from .reference import Reference, parse
 from .store import Hold, Store, tree_summary
@@ -37,6 +39,7 @@ __all__ = [
     "UnsafeLayer",
     "gc",
     "list",
+    "load",
     "open_image",
     "parse",
     "prune",

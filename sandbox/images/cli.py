@@ -1,5 +1,5 @@
 """The image commands of `sandbox`: pull (with a progress display), images
-[--verify], rmi, prune."""
+[--verify], rmi, prune, load."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import threading
 import time
 from typing import TextIO
 
-from . import Store, list, parse, prune, pull, remove, verify
+from . import Store, list, load, parse, prune, pull, remove, verify
 
-COMMANDS = ("pull", "images", "rmi", "prune")
+COMMANDS = ("pull", "images", "rmi", "prune", "load")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +24,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("rmi", help="remove images (and the layers nothing else uses)")
     p.add_argument("refs", nargs="+", metavar="REF")
     sub.add_parser("prune", help="remove every blob and layer no image or running sandbox uses")
+    p = sub.add_parser("load", help="load images from an OCI layout directory or a docker save tarball")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--name", help="the repository, when the layout names only tags (e.g. myapp)")
+    p.add_argument("--platform", help="OS/ARCH[/VARIANT] for multi-platform images (default: this host's)")
 
 
 def _mb(n: float) -> str:
@@ -137,6 +141,12 @@ def cmd_prune(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(a: argparse.Namespace) -> int:
+    for ref in load(a.path, name=a.name, platform=a.platform, progress=ProgressDisplay(a.path)):
+        print(f"loaded {ref.familiar()}")
+    return 0
+
+
 def ensure(ref: str) -> None:
     """Before `sandbox run IMAGE`: pull with the progress display when missing."""
     r = parse(ref, "--image")
@@ -147,5 +157,7 @@ def ensure(ref: str) -> None:
 
 
 def main(a: argparse.Namespace) -> int:
-    cmd = {"pull": cmd_pull, "images": cmd_images, "rmi": cmd_rmi, "prune": cmd_prune}[a.cmd]
+    cmd = {"pull": cmd_pull, "images": cmd_images, "rmi": cmd_rmi, "prune": cmd_prune, "load": cmd_load}[
+        a.cmd
+    ]
     return cmd(a)

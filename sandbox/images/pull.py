@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import config as _config
 from . import manifest as mf
@@ -19,7 +19,7 @@ from .errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
 from .reference import Reference
 from .registry import Client
 from .store import Store, hexof, tree_summary, write_atomic
-from .unpack import unpack
+from .unpack import MAX_LAYER_SIZE, unpack
 
 # progress(event, digest, done, total): event is "download", "unpack" (starts), "unpacking"
 # (done = uncompressed bytes so far), "exists" (already in the store) or "done"
@@ -27,10 +27,24 @@ Progress = Callable[[str, str, int, int], None]
 WORKERS = 4
 
 
+class Source(Protocol):
+    """Where manifests and blobs come from: a registry (registry.Client) or
+    a local OCI layout / docker save tarball (load.py).  Each checks what it
+    hands over against its digest and size."""
+
+    base: str
+
+    def manifest(self, ref: str) -> tuple[bytes, str | None, str]: ...
+    def blob_bytes(self, digest: str, size: int, limit: int) -> bytes: ...
+    def blob_to_file(
+        self, digest: str, size: int, path: str, progress: Callable[[int], None] | None = None
+    ) -> None: ...
+
+
 @dataclass
 class _Ctx:
     store: Store
-    client: Client
+    client: Source
     progress: Progress | None
 
     def tell(self, event: str, digest: str, done: int, total: int) -> None:
@@ -38,10 +52,11 @@ class _Ctx:
             self.progress(event, digest, done, total)
 
 
-def _resolve(client: Client, ref: Reference, platform: str) -> tuple[list[tuple[bytes, str]], dict[str, Any]]:
+def resolve(
+    client: Source, lookup: str, where: str, platform: str
+) -> tuple[list[tuple[bytes, str]], dict[str, Any]]:
     """[(body, digest) of the index and/or manifest], the parsed manifest."""
-    where = str(ref)
-    body, ctype, digest = client.manifest(ref.lookup)
+    body, ctype, digest = client.manifest(lookup)
     data = mf.loads(body, where)
     mt = mf.media_type(data, ctype)
     if mt in mf.DOCKER_SCHEMA1 or data.get("schemaVersion") == 1:
@@ -146,7 +161,7 @@ def pull_locked(
     for base in cfg.endpoints(ref.registry):
         client = Client(base, ref.repository, cfg)
         try:
-            got, data = _resolve(client, ref, plat)
+            got, data = resolve(client, ref.lookup, str(ref), plat)
             break
         except DigestMismatch:
             raise
@@ -157,6 +172,20 @@ def pull_locked(
             raise errors[0]
         kind = ImageNotFound if all(isinstance(e, ImageNotFound) for e in errors) else RegistryError
         raise kind(f"{ref}: every endpoint failed: " + "; ".join(map(str, errors)))
+    return install(store, ref, client, got, data, plat, progress)
+
+
+def install(
+    store: Store,
+    ref: Reference,
+    client: Source,
+    got: list[tuple[bytes, str]],
+    data: dict[str, Any],
+    plat: str,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """Config, layers (fetched and unpacked concurrently) and the record of
+    a resolved manifest."""
     where = str(ref)
     config_desc, layers = mf.manifest_parts(data, where)
     if store.has_blob(config_desc.digest):
@@ -166,6 +195,11 @@ def pull_locked(
     conf = mf.parse_config(cbody, where)
     if len(conf.diff_ids) != len(layers):
         raise ImageError(f"{where}: {len(layers)} layers but {len(conf.diff_ids)} diff_ids in the config")
+    for d in layers:
+        if d.size > MAX_LAYER_SIZE:
+            raise ImageError(
+                f"{where}: layer {d.digest} is {d.size} bytes, more than the {MAX_LAYER_SIZE} allowed"
+            )
     for body, digest in got:
         _put_blob(store, digest, body)
     _put_blob(store, config_desc.digest, cbody)
