@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import manifest as _mf
+from .build import build
 from .errors import DigestMismatch, ImageError, ImageNotFound, PlatformNotFound, RegistryError, UnsafeLayer
 from .load import load
 from .pull import Progress, pull_locked
@@ -37,6 +38,7 @@ __all__ = [
     "RegistryError",
     "Store",
     "UnsafeLayer",
+    "build",
     "gc",
     "list",
     "load",

@@ -1,17 +1,18 @@
 """The image commands of `sandbox`: pull (with a progress display), images
-[--verify], rmi, prune, load."""
+[--verify], rmi, prune, load, build."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
 from typing import TextIO
 
-from . import Store, list, load, parse, prune, pull, remove, verify
+from . import Store, build, list, load, parse, prune, pull, remove, verify
 
-COMMANDS = ("pull", "images", "rmi", "prune", "load")
+COMMANDS = ("pull", "images", "rmi", "prune", "load", "build")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +25,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("rmi", help="remove images (and the layers nothing else uses)")
     p.add_argument("refs", nargs="+", metavar="REF")
     sub.add_parser("prune", help="remove every blob and layer no image or running sandbox uses")
+    p = sub.add_parser("build", help="build a recipe of images/ (Debian packages) as an OCI image")
+    p.add_argument("recipe", metavar="DIR", help="e.g. images/debian (its image.json names the tags)")
+    p.add_argument("--rootfs", help="a tree the recipe already built: store it, do not rebuild")
     p = sub.add_parser("load", help="load images from an OCI layout directory or a docker save tarball")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--name", help="the repository, when the layout names only tags (e.g. myapp)")
@@ -141,6 +145,14 @@ def cmd_prune(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(a: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    refs = build(a.recipe, rootfs=a.rootfs)
+    names = ", ".join(r.familiar() for r in refs)
+    print(f"built {names} in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
 def cmd_load(a: argparse.Namespace) -> int:
     for ref in load(a.path, name=a.name, platform=a.platform, progress=ProgressDisplay(a.path)):
         print(f"loaded {ref.familiar()}")
@@ -157,7 +169,17 @@ def ensure(ref: str) -> None:
 
 
 def main(a: argparse.Namespace) -> int:
-    cmd = {"pull": cmd_pull, "images": cmd_images, "rmi": cmd_rmi, "prune": cmd_prune, "load": cmd_load}[
-        a.cmd
-    ]
-    return cmd(a)
+    cmd = {
+        "pull": cmd_pull,
+        "images": cmd_images,
+        "rmi": cmd_rmi,
+        "prune": cmd_prune,
+        "load": cmd_load,
+        "build": cmd_build,
+    }[a.cmd]
+    try:
+        return cmd(a)
+    except BrokenPipeError:
+        # the reader went away (| head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
