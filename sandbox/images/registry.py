@@ -133,7 +133,17 @@ class Client:
     def blob_to_file(self, digest: str, size: int, path: str, progress: Progress | None = None) -> None:
         """Download into `path` (appended to: a partial file from an earlier,
         interrupted download is resumed with Range).  On a digest or size
-        mismatch the file is removed and DigestMismatch raised."""
+        mismatch the file is removed and DigestMismatch raised; when a partial
+        file was resumed, the whole blob is fetched once more first."""
+        resumed = os.path.exists(path) and os.path.getsize(path) > 0
+        try:
+            self._download(digest, size, path, progress)
+        except DigestMismatch:
+            if not resumed:
+                raise
+            self._download(digest, size, path, progress)  # the partial file may have been the bad part
+
+    def _download(self, digest: str, size: int, path: str, progress: Progress | None) -> None:
         what = f"blob {digest}"
         h = hashlib.sha256()
         with open(path, "ab+") as f:

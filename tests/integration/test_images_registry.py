@@ -175,6 +175,20 @@ def test_retries_on_5xx_and_resumes_a_broken_download(
     assert images.verify() == []
 
 
+def test_a_bad_partial_download_is_fetched_again(
+    store: Path, registry: Registry, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", proxy.addr)
+    layer = registry.image("busybox:latest")["layers"][0]["digest"]
+    st = Store()
+    st.ensure()
+    Path(f"{st.blob_path(layer)}.partial").write_bytes(b"x" * 1000)  # not the blob's first bytes
+    images.pull(f"{proxy.addr}/library/busybox:latest")
+    gets = [h for h in proxy.heads if f"/blobs/{layer} ".encode() in h]
+    assert [b"\r\nRange: bytes=1000-" in h for h in gets] == [True, False]
+    assert images.verify() == []
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sandbox.cli", *args], capture_output=True, text=True, timeout=300
