@@ -90,6 +90,11 @@ class Proxy:
     lock: threading.Lock = field(default_factory=threading.Lock)
     CUT = 300_000
 
+    def blob_gets(self, digest: str) -> list[bytes]:
+        """The heads of the GETs of one blob, in order."""
+        with self.lock:
+            return [h for h in self.heads if f"/blobs/{digest} ".encode() in h.split(b"\r\n", 1)[0]]
+
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.sock.getsockname()[1]}"
