@@ -76,7 +76,7 @@ def test_docker_save_tarball(tmp_path: Path) -> None:
             "architecture": "amd64",
             "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "config": {"Env": ["PATH=/bin", "SAVED=yes"], "Cmd": ["cat", "/etc/motd"]},
+            "config": {"Env": ["PATH=/bin", "SAVED=yes"], "Cmd": ["cat", "/etc/motd"], "User": "65534"},
         }
     ).encode()
     cfg_name = hashlib.sha256(config).hexdigest() + ".json"
@@ -103,7 +103,9 @@ def test_docker_save_tarball(tmp_path: Path) -> None:
     with Sandbox(image="example/saved:1") as sb:
         assert sb.image is not None
         assert sb.exec(sb.image.argv()).stdout == b"saved by docker\n"
-        assert sh_ok(sb, "echo $SAVED") == "yes\n"
+        assert sh_ok(sb, 'echo "$SAVED $(id -u)"') == "yes 65534\n"  # the image's Env and User
+    with Sandbox(image="example/saved:1", user="0") as sb:
+        assert sh_ok(sb, "id -u") == "0\n"
 
 
 def test_not_an_image(tmp_path: Path) -> None:
