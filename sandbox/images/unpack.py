@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .errors import DigestMismatch, UnsafeLayer
+from .errors import DigestMismatch, ImageError, UnsafeLayer
 
 CHUNK = 1 << 20
 MAX_LAYER_SIZE = 64 << 30  # bytes of file content per layer
@@ -273,6 +273,8 @@ class _Extractor:
                 self.stats.opaque += 1
             elif not name.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.* are aufs internals
                 target = name[len(WHITEOUT) :]
+                if target in ("", ".", ".."):  # ".wh..." would delete the directory above
+                    raise UnsafeLayer(f"entry {m.name!r}: a whiteout of {target!r}")
                 self._remove(parent, target)
                 os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
                 self.stats.whiteouts += 1
@@ -394,7 +396,10 @@ def unpack(
                     if m is None:
                         break
                     tf.members.clear()  # stream mode: do not keep every header
-                    ex.entry(m, tf)
+                    try:
+                        ex.entry(m, tf)
+                    except OSError as e:
+                        raise ImageError(f"layer entry {m.name[:200]!r}: {e.strerror or e}") from None
                     if progress is not None and stream.n - reported >= CHUNK:
                         reported = stream.n
                         progress(reported)

@@ -214,6 +214,13 @@ def test_hardlink_inside_layer(box: dict[str, Path]) -> None:
     assert os.stat(box["layer"] / "a").st_ino == os.stat(box["layer"] / "b").st_ino
 
 
+@pytest.mark.parametrize("name", [".wh...", "d/.wh...", ".wh..", ".wh."])
+def test_whiteout_of_dotdot(box: dict[str, Path], name: str) -> None:
+    """'.wh...' names '..': removing it would delete the directory above."""
+    refused(box, raw_tar(ent("d", tarfile.DIRTYPE, mode=0o755), ent(name, data=b"")), "a whiteout of")
+    assert (box["layer"] / "d").is_dir()
+
+
 def test_absurd_size_in_header(box: dict[str, Path]) -> None:
     refused(box, header_only("big", 10**12), "more than the")
 
