@@ -80,9 +80,9 @@ class AsyncSandbox(SandboxBase):
     async def aclose(self) -> None:
         """Stop every process of the sandbox and free what it held.  Idempotent."""
         self._closed = True
-        self._release_image()
         launched, self._launched = self._launched, None
         if launched is None:
+            self._release_image()
             return
         with anyio.CancelScope(shield=True):
             try:
@@ -92,14 +92,15 @@ class AsyncSandbox(SandboxBase):
             # a pidfd turns readable when its process has exited
             await anyio.wait_readable(launched.pidfd)
             self._reap(launched)
+            self._release_image()  # after the reap: nothing runs on the layers any more
 
     def close(self) -> None:
         """The blocking close, for finalisers and sync code."""
         self._closed = True
-        self._release_image()
         launched, self._launched = self._launched, None
         if launched is not None:
             self._reap(launched)
+        self._release_image()
 
     @property
     def files(self) -> AsyncFiles:

@@ -76,10 +76,10 @@ class Sandbox(SandboxBase):
     def close(self) -> None:
         """Stop every process of the sandbox and free what it held.  Idempotent."""
         self._closed = True
-        self._release_image()
         launched, self._launched = self._launched, None
         if launched is not None:
             self._reap(launched)
+        self._release_image()  # after the reap: nothing runs on the layers any more
 
     @property
     def files(self) -> Files:
