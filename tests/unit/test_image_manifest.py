@@ -178,3 +178,26 @@ def test_docker_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -
     assert c.credentials("registry-1.docker.io") == ("hub", "pw")
     assert c.credentials("other") is None
     assert "p:w" not in repr(c)
+
+
+def test_registries_file(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from pathlib import Path
+
+    d = Path(str(tmp_path))
+    ca = d / "ca.pem"
+    ca.write_text("not checked here")
+    f = d / "registries.json"
+    f.write_text(json.dumps({"mirrors": ["https://m.example/"], "insecure": ["10.0.0.1:5000"], "ca_file": str(ca)}))
+    for var in ("SANDBOX_REGISTRY_MIRRORS", "SANDBOX_INSECURE_REGISTRIES", "SANDBOX_REGISTRY_CA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SANDBOX_REGISTRY_CONFIG", str(f))
+    c = regconfig.load()
+    assert c.endpoints("docker.io") == ["https://m.example", regconfig.HUB_ENDPOINT]
+    assert c.endpoints("10.0.0.1:5000") == ["http://10.0.0.1:5000"]
+    assert c.ca_file == str(ca)
+    f.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"^SANDBOX_REGISTRY_CONFIG: cannot read"):
+        regconfig.load()
+    f.write_text(json.dumps({"ca_file": str(d / "missing.pem")}))
+    with pytest.raises(ConfigError, match=r"is not a readable PEM file"):
+        regconfig.load()
