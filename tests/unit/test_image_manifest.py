@@ -187,7 +187,9 @@ def test_registries_file(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> N
     ca = d / "ca.pem"
     ca.write_text("not checked here")
     f = d / "registries.json"
-    f.write_text(json.dumps({"mirrors": ["https://m.example/"], "insecure": ["10.0.0.1:5000"], "ca_file": str(ca)}))
+    f.write_text(
+        json.dumps({"mirrors": ["https://m.example/"], "insecure": ["10.0.0.1:5000"], "ca_file": str(ca)})
+    )
     for var in ("SANDBOX_REGISTRY_MIRRORS", "SANDBOX_INSECURE_REGISTRIES", "SANDBOX_REGISTRY_CA"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SANDBOX_REGISTRY_CONFIG", str(f))
