@@ -56,11 +56,8 @@ def cli_verify() -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_killed_during_download(
-    store: Path, registry: Registry, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_killed_during_download(store: Path, registry: Registry, proxy: Proxy) -> None:
     ref = f"{proxy.addr}/library/debian:bookworm"
-    monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", proxy.addr)
     pull_and_kill(ref, "download", dict(os.environ))
     st = Store()
     layer = registry.image("debian:bookworm")["layers"][0]

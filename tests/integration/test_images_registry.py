@@ -150,19 +150,15 @@ def test_flipped_byte_on_the_registry_is_detected_and_never_used(
 
 def test_one_download_per_blob_across_processes(store: Path, registry: Registry, proxy: Proxy) -> None:
     ref = f"{proxy.addr}/library/busybox:latest"
-    env = {**os.environ, "SANDBOX_INSECURE_REGISTRIES": proxy.addr}
     code = f"from sandbox import images; images.pull({ref!r})"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
     assert [p.wait(120) for p in procs] == [0, 0, 0]
     blob = registry.image("busybox:latest")["layers"][0]["digest"]
     assert len(proxy.blob_gets(blob)) == 1, proxy.requests
     assert images.verify() == []
 
 
-def test_retries_on_5xx_and_resumes_a_broken_download(
-    store: Path, registry: Registry, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", proxy.addr)
+def test_retries_on_5xx_and_resumes_a_broken_download(store: Path, registry: Registry, proxy: Proxy) -> None:
     blob = registry.image("debian:bookworm")["layers"][0]["digest"]
     proxy.fault_on = f"/blobs/{blob} "
     proxy.faults += ["503", "503", "cut", "cut"]
@@ -174,10 +170,7 @@ def test_retries_on_5xx_and_resumes_a_broken_download(
     assert images.verify() == []
 
 
-def test_a_bad_partial_download_is_fetched_again(
-    store: Path, registry: Registry, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", proxy.addr)
+def test_a_bad_partial_download_is_fetched_again(store: Path, registry: Registry, proxy: Proxy) -> None:
     layer = registry.image("busybox:latest")["layers"][0]["digest"]
     st = Store()
     st.ensure()

@@ -157,9 +157,11 @@ class Proxy:
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[Proxy]:
+def proxy(registry: Registry, store: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    """A proxy of the plain registry, reached over plain HTTP as it is."""
     host, port = registry.plain.rsplit(":", 1)
     p = Proxy((host, int(port)))
+    monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", f"{os.environ['SANDBOX_INSECURE_REGISTRIES']},{p.addr}")
     t = threading.Thread(target=p.serve, daemon=True)
     t.start()
     yield p
