@@ -157,6 +157,10 @@ def _check_targets(rows: list[Row]) -> None:
                 if bws is not None:
                     what = f"median < bwrap+seccomp's {bws.median:.2f} ms"
                     lim.checks.append((what, lim.median < bws.median))
+        elif group.startswith("cold pull + unpack") and (ours := runners.get("sandbox")):
+            if (peer := runners.get("skopeo+umoci")) is not None:  # issue 3: no slower than theirs
+                what = f"median <= skopeo+umoci's {peer.median:.0f} ms"
+                ours.checks.append((what, ours.median <= peer.median))
         elif group == "exec round trip, back-to-back" and (ours := runners.get("sandbox")):
             ours.checks.append((f"median <= {EXEC_MEDIAN_MS} ms", ours.median <= EXEC_MEDIAN_MS))
 

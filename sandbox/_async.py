@@ -82,6 +82,7 @@ class AsyncSandbox(SandboxBase):
         self._closed = True
         launched, self._launched = self._launched, None
         if launched is None:
+            self._release_image()
             return
         with anyio.CancelScope(shield=True):
             try:
@@ -91,6 +92,7 @@ class AsyncSandbox(SandboxBase):
             # a pidfd turns readable when its process has exited
             await anyio.wait_readable(launched.pidfd)
             self._reap(launched)
+            self._release_image()  # after the reap: nothing runs on the layers any more
 
     def close(self) -> None:
         """The blocking close, for finalisers and sync code."""
@@ -98,6 +100,7 @@ class AsyncSandbox(SandboxBase):
         launched, self._launched = self._launched, None
         if launched is not None:
             self._reap(launched)
+        self._release_image()
 
     @property
     def files(self) -> AsyncFiles:

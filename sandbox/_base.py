@@ -152,10 +152,11 @@ class SandboxBase:
         self,
         rootfs: str | os.PathLike[str] | None = None,
         *,
+        image: str | None = None,
         layers: Sequence[str | os.PathLike[str]] | None = None,
         hostname: str = "sandbox",
         env: Mapping[str, str] | None = None,
-        workdir: str = "/",
+        workdir: str | None = None,
         user: str | int | None = None,
         mounts: Sequence[Mount] = (),
         disk: str | int | None = None,
@@ -175,6 +176,14 @@ class SandboxBase:
             disk = DEFAULT_DISK if lim.disk is None else int(lim.disk)
         self._limits = lim
         self._group: cgroup.Group | None = None
+        resolved = None
+        if image is not None:
+            # an OCI image (pulled when missing): its layers, and its defaults under ours
+            from .images.for_sandbox import resolve
+
+            resolved = resolve(image, rootfs=rootfs, layers=layers, env=env, workdir=workdir, user=user)
+            layers, env, workdir, user = resolved.layers, resolved.env, resolved.workdir, resolved.user
+        workdir = "/" if workdir is None else workdir
         self._spec = make_spec(
             rootfs=rootfs,
             layers=layers,
@@ -192,6 +201,9 @@ class SandboxBase:
             redact_secrets=redact_secrets,
             seccomp_log=seccomp_log,
         )
+        self.image = resolved.image if resolved else None
+        # taken once the options are valid, so that a bad one leaves nothing held
+        self._image_hold = resolved.hold() if resolved else None
         self._launched: _core.Launched | None = None
         self._closed = False
         self._ids = itertools.count(1)
@@ -223,6 +235,11 @@ class SandboxBase:
         g, self._group = self._group, None
         if g is not None:
             cgroup.dispose(g)
+    def _release_image(self) -> None:
+        """On close: prune and rmi may take the image's layers again."""
+        hold, self._image_hold = getattr(self, "_image_hold", None), None
+        if hold is not None:
+            hold.release()
 
     def _ctl(self) -> socket.socket:
         if self._launched is None:

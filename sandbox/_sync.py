@@ -79,6 +79,7 @@ class Sandbox(SandboxBase):
         launched, self._launched = self._launched, None
         if launched is not None:
             self._reap(launched)
+        self._release_image()  # after the reap: nothing runs on the layers any more
 
     @property
     def files(self) -> Files:

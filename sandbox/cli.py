@@ -1,7 +1,11 @@
 """The `sandbox` command.  `sandbox run` is shaped like `docker run`:
 
-    sandbox run [--rootfs DIR] [--env K=V] [--workdir DIR] [--user U[:G]]
+    sandbox run [--rootfs DIR | --image REF] [--env K=V] [--workdir DIR] [--user U[:G]]
                 [--mount SRC:DST[:rw]] [--timeout S] [--json] -- CMD...
+    sandbox run IMAGE [-- CMD...]       (the image's Entrypoint/Cmd without CMD)
+
+Images: `sandbox pull REF`, `images [--verify]`, `rmi REF`, `prune`
+(sandbox/images/cli.py); `sandbox gc` reclaims what killed processes left.
 
 Its exit status is the command's, 128+N when a signal N ended it; 125 when
 the sandbox itself could not run the command (bad option, failed start),
@@ -16,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import CommandNotFound, ConfigError, SandboxError
+from .images import cli as images_cli
 from .limits import Limits
 from .spec import Mount
 
@@ -77,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a command in a new sandbox")
     run.add_argument("--rootfs", help="root file system directory (default: the embedded busybox rootfs)")
     run.add_argument("--layer", action="append", default=[], help="a layer directory, lowest first (repeat)")
+    run.add_argument("--image", help="an OCI image reference (pulled when missing), e.g. debian:bookworm")
     run.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    run.add_argument("-w", "--workdir", default="/")
+    run.add_argument("-w", "--workdir", help="working directory (default: the image's, or /)")
     run.add_argument("-u", "--user")
     run.add_argument("-v", "--mount", action="append", default=[], metavar="SRC:DST[:rw]")
     run.add_argument("--hostname", default="sandbox")
@@ -109,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     lim.add_argument("--stack", help="stack size")
     run.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="check what this host offers sandboxes, and how to fix the rest")
-    sub.add_parser("gc", help="remove what crashed sandbox owners left behind (cgroups, ...)")
+    images_cli.add_parsers(sub)
+    sub.add_parser("gc", help="reclaim what crashed sandbox owners and killed pulls left behind")
     return ap
 
 
@@ -132,10 +139,14 @@ def _limits(a: argparse.Namespace) -> Limits:
 
 
 def cmd_gc() -> int:
+    """Each part reclaims its own: cgroups of dead owners, then the image store."""
+    from . import images
     from .cgroup import gc
 
     for path in gc.collect(everywhere=True):
-        print(f"removed cgroup {path}")
+        print(f"gc: removed cgroup {path}")
+    for line in images.gc():
+        print(f"gc: {line}")
     return 0
 
 
@@ -164,11 +175,19 @@ def cmd_run(a: argparse.Namespace) -> int:
     from ._sync import Sandbox
 
     argv = a.command[1:] if a.command[:1] == ["--"] else a.command
-    if not argv:
+    image = a.image
+    cmd = a.command
+    positional_image = cmd[:1] != ["--"] and (len(cmd) == 1 or cmd[1:2] == ["--"])
+    if image is None and not (a.rootfs or a.layer) and positional_image:
+        image, argv = cmd[0], cmd[2:]  # sandbox run IMAGE [-- CMD...], as docker run
+    if not argv and image is None:
         raise ConfigError("COMMAND", "nothing to run: give it after --, e.g. sandbox run -- echo hi")
-    if a.layer and a.rootfs:
-        raise ConfigError("--layer", "give either --rootfs or --layer, not both")
+    if sum(map(bool, (a.layer, a.rootfs, image))) > 1:
+        raise ConfigError("--image", "give one of IMAGE (--image), --rootfs or --layer")
     kw: dict[str, object] = {"layers": a.layer} if a.layer else {"rootfs": a.rootfs or default_rootfs()}
+    if image is not None:
+        images_cli.ensure(image)  # a pull shows its progress
+        kw = {"image": image}
     with Sandbox(
         **kw,  # type: ignore[arg-type]
         env=_kv("--env", a.env),
@@ -183,6 +202,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         cap_add=a.cap_add,
         limits=_limits(a),
     ) as sb:
+        if not argv and sb.image is not None:
+            argv = sb.image.argv()
+        if not argv:
+            raise ConfigError("COMMAND", f"the image {image} has no Entrypoint or Cmd: give one after --")
         data = sys.stdin.buffer.read() if a.interactive else None
         if a.json:
             r = sb.exec(argv, stdin=data, timeout=a.timeout)
@@ -213,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.cmd == "run":
             return cmd_run(a)
+        if a.cmd in images_cli.COMMANDS:
+            return images_cli.main(a)
         if a.cmd == "gc":
             return cmd_gc()
         if a.cmd == "doctor":

@@ -28,6 +28,9 @@ import pytest
 
 from tests import leakcheck
 
+# the image tests' registry, store and request-recording proxy
+pytest_plugins = ["tests.registry.fixture"]
+
 PROJECT = Path(__file__).resolve().parent.parent
 MUST_WORK = os.environ.get("SANDBOX_MUST_WORK") == "1"
 BUILD_WAIT = 900.0  # seconds to wait for a rootfs another process is building

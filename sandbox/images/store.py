@@ -1,0 +1,300 @@
+"""The image store under $SANDBOX_HOME/images (or $SANDBOX_IMAGE_STORE):
+
+    store.lock              shared by pulls and sandbox starts, exclusive for prune/rmi/gc
+    blobs/sha256/HEX        verified blobs (manifests, configs, compressed layers)
+    blobs/sha256/HEX.partial    a download in progress (resumed by the next try)
+    layers/HEX/tree         an unpacked layer, HEX = its diff_id; layers/HEX/layer.json
+    images/KEY.json         image records by reference
+    holds/HEX               held (flock LOCK_SH) by running sandboxes of manifest HEX
+    locks/NAME.lock         one download / one unpack per blob or layer, across processes
+    tmp/                    work in progress: renamed into place when whole
+
+Everything appears by rename(2) once it is complete, so a crash at any point
+leaves only tmp/ entries and .partial files, which no reader ever uses.
+Reference counts are computed, not stored: a blob or layer is kept while an
+image record or a held sandbox names it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import sandbox_home
+from .errors import ImageError
+from .reference import Reference
+
+
+def default_root() -> Path:
+    env = os.environ.get("SANDBOX_IMAGE_STORE")
+    return Path(env) if env else sandbox_home() / "images"
+
+
+def hexof(digest: str) -> str:
+    algo, _, h = digest.partition(":")
+    if algo != "sha256" or len(h) != 64:
+        raise ImageError(f"not a sha256 digest: {digest!r}")
+    return h
+
+
+def record_key(ref: Reference) -> str:
+    return hashlib.sha256(str(ref).encode()).hexdigest()[:32]
+
+
+def write_atomic(path: Path, data: bytes, tmpdir: Path) -> None:
+    tmp = tmpdir / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def tree_summary(tree: str) -> dict[str, int]:
+    """What `images --verify` compares: entries and bytes of regular files."""
+    entries = size = 0
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for n in dirnames + filenames:
+            entries += 1
+            st = os.lstat(os.path.join(dirpath, n))
+            if stat.S_ISREG(st.st_mode):
+                size += st.st_size
+    return {"entries": entries, "bytes": size}
+
+
+@dataclass
+class Hold:
+    """A running sandbox's claim on an image's layers (a shared flock)."""
+
+    fd: int | None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self._made = False
+
+    # -- layout ------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        if self._made:
+            return
+        try:
+            # 0700: layers keep set-id bits and root ownership; no host user may reach them
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for d in ("blobs/sha256", "layers", "images", "holds", "locks", "tmp"):
+                (self.root / d).mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise ImageError(
+                f"cannot create the image store at {str(self.root)!r}: {e.strerror}; "
+                "set SANDBOX_HOME or SANDBOX_IMAGE_STORE to a writable directory"
+            ) from None
+        self._made = True
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / hexof(digest)
+
+    def layer_dir(self, diff_id: str) -> Path:
+        return self.root / "layers" / hexof(diff_id)
+
+    def layer_tree(self, diff_id: str) -> Path:
+        return self.layer_dir(diff_id) / "tree"
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def has_layer(self, diff_id: str) -> bool:
+        return (self.layer_dir(diff_id) / "layer.json").is_file()
+
+    def tmp(self) -> Path:
+        self.ensure()
+        p = self.root / "tmp" / f"{os.getpid()}.{secrets.token_hex(6)}"
+        p.mkdir(mode=0o700)
+        return p
+
+    # -- locks -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, exclusive: bool = False, wait: bool = True) -> Iterator[bool]:
+        """The store lock; with wait=False, yields False when it is busy."""
+        self.ensure()
+        fd = os.open(self.root / "store.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, flags)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def entry_lock(self, name: str) -> Iterator[None]:
+        """One writer per blob or layer, across threads and processes."""
+        self.ensure()
+        fd = os.open(self.root / "locks" / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- records -----------------------------------------------------------------
+
+    def record_path(self, ref: Reference) -> Path:
+        return self.root / "images" / f"{record_key(ref)}.json"
+
+    def write_record(self, ref: Reference, rec: dict[str, Any]) -> None:
+        self.ensure()
+        write_atomic(
+            self.record_path(ref), json.dumps(rec, indent=1, sort_keys=True).encode(), self.root / "tmp"
+        )
+
+    def read_record(self, ref: Reference) -> dict[str, Any] | None:
+        try:
+            rec = json.loads(self.record_path(ref).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise ImageError(
+                f"the store's record of {ref} is unreadable ({e}); run `sandbox rmi {ref}`"
+            ) from None
+        return rec if isinstance(rec, dict) and rec.get("ref") == str(ref) else None
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        d = self.root / "images"
+        if not d.is_dir():
+            return []
+        for p in sorted(d.glob("*.json")):
+            try:
+                rec = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("ref"), str):
+                out.append(rec)
+        return out
+
+    def remove_record(self, ref: Reference) -> bool:
+        try:
+            self.record_path(ref).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def complete(self, rec: dict[str, Any]) -> bool:
+        """The record's manifest, config and unpacked layers are in the store
+        (a layer's compressed blob need not be: an image whose layer another
+        image already unpacked never downloads it)."""
+        return all(self.has_blob(b) for b in (rec["digest"], rec["config"])) and all(
+            self.has_layer(x["diff_id"]) for x in rec["layers"]
+        )
+
+    # -- holds -------------------------------------------------------------------
+
+    def hold(self, rec: dict[str, Any]) -> Hold:
+        """Call with the store lock held (shared): prune cannot run between
+        the lookup and the flock."""
+        p = self.root / "holds" / hexof(rec["digest"])
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            body = json.dumps([x["diff_id"] for x in rec["layers"]] + [rec["digest"], rec["config"]]).encode()
+            if os.fstat(fd).st_size != len(body):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, body, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Hold(fd)
+
+    def _held(self) -> tuple[set[str], list[Path]]:
+        """(digests and diff_ids named by held holds, unheld hold files).
+        Call with the store lock held exclusively."""
+        held: set[str] = set()
+        stale = []
+        d = self.root / "holds"
+        for p in d.iterdir() if d.is_dir() else ():
+            fd = os.open(p, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    stale.append(p)
+                except BlockingIOError:
+                    try:
+                        held.update(json.loads(os.pread(fd, 1 << 20, 0)))
+                    except ValueError:
+                        pass
+            finally:
+                os.close(fd)
+        return held, stale
+
+    # -- pruning -----------------------------------------------------------------
+
+    def _referenced(self) -> set[str]:
+        out: set[str] = set()
+        for rec in self.records():
+            out.update([rec["digest"], rec["config"]])
+            if rec.get("index"):
+                out.add(rec["index"])
+            for x in rec.get("layers", []):
+                out.update([x["digest"], x["diff_id"]])
+        return out
+
+    def leftovers(self) -> list[Path]:
+        """Work a killed process left in tmp/ (.partial downloads stay: the
+        next pull resumes them).  Call with the store lock held exclusively:
+        then no pull runs, and every tmp/ entry is a dead one's."""
+        return sorted((self.root / "tmp").iterdir()) if (self.root / "tmp").is_dir() else []
+
+    def sweep(self, content: bool) -> list[str]:
+        """Remove leftovers, stale holds and (with `content`) every blob and
+        layer no record or held sandbox names.  Needs the exclusive lock."""
+        removed = []
+        for p in self.leftovers():
+            _rmtree(p)
+            removed.append(f"tmp/{p.name}")
+        held, stale = self._held()
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if not content:
+            return removed
+        keep = self._referenced() | held
+        for p in sorted((self.root / "layers").iterdir()):
+            if f"sha256:{p.name}" not in keep:
+                _rmtree(p)
+                (self.root / "locks" / f"layer-{p.name}.lock").unlink(missing_ok=True)
+                removed.append(f"layer sha256:{p.name}")
+        for p in sorted((self.root / "blobs" / "sha256").iterdir()):
+            name = p.name.removesuffix(".partial")
+            if f"sha256:{name}" not in keep or p.name.endswith(".partial"):
+                p.unlink(missing_ok=True)
+                (self.root / "locks" / f"blob-{name}.lock").unlink(missing_ok=True)
+                removed.append(f"blob sha256:{p.name}")
+        return removed
+
+
+def _rmtree(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)

@@ -1,0 +1,415 @@
+"""Layer unpack: a gzip, zstd or plain tar into a fresh directory, with
+nothing ever written outside it.
+
+Every name is cleaned first (absolute paths and `..` are refused), and every
+parent directory is opened with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
+| RESOLVE_NO_XDEV): a path through a symlink planted by an earlier entry is
+refused by the kernel, not by string games.  Files are then created relative
+to that directory fd with O_EXCL | O_NOFOLLOW, hardlinks only to files of
+this layer.  Each layer goes into its own empty directory, so a symlink of a
+lower layer is never on the path either.
+
+The OCI whiteouts become what the core's overlay mount (`userxattr`, in a
+user namespace) reads: `.wh.NAME` a 0/0 character device NAME (made here, as
+host root; overlay treats it as "deleted" in any lower layer), and
+`.wh..wh..opq` the xattr user.overlay.opaque="y" on its directory.  Device
+nodes of the image are skipped.  Ownership and modes are the tar's (the
+core's idmapped mounts shift them at run time); xattrs are kept when they
+are user.* (but not overlay's own) or file capabilities.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .errors import DigestMismatch, ImageError, UnsafeLayer
+
+CHUNK = 1 << 20
+MAX_LAYER_SIZE = 64 << 30  # bytes of file content per layer
+MAX_ENTRIES = 1_000_000
+MAX_NAME = 4096
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "user.overlay.opaque"
+XATTRS_KEPT = ("security.capability",)
+
+# openat2(2)
+_SYS_OPENAT2 = 437  # the same number on every architecture
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int = _RESOLVE) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    fd = _libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+    return int(fd)
+
+
+def clean(name: str, what: str = "entry") -> str:
+    """A tar name as a relative path without '.', '' or '..' parts ("" is the root)."""
+    if "\0" in name or len(name) > MAX_NAME:
+        raise UnsafeLayer(f"{what} {name[:100]!r}: a name with NUL or longer than {MAX_NAME}")
+    if name.startswith("/"):
+        raise UnsafeLayer(f"{what} {name[:200]!r}: an absolute path (layer entries are relative)")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeLayer(f"{what} {name[:200]!r}: contains '..' (it would leave the layer)")
+    if any(len(os.fsencode(p)) > 255 for p in parts):
+        raise UnsafeLayer(f"{what} {name[:200]!r}: a name component longer than 255 bytes")
+    return "/".join(parts)
+
+
+class _Decompressed:
+    """The tar stream of a blob: decompressed (by the blob's magic bytes),
+    hashed (the diff_id) and counted, in bounded steps."""
+
+    def __init__(self, f: IO[bytes], limit: int) -> None:
+        self.f = f
+        self.h = hashlib.sha256()
+        self.n = 0
+        self.limit = limit
+        magic = f.read(4)
+        f.seek(0)
+        self._zstd: Any = None
+        self._gz: Any = None
+        self._tail = b""
+        if magic[:2] == b"\x1f\x8b":
+            self._gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif magic == b"\x28\xb5\x2f\xfd":
+            import zstandard
+
+            self._zstd = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+
+    def _raw(self, n: int) -> bytes:
+        if self._zstd is not None:
+            return bytes(self._zstd.read(n))
+        if self._gz is None:
+            return self.f.read(n)
+        while True:
+            if self._tail:
+                data = self._gz.decompress(self._tail, n)
+                self._tail = self._gz.unconsumed_tail
+            else:
+                chunk = self.f.read(CHUNK)
+                if not chunk:
+                    if not self._gz.eof:
+                        raise DigestMismatch("a gzip layer ends early: the blob is truncated")
+                    return b""
+                data = self._gz.decompress(chunk, n)
+                self._tail = self._gz.unconsumed_tail
+            if self._gz.eof and self._gz.unused_data:
+                # another gzip member follows (concatenated gzip)
+                rest = self._gz.unused_data + self._tail
+                self._gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._tail = rest
+            if data:
+                return bytes(data)
+            if self._gz.eof and not self._tail:
+                chunk = self.f.read(CHUNK)
+                if not chunk:
+                    return b""
+                self._gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._tail = chunk
+
+    def read(self, n: int = CHUNK) -> bytes:
+        try:
+            data = self._raw(max(1, min(n, CHUNK)) if n and n > 0 else CHUNK)
+        except zlib.error as e:
+            raise DigestMismatch(f"a corrupt gzip layer: {e}") from None
+        self.n += len(data)
+        if self.n > self.limit:
+            raise UnsafeLayer(f"the layer's tar is larger than {self.limit} bytes")
+        self.h.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(CHUNK):
+            pass
+        return "sha256:" + self.h.hexdigest()
+
+
+@dataclass
+class Stats:
+    entries: int = 0
+    bytes: int = 0
+    skipped_devices: int = 0
+    whiteouts: int = 0
+    opaque: int = 0
+
+
+class _Extractor:
+    def __init__(self, root_fd: int, max_size: int) -> None:
+        self.root = root_fd
+        self.max_size = max_size
+        self.stats = Stats()
+        self._dirs: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._dir_meta: list[tuple[str, int]] = []  # (path, mtime ns): set after their contents
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+
+    def _forget_dirs(self) -> None:
+        self.close()
+
+    def dir_fd(self, rel: str, member: str, create: bool = True) -> int:
+        """An fd of the directory `rel` of the layer (made when missing)."""
+        if rel == "":
+            return self.root
+        fd = self._dirs.get(rel)
+        if fd is not None:
+            self._dirs.move_to_end(rel)
+            return fd
+        try:
+            fd = openat2(self.root, rel, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            if e.errno == errno.ENOENT and create:
+                head, _, name = rel.rpartition("/")
+                parent = self.dir_fd(head, member)
+                try:
+                    os.mkdir(name, 0o755, dir_fd=parent)
+                except FileExistsError:
+                    pass
+                return self.dir_fd(rel, member, create=False)
+            if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV, errno.EAGAIN, errno.ENOENT):
+                raise UnsafeLayer(
+                    f"entry {member!r}: its path goes through {self._culprit(rel)!r}, which is not a "
+                    f"directory of this layer (a symlink or a file): refused"
+                ) from None
+            raise
+        self._dirs[rel] = fd
+        if len(self._dirs) > 32:
+            os.close(self._dirs.popitem(last=False)[1])
+        return fd
+
+    def _culprit(self, rel: str) -> str:
+        """The first part of `rel` that is not a directory (for the message)."""
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            try:
+                st = os.lstat(prefix, dir_fd=self.root)  # no follow: the last part is what is looked at
+            except OSError:
+                return prefix
+            if not stat.S_ISDIR(st.st_mode):
+                return prefix
+        return rel
+
+    def _remove(self, parent: int, name: str) -> None:
+        try:
+            st = os.lstat(name, dir_fd=parent)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self._forget_dirs()
+            shutil.rmtree(name, dir_fd=parent)
+        else:
+            os.unlink(name, dir_fd=parent)
+
+    def _owner(self, m: tarfile.TarInfo) -> tuple[int, int]:
+        if not (0 <= m.uid < 2**32 - 1 and 0 <= m.gid < 2**32 - 1):
+            raise UnsafeLayer(f"entry {m.name!r}: owner {m.uid}:{m.gid} out of range")
+        return m.uid, m.gid
+
+    @staticmethod
+    def _mtime(m: tarfile.TarInfo) -> int:
+        return max(0, min(int(m.mtime * 1e9), 2**62))
+
+    @staticmethod
+    def _xattrs(fd: int, m: tarfile.TarInfo) -> None:
+        for k, v in m.pax_headers.items():
+            if not k.startswith("SCHILY.xattr."):
+                continue
+            name = k[len("SCHILY.xattr.") :]
+            if (name.startswith("user.") and not name.startswith("user.overlay.")) or name in XATTRS_KEPT:
+                try:
+                    os.setxattr(fd, name, v.encode("utf-8", "surrogateescape"))
+                except OSError:
+                    pass  # not supported here: skipped, as a file system without xattrs would
+
+    def entry(self, m: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        self.stats.entries += 1
+        if self.stats.entries > MAX_ENTRIES:
+            raise UnsafeLayer(f"more than {MAX_ENTRIES} entries in one layer")
+        rel = clean(m.name)
+        uid, gid = self._owner(m)
+        mode = m.mode & 0o7777
+        if rel == "":
+            if m.isdir():
+                os.chown(self.root, uid, gid)
+                os.chmod(self.root, mode)
+            return
+        head, _, name = rel.rpartition("/")
+        parent = self.dir_fd(head, m.name)
+        if name.startswith(WHITEOUT):
+            if name == OPAQUE:
+                os.setxattr(parent, OPAQUE_XATTR, b"y")
+                self.stats.opaque += 1
+            elif not name.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.* are aufs internals
+                target = name[len(WHITEOUT) :]
+                if target in ("", ".", ".."):  # ".wh..." would delete the directory above
+                    raise UnsafeLayer(f"entry {m.name!r}: a whiteout of {target!r}")
+                self._remove(parent, target)
+                os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
+                self.stats.whiteouts += 1
+            return
+        if m.ischr() or m.isblk():
+            self.stats.skipped_devices += 1
+            return
+        if m.size < 0 or m.size > self.max_size:
+            raise UnsafeLayer(f"entry {m.name!r}: {m.size} bytes, more than the {self.max_size} allowed")
+        if m.isdir():
+            try:
+                st = os.lstat(name, dir_fd=parent)
+                if not stat.S_ISDIR(st.st_mode):
+                    self._remove(parent, name)
+                    os.mkdir(name, 0o700, dir_fd=parent)
+            except FileNotFoundError:
+                os.mkdir(name, 0o700, dir_fd=parent)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            try:
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+                self._xattrs(fd, m)
+            finally:
+                os.close(fd)
+            self._dir_meta.append((rel, self._mtime(m)))
+            return
+        self._remove(parent, name)
+        if m.isreg():
+            self.stats.bytes += m.size
+            if self.stats.bytes > self.max_size:
+                raise UnsafeLayer(f"the layer holds more than {self.max_size} bytes of files")
+            src = tf.extractfile(m)
+            assert src is not None
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=parent,
+            )
+            try:
+                left = m.size
+                while left > 0:
+                    data = src.read(min(CHUNK, left))
+                    if not data:
+                        raise DigestMismatch(f"entry {m.name!r}: the tar ends inside the file")
+                    left -= len(data)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)  # after chown, which clears set-id bits
+                self._xattrs(fd, m)
+                t = self._mtime(m)
+                os.utime(fd, ns=(t, t))
+            finally:
+                os.close(fd)
+        elif m.issym():
+            if "\0" in m.linkname or len(m.linkname) > MAX_NAME:
+                raise UnsafeLayer(f"entry {m.name!r}: a bad symlink target")
+            # the target is never followed here; inside the sandbox it resolves in its own root
+            os.symlink(m.linkname, name, dir_fd=parent)
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+            t = self._mtime(m)
+            os.utime(name, ns=(t, t), dir_fd=parent, follow_symlinks=False)
+        elif m.islnk():
+            target = clean(m.linkname, f"hardlink {m.name!r} to")
+            thead, _, tname = target.rpartition("/")
+            try:
+                tparent = self.dir_fd(thead, m.name, create=False)
+                st = os.lstat(tname, dir_fd=tparent)
+            except (UnsafeLayer, FileNotFoundError):
+                raise UnsafeLayer(
+                    f"hardlink {m.name!r} to {m.linkname!r}: the target is not a file of this layer"
+                ) from None
+            if stat.S_ISDIR(st.st_mode):
+                raise UnsafeLayer(f"hardlink {m.name!r} to the directory {m.linkname!r}")
+            os.link(tname, name, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
+        elif m.isfifo():
+            os.mkfifo(name, 0o600, dir_fd=parent)
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+            os.chmod(name, mode, dir_fd=parent)
+        else:
+            raise UnsafeLayer(f"entry {m.name!r}: unsupported tar entry type {m.type!r}")
+
+    def finish(self) -> None:
+        """Directory mtimes last: adding their entries changed them."""
+        for rel, t in reversed(self._dir_meta):
+            try:
+                fd = openat2(self.root, rel, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue  # removed or replaced by a later entry
+            try:
+                os.utime(fd, ns=(t, t))
+            finally:
+                os.close(fd)
+
+
+def unpack(
+    blob: str,
+    dest: str,
+    diff_id: str | None,
+    max_size: int = MAX_LAYER_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> Stats:
+    """Unpack the layer blob at `blob` into the existing empty directory
+    `dest`; the uncompressed stream must hash to `diff_id` (when given).
+    On any error the caller removes `dest`."""
+    root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    ex = _Extractor(root, max_size)
+    try:
+        with open(blob, "rb") as f:
+            stream = _Decompressed(f, limit=max_size + (MAX_ENTRIES * 1024))
+            try:
+                # stream mode: one pass, nothing seeks; closed with the blob file
+                tf = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)  # type: ignore[call-overload]  # noqa: SIM115
+                reported = 0
+                while True:
+                    m = tf.next()
+                    if m is None:
+                        break
+                    tf.members.clear()  # stream mode: do not keep every header
+                    try:
+                        ex.entry(m, tf)
+                    except OSError as e:
+                        raise ImageError(f"layer entry {m.name[:200]!r}: {e.strerror or e}") from None
+                    if progress is not None and stream.n - reported >= CHUNK:
+                        reported = stream.n
+                        progress(reported)
+            except tarfile.TarError as e:
+                raise UnsafeLayer(f"not a valid tar: {e}") from None
+            got = stream.drain()
+        if diff_id is not None and got != diff_id:
+            raise DigestMismatch(f"layer diff_id: the uncompressed content hashes to {got}, not {diff_id}")
+        ex.finish()
+        return ex.stats
+    finally:
+        ex.close()
+        os.close(root)

@@ -1,0 +1,116 @@
+"""`sandbox load`: an OCI image layout directory and a docker save tarball,
+verified like a pull, then run with no registry at all."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from sandbox import Sandbox, images
+from sandbox.errors import ConfigError
+from sandbox.images.errors import DigestMismatch
+from sandbox.images.store import Store
+from tests.conftest import require, require_sandbox_host, sh_ok
+from tests.registry import mkoci
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _tools(store: Path) -> None:
+    require(Path("/bin/busybox").is_file(), "no /bin/busybox (apt-get install busybox-static)")
+
+
+def layout(tmp_path: Path, tag: str) -> tuple[Path, str]:
+    """An OCI layout: busybox, plus /hello in a second layer."""
+    lay = mkoci.Layout(str(tmp_path / "oci"))
+    top = mkoci.tar_layer([("file", "hello", 0o644, "from the layout\n")])
+    layers = [mkoci.layer(lay, mkoci.tar_layer(mkoci.busybox())), mkoci.layer(lay, top, "zstd")]
+    lay.tag(tag, mkoci.image(lay, layers))
+    lay.save()
+    return tmp_path / "oci", layers[1][0]["digest"]
+
+
+def test_oci_layout(tmp_path: Path) -> None:
+    path, _ = layout(tmp_path, "v1")
+    with pytest.raises(ConfigError, match=r"^name: .* names an image only 'v1': give the repository"):
+        images.load(path)
+    [ref] = images.load(path, name="local/app")
+    assert str(ref) == "docker.io/local/app:v1"
+    assert images.verify() == []
+    require_sandbox_host()
+    with Sandbox(image="local/app:v1") as sb:  # in the store: no registry is asked
+        assert sh_ok(sb, "cat /hello") == "from the layout\n"
+
+
+def test_corrupt_layout_blob(tmp_path: Path) -> None:
+    path, digest = layout(tmp_path, "example.com/app:v1")
+    blob = path / "blobs" / "sha256" / digest.removeprefix("sha256:")
+    data = bytearray(blob.read_bytes())
+    data[20] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.raises(DigestMismatch, match=f"blob {digest}: the content's digest is"):
+        images.load(path)
+    assert images.list() == [] and not Store().has_blob(digest)
+
+
+def add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    tf.addfile(ti, io.BytesIO(data))
+
+
+def test_docker_save_tarball(tmp_path: Path) -> None:
+    base = mkoci.tar_layer(mkoci.busybox())
+    top = mkoci.tar_layer([("file", "etc/motd", 0o644, "saved by docker\n")])
+    diff_ids = ["sha256:" + hashlib.sha256(x).hexdigest() for x in (base, top)]
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "config": {"Env": ["PATH=/bin", "SAVED=yes"], "Cmd": ["cat", "/etc/motd"], "User": "65534"},
+        }
+    ).encode()
+    cfg_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = [
+        {
+            "Config": cfg_name,
+            "RepoTags": ["example/saved:1", "example/saved:latest"],
+            "Layers": ["aaa/layer.tar", "bbb/layer.tar"],
+        }
+    ]
+    tarball = tmp_path / "saved.tar"
+    with tarfile.open(tarball, "w") as tf:
+        add(tf, "manifest.json", json.dumps(manifest).encode())
+        add(tf, cfg_name, config)
+        add(tf, "aaa/layer.tar", base)
+        add(tf, "bbb/layer.tar", top)
+    r = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "load", str(tarball)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "loaded example/saved:1\nloaded example/saved:latest\n"
+    assert images.verify() == [] and list((Store().root / "tmp").iterdir()) == []
+    require_sandbox_host()
+    with Sandbox(image="example/saved:1") as sb:
+        assert sb.image is not None
+        assert sb.exec(sb.image.argv()).stdout == b"saved by docker\n"
+        assert sh_ok(sb, 'echo "$SAVED $(id -u)"') == "yes 65534\n"  # the image's Env and User
+    with Sandbox(image="example/saved:1", user="0") as sb:
+        assert sh_ok(sb, "id -u") == "0\n"
+
+
+def test_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "junk").write_bytes(b"nothing")
+    with pytest.raises(ConfigError, match="neither a layout directory nor a tarball"):
+        images.load(tmp_path / "junk")
+    with pytest.raises(ConfigError, match="not an OCI image layout"):
+        images.load(tmp_path)
