@@ -155,17 +155,29 @@ def _stream(p: object, out: int, err: int) -> None:
     from ._sync import Process
 
     assert isinstance(p, Process)
-    fds = {f.fileno(): dst for f, dst in ((p.stdout, out), (p.stderr, err)) if f is not None}
-    while fds:
-        ready, _, _ = select.select(list(fds), [], [], p._col.remaining())
+    col = p._col
+    files = {
+        f.fileno(): (f, dst, n) for n, f, dst in ((1, p.stdout, out), (2, p.stderr, err)) if f is not None
+    }
+    while files:
+        ready, _, _ = select.select(list(files), [], [], col.remaining())
         if not ready:
             return  # the deadline: wait() kills it
         for fd in ready:
+            f, dst, n = files[fd]
             data = os.read(fd, 65536)
             if not data:
-                del fds[fd]
+                del files[fd]
                 continue
-            os.write(fds[fd], data)
+            kept = col.passed(n, data)  # the output limit holds here too
+            os.write(dst, kept)
+            if len(kept) < len(data):
+                if col.limits.closes_output:
+                    del files[fd]
+                    f.close()  # the command's next write gets EPIPE
+                elif not col.killed:
+                    col.killed = True
+                    p.kill()
             if p.poll() is not None:
                 return
 

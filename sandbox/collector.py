@@ -131,6 +131,21 @@ class Collector:
             (self.out if stream == 1 else self.err).append(data)
         return self.truncated and cap is not None and self.sizes[stream] >= int(cap)
 
+    def passed(self, stream: int, data: bytes) -> bytes:
+        """Output a caller streams on itself (the CLI): counted towards the cap
+        but not kept; the part within the cap."""
+        cap = self.limits.output
+        if cap is None:
+            return data
+        room = max(int(cap) - self.sizes[stream], 0)
+        if len(data) > room:
+            data = data[:room]
+            self.truncated = True
+            if self.verdict is None:
+                self.verdict = "output_limit"
+        self.sizes[stream] += len(data)
+        return data
+
     # -- watching ----------------------------------------------------------------
 
     def _check_period(self, used: float) -> float:
@@ -155,9 +170,12 @@ class Collector:
 
     def first_check(self) -> float | None:
         """When the watchdog first looks at this command (None: never)."""
-        if self.group is None or (self.limits.cpu_time is None and self.limits.pids is None):
+        if self.group is None:
             return None
-        return self.started + self._check_period(0.0)
+        first = [t for t in (self.deadline,) if t is not None]
+        if self.limits.cpu_time is not None or self.limits.pids is not None:
+            first.append(self.started + self._check_period(0.0))
+        return min(first) if first else None
 
     def check_watched(self) -> float | None:
         """In the watchdog's thread: end the command if it went over its CPU
@@ -166,13 +184,19 @@ class Collector:
             g = self.group
             if g is None or self.killed or self.exited is not None:
                 return None
+            now = time.monotonic()
             used = g.cpu_seconds() if self.limits.cpu_time is not None else 0.0
-            if self.limits.cpu_time is not None and used >= self.limits.cpu_time:
+            if self.deadline is not None and now >= self.deadline:
+                self.verdict = "timeout"  # also for a spawn nobody waits for
+            elif self.limits.cpu_time is not None and used >= self.limits.cpu_time:
                 self.verdict = "cpu_time"
             elif self.limits.pids is not None and g.pids_refused() > 0:
                 self.verdict = "pids"
             else:
-                return time.monotonic() + self._check_period(used)
+                times = [now + self._check_period(used)]
+                if self.deadline is not None:
+                    times.append(self.deadline)
+                return min(times)
             self.killed = True
             g.kill()  # all its processes; the init then reports the exit
         return None
