@@ -1,0 +1,5 @@
+# expect: AC
+import sys
+
+n, *xs = map(int, sys.stdin.read().split())
+print(sum(xs[:n]))
