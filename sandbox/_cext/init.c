@@ -1194,22 +1194,6 @@ __attribute__((noreturn, used)) void start_c(long *sp)
     uint32_t nfds = run_plan(msgbuf, (size_t)n);
     if (nfds)
         xclose_range(FIRST_TREE_FD, FIRST_TREE_FD + nfds - 1);
-    if (seccomp_inherited) {
-        /* Once, for every exec to come: loading a large filter costs ~0.2 ms
-         * per execve otherwise.  The init has CAP_SYS_ADMIN in its user
-         * namespace, so it needs no no_new_privs for this (execs set it). */
-        struct {
-            unsigned short len;
-            const void *filter;
-        } prog = {seccomp_len, seccomp_prog};
-        long e = SYS3(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */,
-                      seccomp_notify ? 8 /* SECCOMP_FILTER_FLAG_NEW_LISTENER */ : 0, &prog);
-        if (e < 0)
-            setup_fail(0, (int)-e, "seccomp", "the init's own filter");
-        if (seccomp_notify)
-            notify_fd = (int)e; /* close-on-exec, and closed by every exec's close_range */
-        seccomp_inherited = 1;
-    }
     for (int i = 0; i < MAX_EXECS; i++)
         slots[i].reply = -1;
 #ifdef SBX_TIMING
@@ -1223,6 +1207,25 @@ __attribute__((noreturn, used)) void start_c(long *sp)
 #else
     send_msg(CTL_FD, SBX_REP_READY, 0, NULL, 0, -1);
 #endif
+    if (seccomp_inherited) {
+        /* Once, for every exec to come: loading a large filter costs ~0.2 ms
+         * per execve otherwise.  After READY, while the host prepares its
+         * first request, and before any request is read: no exec ever runs
+         * without it (if the load fails, the init exits instead of serving).
+         * The init has CAP_SYS_ADMIN in its user namespace, so it needs no
+         * no_new_privs for this (execs set it). */
+        struct {
+            unsigned short len;
+            const void *filter;
+        } prog = {seccomp_len, seccomp_prog};
+        long e = SYS3(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */,
+                      seccomp_notify ? 8 /* SECCOMP_FILTER_FLAG_NEW_LISTENER */ : 0, &prog);
+        if (e < 0)
+            setup_fail(0, (int)-e, "seccomp", "the init's own filter");
+        if (seccomp_notify)
+            notify_fd = (int)e; /* close-on-exec, and closed by every exec's close_range */
+        seccomp_inherited = 1;
+    }
     serve();
     sys_exit(0);
 }
