@@ -20,6 +20,7 @@ from .errors import (
     SandboxClosed,
     SandboxError,
 )
+from .network import Network
 from .result import ExecResult
 from .spec import IdMap, Mount
 
@@ -38,6 +39,7 @@ __all__ = [
     "IdMap",
     "LaunchError",
     "Mount",
+    "Network",
     "Process",
     "ProtocolError",
     "Sandbox",

@@ -5,6 +5,7 @@ front ends (`_sync.py`, `_async.py`) only move bytes."""
 from __future__ import annotations
 
 import array
+import dataclasses
 import errno
 import itertools
 import os
@@ -15,12 +16,15 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import _core, files, layout, netpool, protocol, users
+from . import network as _network
 from .errors import (
     CommandNotFound,
     ConfigError,
     ExecError,
+    HostError,
     LaunchError,
     ProtocolError,
     SandboxClosed,
@@ -31,6 +35,9 @@ from .sizes import parse_seconds
 from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv, check_env, make_spec
 from .spec import IdMap as IdMap
 
+if TYPE_CHECKING:
+    from .network.lifecycle import Attachment
+
 # No core dumps: where core_pattern pipes to a host handler (systemd-coredump,
 # apport), a crash would put the command's memory, secrets included, on the
 # host's disk.
@@ -40,6 +47,13 @@ REDACT_MIN = 4  # bytes
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
 REPLY_SIZE = 4096
 FD_SPACE = socket.CMSG_SPACE(4 * 4)
+
+
+def _network_netns() -> int:
+    fd = _core.make_netns()
+    if fd < 0:
+        raise HostError(f"bridge mode needs a network namespace: {os_error_text(-fd)}")
+    return fd
 
 
 def send_request(ctl: socket.socket, msg: bytes, fds: Sequence[int]) -> None:
@@ -290,7 +304,11 @@ class SandboxBase:
         secrets: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
         redact_secrets: bool = False,
         seccomp_log: bool = False,
+        network: str | _network.Network = "none",
+        publish: Mapping[int | str, int | str] | None = None,
+        egress: Sequence[str] | None = None,
     ) -> None:
+        self._net = _network.check(network, publish, egress)
         self._spec = make_spec(
             rootfs=rootfs,
             layers=layers,
@@ -312,6 +330,7 @@ class SandboxBase:
         self._closed = False
         self._ids = itertools.count(1)
         self._userdb: tuple[bytes | None, bytes | None] | None = None
+        self._att: Attachment | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -320,15 +339,30 @@ class SandboxBase:
             raise SandboxClosed("this sandbox was closed: make a new Sandbox")
         if self._launched is not None:
             raise SandboxClosed("this sandbox is already started")
-        plan, trees = layout.build(self._spec)
         umap = self._spec.idmap.uid_map()
         netns = netpool.pool.take()
         try:
+            spec = self._spec
+            if self._net is not None:
+                # bridge mode: the namespace is configured before the launch
+                if netns is None:
+                    netns = _network_netns()
+                self._att = _network.attach(self._net, spec, netns)
+                spec = dataclasses.replace(spec, mounts=spec.mounts + self._att.mounts)
+            plan, trees = layout.build(spec)
             return _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+        except BaseException:
+            self._detach_network()
+            raise
         finally:
             netpool.pool.launched()
             if netns is not None:
                 os.close(netns)
+
+    def _detach_network(self) -> None:
+        att, self._att = self._att, None
+        if att is not None:
+            _network.detach(att)
 
     def _ctl(self) -> socket.socket:
         if self._launched is None:
@@ -348,6 +382,7 @@ class SandboxBase:
             pass
         os.close(launched.pidfd)
         launched.ctl.close()
+        self._detach_network()
 
     def __del__(self) -> None:
         # A sandbox dropped while running: stop it first, then say so, as Popen does.

@@ -95,8 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seccomp", default="default", help='"default", "judge", "none", or a profile file')
     run.add_argument("--cap-add", action="append", default=[], metavar="CAP")
+    run.add_argument("--network", default="none", help='"none" (default), "bridge", or a network name')
+    run.add_argument("-p", "--publish", action="append", default=[], metavar="HOST_PORT:PORT[/udp]")
+    run.add_argument("--egress", action="append", metavar="CIDR", help="allow only these destinations")
     run.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="check what this host offers sandboxes, and how to fix the rest")
+    gc = sub.add_parser("gc", help="reclaim what crashed sandboxes left behind")
+    gc.add_argument("--networks", action="store_true", help="remove unused persistent networks too")
     return ap
 
 
@@ -118,6 +123,20 @@ def _stream(p: object, out: int, err: int) -> None:
             os.write(fds[fd], data)
             if p.poll() is not None:
                 return
+
+
+def _network(a: argparse.Namespace) -> dict[str, object]:
+    from .network import Network
+
+    publish: dict[int | str, int | str] = {}
+    for it in a.publish:
+        host, sep, port = it.partition(":")
+        if not sep or not host.isdigit():
+            raise ConfigError("--publish", f"{it!r}: write HOST_PORT:PORT, e.g. 8080:80 or 5353:53/udp")
+        proto = port.partition("/")[2]
+        publish[f"{host}/{proto}" if proto else int(host)] = int(port) if port.isdigit() else port
+    net = a.network if a.network in ("none", "bridge") else Network(a.network)
+    return {"network": net, "publish": publish or None, "egress": a.egress}
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -142,6 +161,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         secrets=_secrets(a.secret),
         seccomp=None if a.seccomp == "none" else a.seccomp,
         cap_add=a.cap_add,
+        **_network(a),  # type: ignore[arg-type]
     ) as sb:
         data = sys.stdin.buffer.read() if a.interactive else None
         if a.json:
@@ -177,6 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             checks = doctor.run()
             print(doctor.report(checks))
             return 1 if any(c.status == doctor.FAIL for c in checks) else 0
+        if a.cmd == "gc":
+            from . import network
+
+            for line in network.gc(networks=a.networks):
+                print(f"removed {line}")
+            return 0
     except CommandNotFound as e:
         print(f"sandbox: {e}", file=sys.stderr)
         return EXIT_NOT_FOUND
