@@ -155,16 +155,21 @@ def _attach(opts: NetOptions, spec: Spec, netns_fd: int) -> Attachment:
 def _detach(att: Attachment) -> None:
     with state.locked():
         rec = state.read_record(att.network)
-        if rec is None:  # removed by a gc that thought us dead: only the veth may be left
-            links.delete_link(att.veth)
+        if rec is None:  # removed by a gc that thought us dead: the veth goes with the namespace
             return
-        _release(rec, att.ip, att.veth, att.has_rules)
+        _release(rec, att.ip, att.veth, att.has_rules, veth_dies=True)
 
 
-def _release(rec: state.Record, ip: str, veth: str, has_rules: bool) -> None:
+def _release(rec: state.Record, ip: str, veth: str, has_rules: bool, veth_dies: bool = False) -> None:
     """Under the lock: the veth, the lease, its hosts line and rules; the
-    network too when it was the last sandbox (unless persistent)."""
-    links.delete_link(veth)
+    network too when it was the last sandbox (unless persistent).
+
+    `veth_dies`: the sandbox's namespace is on its way out (its init is
+    dead, our fd closed): the kernel removes the pair with it, off our
+    path.  Deleting it here took ~25 ms of each stop (unregistering a
+    device waits for an RCU grace period)."""
+    if not veth_dies:
+        links.delete_link(veth)
     state.drop_lease(rec.name, ip)
     if Network(rec.name).resolves_peers:
         with contextlib.suppress(OSError):
@@ -252,15 +257,27 @@ def _allocate(rec: state.Record, veth: str, hostname: str, opts: NetOptions) -> 
         [(p.proto, p.host, p.sandbox) for p in opts.publish],
         None if opts.egress is None else list(opts.egress),
     )
+    # Round-robin from where the last allocation stopped: an address just
+    # freed is not handed out again at once, while the neighbour entries and
+    # the bridge's forwarding entry of its old veth may still be around.
+    cursor = os.path.join(state.net_dir(rec.name), "next")
+    try:
+        with open(cursor) as f:
+            start_at = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        start_at = 0
+    base, size = int(rec.net.network_address), rec.net.num_addresses
+    gw = int(ipaddress.IPv4Address(rec.gateway))
     for attempt in range(2):
         used = state.lease_ips(rec.name)
-        gw = rec.gateway
-        for addr in rec.net.hosts():
-            ip = str(addr)
-            if ip == gw or ip in used:
+        for k in range(size):
+            n = base + 2 + (start_at + k) % (size - 3)  # .2 up to the last host address
+            ip = str(ipaddress.IPv4Address(n))
+            if n == gw or ip in used:
                 continue
             lease.ip = ip
             if state.take_lease(rec.name, lease):
+                state.write_atomic(cursor, str(n - base - 1))
                 return ip
         if attempt == 0:
             _sweep(rec)

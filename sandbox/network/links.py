@@ -106,8 +106,17 @@ def read_sysctl(path: str) -> str:
 
 
 def _index(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return int(found[0]) if found else None
+    """One RTM_GETLINK by name (link_lookup dumps every link: slow with
+    hundreds of veths)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        found = ipr.link("get", ifname=name)
+    except NetlinkError as e:
+        if e.code in (19, 2):  # ENODEV, ENOENT
+            return None
+        raise
+    return int(found[0]["index"]) if found else None
 
 
 def uplink_mtu() -> int:
@@ -189,18 +198,18 @@ def add_veth(
         br = _index(ipr, bridge)
         if br is None:
             raise HostError(f"the bridge {bridge} is gone: another process removed it (run `sandbox gc`)")
+        # one request: the pair, our end on the bridge and up, eth0 made
+        # inside the sandbox's namespace
         ipr.link(
             "add",
             ifname=veth,
             kind="veth",
             mtu=mtu,
+            master=br,
+            state="up",
             peer={"ifname": "eth0", "mtu": mtu, "address": mac, "net_ns_fd": netns_fd},
         )
-        idx = _index(ipr, veth)
-        if idx is None:  # pragma: no cover
-            raise HostError(f"the veth {veth} vanished as it was made")
         sysctl(f"net/ipv6/conf/{veth}/disable_ipv6", "1")
-        ipr.link("set", index=idx, master=br, state="up")
     with _iproute(_socket_in(netns_fd).detach()) as ns:
         eth0 = _index(ns, "eth0")
         if eth0 is None:  # pragma: no cover

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,18 @@ from tests.conftest import require
 from tests.integration.test_network import _free_port, _nft_ok
 
 pytestmark = pytest.mark.integration
+
+
+def _settled(want: dict[str, list[str]], deadline: float = 30.0) -> dict[str, list[str]]:
+    """What of ours is on the host once it matches `want`, or after the
+    deadline: a closed sandbox's veth goes with its namespace, which the
+    kernel tears down in the background."""
+    end = time.monotonic() + deadline
+    while True:
+        now = _ours()
+        if now == want or time.monotonic() > end:
+            return now
+        time.sleep(0.05)
 
 
 def _ours() -> dict[str, list[str]]:
@@ -86,7 +99,7 @@ def test_200_concurrent_bridge_sandboxes_leave_nothing(quiet_host: None, busybox
     assert len([x for x in during["link"] if "sbxv-" in x]) >= n
     assert len([x for x in during["net"] if x.startswith("t-scale/leases/")]) >= n
     assert "inet sandbox" in " ".join(during["nft"])
-    after = _ours()
+    after = _settled(before)
     assert after == before, after
 
 
@@ -139,4 +152,4 @@ def test_owner_killed_during_setup_leaves_nothing_after_gc(
     )
     assert r.returncode == 0, r
     assert "removed lease t-killed/" in r.stdout and "removed network t-killed" in r.stdout, r.stdout
-    assert _ours() == before
+    assert _settled(before) == before
