@@ -268,3 +268,38 @@ def test_bad_network_options(sandbox_host: None, busybox_rootfs: Path) -> None:
         Network("Bad Name")
     with pytest.raises(ConfigError, match="internal"):
         Sandbox(rootfs=busybox_rootfs, network=Network("x", internal=True), publish={8080: 80})
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_sandboxes_on_a_network(net_host: None, busybox_rootfs: Path, backend: str) -> None:
+    """pyroute2's sync API fails under a running asyncio loop: the setup runs
+    on the SDK's network thread, so AsyncSandbox works on both backends."""
+    import anyio
+
+    from sandbox import AsyncSandbox
+
+    async def main() -> tuple[str, str]:
+        net = Network("t-async")
+        async with (
+            AsyncSandbox(rootfs=busybox_rootfs, network=net, hostname="a1") as a1,
+            AsyncSandbox(rootfs=busybox_rootfs, network=net, hostname="a2") as a2,
+        ):
+            p = await a1.spawn(["sh", "-c", WEB])
+            assert (await a1.exec(["sh", "-c", WAIT_UP], timeout=30)).exit_code == 0
+            r = await a2.exec(["sh", "-c", GET.format(t=10, addr="a1")])
+            await p.kill()
+            await p.wait()
+            return r.stdout_text, r.stderr_text
+
+    out, err = anyio.run(main, backend=backend)
+    assert out.endswith("hello-from-a1\n"), (out, err)
+
+
+def test_ip_forward_is_on_while_a_nat_network_exists_and_restored_after(
+    net_host: None, busybox_rootfs: Path
+) -> None:
+    before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    with Sandbox(rootfs=busybox_rootfs, network=Network("t-fwd")):
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == "1\n"
+    if state.records() == []:  # no other network of ours holds it on
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == before
