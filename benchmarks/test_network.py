@@ -31,10 +31,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _measure(benchmark: BenchmarkFixture, fn: Callable[[], object], runner: str) -> None:
-    benchmark.group = GROUP
+def _measure(
+    benchmark: BenchmarkFixture,
+    fn: Callable[[], object],
+    runner: str,
+    group: str = GROUP,
+    setup: Callable[[], None] | None = None,
+) -> None:
+    benchmark.group = group
     benchmark.extra_info.update(runner=runner, mode="back-to-back")
-    benchmark.pedantic(fn, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
+    benchmark.pedantic(fn, setup=setup, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
 
 
 def _cycle(rootfs: str, **kw: object) -> Callable[[], None]:
@@ -68,3 +74,22 @@ def test_network_bridge_rules(benchmark: BenchmarkFixture, rootfs: str, keeper: 
 
 def test_network_bridge_new_network(benchmark: BenchmarkFixture, rootfs: str) -> None:
     _measure(benchmark, _cycle(rootfs, network=Network("bench-new")), "bridge, new network")
+
+
+@pytest.mark.parametrize("mode", ["none", "bridge"])
+def test_network_start_only(benchmark: BenchmarkFixture, rootfs: str, keeper: object, mode: str) -> None:
+    """start() alone: each round's sandbox is closed in the next round's
+    (untimed) setup."""
+    running: list[Sandbox] = []
+
+    def close_previous() -> None:
+        while running:
+            running.pop().close()
+
+    def start() -> None:
+        running.append(Sandbox(rootfs=rootfs, network=mode).start())
+
+    try:
+        _measure(benchmark, start, mode, "network: start only, back-to-back", close_previous)
+    finally:
+        close_previous()

@@ -134,7 +134,13 @@ def _attach(opts: NetOptions, spec: Spec, netns_fd: int) -> Attachment:
                 hosts_path = state.lease_path(rec.name, ip) + ".hosts"
                 state.write_atomic(hosts_path, hosts.single(ip, spec.hostname))
             if has_rules:
-                _sync_rules()
+                lease = state.read_lease(rec.name, ip)
+                try:
+                    if lease is None:
+                        raise HostError(f"the lease {rec.name}/{ip} is unreadable")
+                    nft.add(lease)
+                except HostError:
+                    _sync_rules()  # e.g. a key still held by a dead owner's element
         except BaseException:
             _release(rec, ip, veth, has_rules)
             raise
