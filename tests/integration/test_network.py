@@ -303,3 +303,19 @@ def test_ip_forward_is_on_while_a_nat_network_exists_and_restored_after(
         assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == "1\n"
     if state.records() == []:  # no other network of ours holds it on
         assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == before
+
+
+def test_cli_run_on_the_default_network(net_host: None, busybox_rootfs: Path) -> None:
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "sandbox")
+    port = _free_port()
+    argv = [exe, "run", "--rootfs", str(busybox_rootfs), "--network", "bridge", "-p", f"{port}:80"]
+    r = subprocess.run(
+        [*argv, "--", "ip", "-o", "-4", "addr", "show", "eth0"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r
+    addr = ipaddress.IPv4Address(r.stdout.split()[3].split("/")[0])
+    assert addr in ipaddress.IPv4Network(DEFAULT_SUBNET)
+    r = subprocess.run([*argv[:-2], "-p", "80", "--", "true"], capture_output=True, text=True)
+    assert r.returncode == 125 and "--publish" in r.stderr, r
