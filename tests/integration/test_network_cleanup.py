@@ -125,11 +125,7 @@ _KILLED_OWNER = textwrap.dedent(r"""
 """)
 
 
-@pytest.mark.parametrize("stage", ["veth", "launch"])
-def test_owner_killed_during_setup_leaves_nothing_after_gc(
-    quiet_host: None, busybox_rootfs: Path, stage: str
-) -> None:
-    before = _ours()
+def _kill_owner_mid_setup(busybox_rootfs: Path, stage: str) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", _KILLED_OWNER, str(busybox_rootfs), stage, str(_free_port())],
         stdout=subprocess.PIPE,
@@ -147,9 +143,31 @@ def test_owner_killed_during_setup_leaves_nothing_after_gc(
         os.kill(child.pid, signal.SIGKILL)
         child.communicate()  # reaps it, closes the pipes
     assert state.read_record("t-killed") is not None  # nobody cleaned up: the owner died
+
+
+@pytest.mark.parametrize("stage", ["veth", "launch"])
+def test_owner_killed_during_setup_leaves_nothing_after_gc(
+    quiet_host: None, busybox_rootfs: Path, stage: str
+) -> None:
+    before = _ours()
+    _kill_owner_mid_setup(busybox_rootfs, stage)
     r = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "sandbox"), "gc"], capture_output=True, text=True
     )
     assert r.returncode == 0, r
     assert "removed lease t-killed/" in r.stdout and "removed network t-killed" in r.stdout, r.stdout
     assert _settled(before) == before
+
+
+def test_the_next_start_on_the_network_reclaims_a_dead_owners_lease(
+    quiet_host: None, busybox_rootfs: Path
+) -> None:
+    before = _ours()
+    _kill_owner_mid_setup(busybox_rootfs, "launch")
+    stale = state.lease_ips("t-killed")
+    assert len(stale) == 1
+    with Sandbox(rootfs=busybox_rootfs, network=Network("t-killed")) as sb:
+        assert sb.exec(["true"]).exit_code == 0
+        now = state.lease_ips("t-killed")
+        assert len(now) == 1 and now.isdisjoint(stale)  # the dead owner's lease is gone, ours is there
+    assert _settled(before) == before  # we were the last: the network went with us
