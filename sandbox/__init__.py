@@ -21,6 +21,7 @@ from .errors import (
     SandboxError,
 )
 from .limits import Limits
+from .network import Network
 from .result import ExecResult
 from .spec import IdMap, Mount
 
@@ -40,6 +41,7 @@ __all__ = [
     "LaunchError",
     "Limits",
     "Mount",
+    "Network",
     "Process",
     "ProtocolError",
     "Sandbox",

@@ -14,8 +14,10 @@ import socket
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import _core, cgroup, files, layout, netpool, protocol, users
+from . import network as _network
 from .collector import Collector
 from .errors import (
     ConfigError,
@@ -24,6 +26,7 @@ from .errors import (
     LaunchError,
     ProtocolError,
     SandboxClosed,
+    os_error_text,
 )
 from .limits import Limits, check_limits
 from .sizes import parse_seconds
@@ -31,10 +34,20 @@ from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv,
 from .spec import IdMap as IdMap
 from .watchdog import watchdog
 
+if TYPE_CHECKING:
+    from .network.lifecycle import Attachment
+
 REDACT_MIN = 4  # bytes
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
 REPLY_SIZE = 4096
 FD_SPACE = socket.CMSG_SPACE(4 * 4)
+
+
+def _network_netns() -> int:
+    fd = _core.make_netns()
+    if fd < 0:
+        raise HostError(f"bridge mode needs a network namespace: {os_error_text(-fd)}")
+    return fd
 
 
 def send_request(ctl: socket.socket, msg: bytes, fds: Sequence[int]) -> None:
@@ -168,7 +181,11 @@ class SandboxBase:
         redact_secrets: bool = False,
         seccomp_log: bool = False,
         limits: Limits | dict[str, object] | None = None,
+        network: str | _network.Network = "none",
+        publish: Mapping[int | str, int | str] | None = None,
+        egress: Sequence[str] | None = None,
     ) -> None:
+        self._net = _network.check(network, publish, egress)
         lim = check_limits("limits", limits) or Limits()
         if disk is not None and lim.disk is not None:
             raise ConfigError("disk", "given twice, as disk= and as limits.disk: keep one")
@@ -208,6 +225,7 @@ class SandboxBase:
         self._closed = False
         self._ids = itertools.count(1)
         self._userdb: tuple[bytes | None, bytes | None] | None = None
+        self._att: Attachment | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -216,15 +234,23 @@ class SandboxBase:
             raise SandboxClosed("this sandbox was closed: make a new Sandbox")
         if self._launched is not None:
             raise SandboxClosed("this sandbox is already started")
-        plan, trees = layout.build(self._spec)
         umap = self._spec.idmap.uid_map()
         # the sandbox's cgroup first: every exec gets a child of it
         self._group = cgroup.make_sandbox_group(self._limits)
         netns = netpool.pool.take()
         try:
+            spec = self._spec
+            if self._net is not None:
+                # bridge mode: the namespace is configured before the launch
+                if netns is None:
+                    netns = _network_netns()
+                self._att = _network.attach(self._net, spec, netns)
+                spec = dataclasses.replace(spec, mounts=spec.mounts + self._att.mounts)
+            plan, trees = layout.build(spec)
             return _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
         except BaseException:
             self._drop_group()
+            self._detach_network()
             raise
         finally:
             netpool.pool.launched()
@@ -235,11 +261,17 @@ class SandboxBase:
         g, self._group = self._group, None
         if g is not None:
             cgroup.dispose(g)
+
     def _release_image(self) -> None:
         """On close: prune and rmi may take the image's layers again."""
         hold, self._image_hold = getattr(self, "_image_hold", None), None
         if hold is not None:
             hold.release()
+
+    def _detach_network(self) -> None:
+        att, self._att = self._att, None
+        if att is not None:
+            _network.detach(att)
 
     def _ctl(self) -> socket.socket:
         if self._launched is None:
@@ -261,6 +293,7 @@ class SandboxBase:
         launched.ctl.close()
         # the pid namespace is gone, and with it every process of the sandbox
         self._drop_group()
+        self._detach_network()
 
     def __del__(self) -> None:
         # A sandbox dropped while running: stop it first, then say so, as Popen does.

@@ -113,10 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     lim.add_argument("--open-files", type=int)
     lim.add_argument("--file-size", help="largest file it may write")
     lim.add_argument("--stack", help="stack size")
+    run.add_argument("--network", default="none", help='"none" (default), "bridge", or a network name')
+    run.add_argument("-p", "--publish", action="append", default=[], metavar="HOST_PORT:PORT[/udp]")
+    run.add_argument("--egress", action="append", metavar="CIDR", help="allow only these destinations")
     run.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="check what this host offers sandboxes, and how to fix the rest")
     images_cli.add_parsers(sub)
-    sub.add_parser("gc", help="reclaim what crashed sandbox owners and killed pulls left behind")
+    gc = sub.add_parser("gc", help="reclaim what crashed sandbox owners and killed pulls left behind")
+    gc.add_argument("--networks", action="store_true", help="remove unused persistent networks too")
     return ap
 
 
@@ -138,13 +142,16 @@ def _limits(a: argparse.Namespace) -> Limits:
     )
 
 
-def cmd_gc() -> int:
-    """Each part reclaims its own: cgroups of dead owners, then the image store."""
-    from . import images
+def cmd_gc(networks: bool = False) -> int:
+    """Each part reclaims its own: cgroups of dead owners, network objects
+    (veths, leases, rules), then the image store."""
+    from . import images, network
     from .cgroup import gc
 
     for path in gc.collect(everywhere=True):
         print(f"gc: removed cgroup {path}")
+    for line in network.gc(networks=networks):
+        print(f"gc: removed {line}")
     for line in images.gc():
         print(f"gc: {line}")
     return 0
@@ -182,6 +189,20 @@ def _stream(p: object, out: int, err: int) -> None:
                 return
 
 
+def _network(a: argparse.Namespace) -> dict[str, object]:
+    from .network import Network
+
+    publish: dict[int | str, int | str] = {}
+    for it in a.publish:
+        host, sep, port = it.partition(":")
+        if not sep or not host.isdigit():
+            raise ConfigError("--publish", f"{it!r}: write HOST_PORT:PORT, e.g. 8080:80 or 5353:53/udp")
+        proto = port.partition("/")[2]
+        publish[f"{host}/{proto}" if proto else int(host)] = int(port) if port.isdigit() else port
+    net = a.network if a.network in ("none", "bridge") else Network(a.network)
+    return {"network": net, "publish": publish or None, "egress": a.egress}
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from ._base import PIPE
     from ._sync import Sandbox
@@ -213,6 +234,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         seccomp=None if a.seccomp == "none" else a.seccomp,
         cap_add=a.cap_add,
         limits=_limits(a),
+        **_network(a),  # type: ignore[arg-type]
     ) as sb:
         if not argv and sb.image is not None:
             argv = sb.image.argv()
@@ -251,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.cmd in images_cli.COMMANDS:
             return images_cli.main(a)
         if a.cmd == "gc":
-            return cmd_gc()
+            return cmd_gc(a.networks)
         if a.cmd == "doctor":
             from . import doctor
 

@@ -8,7 +8,11 @@ Checked, each as a set of "keys" so that a snapshot is plain JSON:
   mount    lines of /proc/self/mountinfo
   link     network links (`ip -o link`)
   cgroup   directories under /sys/fs/cgroup/*/, down to depth 6
-  state    entries of $SANDBOX_HOME/run (default /var/lib/sandbox/run)
+  state    entries of $SANDBOX_HOME/run (default /var/lib/sandbox/run), but
+           run/net, the network state dir, which is kept (its lock file must
+           stay: processes may be waiting on it)
+  net      what run/net holds: networks, their leases and files
+  nft      nftables tables named "sandbox" (ours)
 
 Only what is new since the snapshot counts: the host may run other
 containers.  A zombie whose parent is the host's PID 1 is dead and waits
@@ -38,7 +42,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-KINDS = ("proc", "mount", "link", "cgroup", "state")
+KINDS = ("proc", "mount", "link", "cgroup", "state", "net", "nft")
+NET_DIR = "net"
+NFT_TABLE = "sandbox"
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_DEPTH = 6
 DEFAULT_IGNORE = "cgroup:*/process_api/*"
@@ -186,9 +192,32 @@ def _mounts() -> list[str]:
 
 def _state() -> list[str]:
     try:
-        return sorted(os.listdir(state_dir()))
+        return sorted(n for n in os.listdir(state_dir()) if n != NET_DIR)
     except OSError:
         return []
+
+
+def _net_state() -> list[str]:
+    """Entries of run/net and of each network's dir and leases, but the lock."""
+    top = os.path.join(state_dir(), NET_DIR)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top, onerror=lambda e: None):
+        rel = os.path.relpath(dirpath, top)
+        for n in dirnames + filenames:
+            if rel == "." and n == ".lock":
+                continue
+            out.append(n if rel == "." else f"{rel}/{n}")
+    return sorted(out)
+
+
+def _nft_tables() -> list[str]:
+    try:
+        text = subprocess.run(
+            ["nft", "list", "tables"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted(ln.strip() for ln in text.splitlines() if ln.split()[-1:] == [NFT_TABLE])
 
 
 @dataclass
@@ -226,6 +255,8 @@ def snapshot() -> Snapshot:
             "link": set(_links()),
             "cgroup": set(_cgroups()),
             "state": set(_state()),
+            "net": set(_net_state()),
+            "nft": set(_nft_tables()),
         },
         procs={k: p.describe() for k, p in procs.items()},
     )
