@@ -200,8 +200,8 @@ def _triples_during(samples: list[tuple[float, float]], windows: list[tuple[floa
 
 
 def test_fork_bomb_is_pids_and_the_host_stays_responsive(cgroups, debian_rootfs) -> None:
-    """A thread spawns host processes without pause while ten fork bombs run
-    one after the other (each ends as soon as a fork is refused).  What
+    """A thread spawns host processes without pause while ten fork bombs (or
+    more, until 10 samples are in) run one after the other (each ends as soon as a fork is refused).  What
     counts is the best of each 3 back-to-back spawns inside a bomb: a host
     stalled by the bomb makes all three slow, while one slow spawn is CPU
     scheduling noise (64 spinning processes share the CPUs with everything
@@ -227,7 +227,8 @@ def test_fork_bomb_is_pids_and_the_host_stays_responsive(cgroups, debian_rootfs)
         th = threading.Thread(target=spawner)
         th.start()
         try:
-            for _ in range(10):
+            # ten bombs at least; more where host spawns are slow (a VM)
+            while len(windows) < 10 or (len(_triples_during(samples, windows)) < 10 and len(windows) < 40):
                 began = time.monotonic()
                 r = sb.exec(["perl", "-e", FORK_BOMB])
                 windows.append((began, time.monotonic()))
@@ -548,15 +549,20 @@ def test_accounting_of_memory_within_5_percent(cgroups, debian_rootfs) -> None:
 
 
 def test_accounting_of_cpu_seconds_within_5_percent(cgroups, debian_rootfs) -> None:
-    """perl touches 100 MiB (and frees it, so that its exit is quick), then
-    burns 1 s of its own CPU clock."""
+    """perl touches 100 MiB (and frees it, so that its exit is quick), burns
+    its CPU clock up to 1 s at least, and prints what the clock says at its
+    end: N, what it burnt (touching the memory alone takes 1 s of system time
+    in an emulated VM)."""
+    prog = TOUCH_FREE_AND_BURN + 'printf "%.6f\\n", clock_gettime(CLOCK_PROCESS_CPUTIME_ID);'
     with Sandbox(rootfs=debian_rootfs, limits=Limits(timeout=SAFE)) as sb:
-        r = sb.exec(["perl", "-e", TOUCH_FREE_AND_BURN, "100", "1"])
+        r = sb.exec(["perl", "-e", prog, "100", "1"])
         assert r.reason == "exited" and r.exit_code == 0, (r, r.stderr)
+        burnt = float(r.stdout)
+        assert burnt >= 1.0
         assert r.cpu_time == pytest.approx(r.cpu_user + r.cpu_sys)
-        assert r.cpu_user > r.cpu_sys  # a user-mode loop
+        assert r.cpu_user > 0 and r.cpu_sys > 0  # the loop, and page faults
         assert 0.95 * 100 * MB <= (r.max_memory or 0) <= 1.05 * 100 * MB
-        assert 0.95 <= r.cpu_user + r.cpu_sys <= 1.05, (r.cpu_user, r.cpu_sys)
+        assert 0.95 * burnt <= r.cpu_user + r.cpu_sys <= 1.05 * burnt, (burnt, r.cpu_user, r.cpu_sys)
 
 
 def test_accounting_is_per_exec(cgroups, debian_rootfs) -> None:
@@ -647,18 +653,36 @@ def test_close_removes_every_cgroup_and_leaves_nothing(cgroups, busybox_rootfs) 
     assert own_leaks(before) == []
 
 
-def test_a_killed_owners_cgroups_are_collected_by_sandbox_gc(cgroups) -> None:
+def test_a_killed_owners_cgroups_are_collected_by_sandbox_gc(cgroups, busybox_rootfs) -> None:
     """A group whose owner is dead (pid 4194304 is above any pid_max) is
-    removed, with its children, by `sandbox gc`."""
+    removed, with its children, by `sandbox gc`; a live sandbox's are not
+    (its command runs on, its limits hold)."""
     root = sandbox_cgroup.root()
     base = next(iter(root.base.values())) if isinstance(root.base, dict) else root.base  # type: ignore[union-attr]
     stale = os.path.join(base, "sandbox-4194304-1-1")
     os.makedirs(os.path.join(stale, "exec-1"))
     try:
-        out = subprocess.run([sys.executable, "-m", "sandbox.cli", "gc"], capture_output=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        assert not os.path.exists(stale), out.stdout
-        assert stale.encode() in out.stdout
+        with Sandbox(rootfs=busybox_rootfs, limits=Limits(memory="64M", pids=16, timeout=SAFE)) as sb:
+            p = sb.spawn(["sh", "-c", "echo ready; sleep 100"])
+            try:
+                assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+                name, lister = group_names(inside_cgroups(sb))
+                live = [d for d in host_dirs(name) if not d.endswith(f"/{lister}")]  # that one is done
+                assert len(live) >= 2  # the sandbox's group and the running command's, at least
+                out = subprocess.run(
+                    [sys.executable, "-m", "sandbox.cli", "gc"], capture_output=True, timeout=60
+                )
+                assert out.returncode == 0, out.stderr
+                # gone (the background gc of a sandbox start may have been first)
+                assert not os.path.exists(stale), out.stdout
+                assert name.encode() not in out.stdout
+                assert all(os.path.isdir(d) for d in live), live  # ours, in use: kept
+                assert p.poll() is None  # and its command runs on
+                r = sh(sb, MEMORY_BOMB)
+                assert r.reason == "oom" and r.max_memory <= 64 * MB  # limits still hold
+            finally:
+                p.kill()
+                p.wait()
     finally:
         for d in (os.path.join(stale, "exec-1"), stale):
             if os.path.exists(d):
@@ -668,12 +692,6 @@ def test_a_killed_owners_cgroups_are_collected_by_sandbox_gc(cgroups) -> None:
 # -- limits of spawn() while the caller is not waiting -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a spawned command's timeout is only enforced inside Process.wait/communicate "
-    "(the watchdog thread does CPU time and pids only): a caller that streams p.stdout sees the "
-    "command run on past its wall-clock limit",
-)
 def test_spawn_timeout_holds_while_the_caller_streams(cgroups, busybox_rootfs) -> None:
     with Sandbox(rootfs=busybox_rootfs) as sb:
         p = sb.spawn(["sh", "-c", "sleep 3; echo late"], limits=Limits(timeout=0.5))
@@ -685,6 +703,31 @@ def test_spawn_timeout_holds_while_the_caller_streams(cgroups, busybox_rootfs) -
         finally:
             r = p.wait()
         assert r.reason == "timeout"
+
+
+def test_async_spawn_limits_hold_while_the_caller_streams(cgroups, busybox_rootfs) -> None:
+    async def main() -> None:
+        async with AsyncSandbox(rootfs=busybox_rootfs) as sb:
+            p = await sb.spawn(["sh", "-c", "sleep 3; echo late"], limits=Limits(timeout=0.5))
+            try:
+                with anyio.fail_after(2.5):
+                    assert await p.read_stdout() == b""  # ended with nobody waiting
+            finally:
+                r = await p.wait()
+            assert r.reason == "timeout"
+            p = await sb.spawn(
+                ["sh", "-c", f"({SPIN}) & ({SPIN}) & sleep 1.5; echo hi"], limits=Limits(cpu_time=0.5)
+            )
+            try:
+                with anyio.fail_after(5):
+                    while await p.read_stdout():
+                        pass
+            finally:
+                r = await p.wait()
+            assert r.reason == "cpu_time" and r.cpu_time <= 1.0, r
+
+    require_sandbox_host()
+    anyio.run(main, backend="asyncio")
 
 
 def test_spawn_cpu_time_holds_while_the_caller_streams(cgroups, busybox_rootfs) -> None:
@@ -764,11 +807,6 @@ def test_cli_bad_limit_is_125_and_names_it(sandbox_host, busybox_rootfs) -> None
     assert b"limits.memory" in r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `sandbox run --output-limit` without --json streams the command's output "
-    "straight through (cli._stream), never feeding the cap: 1 MB passes with --output-limit 1K",
-)
 def test_cli_output_limit_when_streaming(cgroups, busybox_rootfs) -> None:
     r = _cli(
         "run",
@@ -831,6 +869,10 @@ def test_limits_without_cgroups_need_no_cgroup(sandbox_host, busybox_rootfs) -> 
     with Sandbox(rootfs=busybox_rootfs, limits=Limits(timeout=SAFE, output="10", open_files=50)) as sb:
         r = sb.exec(["echo", "hello world"])
         assert (r.stdout, r.reason, r.truncated) == (b"hello worl", "output_limit", True)
+        r = sb.exec(["true"], limits=Limits(output=0))  # output=0: silence is fine
+        assert (r.reason, r.truncated) == ("exited", False)
+        r = sb.exec(["echo", "x"], limits=Limits(output=0))
+        assert (r.stdout, r.reason, r.truncated) == (b"", "output_limit", True)
 
 
 def test_execs_use_stdin_with_limits(cgroups, busybox_rootfs) -> None:
