@@ -172,7 +172,8 @@ def compile_c(source: str, out_dir: Path, timeout: float = 60.0) -> tuple[bool, 
     judge profile.  Writes out_dir/main on success; (ok, compiler output)."""
     with Sandbox(
         image=COMPILE_IMAGE, mounts=[Mount("/usr", "/usr")], user="65534:65534", seccomp="judge",
-        hostname="compile", limits=Limits(cpu_time=timeout / 2, timeout=timeout, memory="512M", pids=32),
+        hostname="compile",
+        limits=Limits(cpu_time=timeout / 2, timeout=timeout, memory="512M", pids=32, file_size="64M"),
     ) as sb:  # fmt: skip
         sb.files.write_text("/tmp/main.c", source)
         r = sb.exec(["gcc", "-static", "-O2", "-o", "/tmp/main", "/tmp/main.c"], cwd="/tmp")
@@ -261,7 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: cores)")
     args = ap.parse_args(argv)
     problem = sum_problem()
-    subs = load_submissions(args.files or None)
+    try:
+        subs = load_submissions(args.files or None)
+    except (OSError, ValueError) as e:
+        print(f"judge: {e}", file=sys.stderr)
+        return 2
     start = time.monotonic()
     graded = grade_all(subs, problem, args.workers)
     took = time.monotonic() - start

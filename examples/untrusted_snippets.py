@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import anyio
 
-from sandbox import AsyncSandbox, Limits
+from sandbox import AsyncSandbox, Limits, SandboxError
 
 MAX_CODE = 64 * 1024  # bytes; one argv string may hold 128 KiB
 
@@ -38,7 +38,8 @@ class SnippetResult:
     status: str
     """"ok", "error" (an exception or a non-zero exit status), "timeout",
     "cpu_time", "memory", "output_limit", "killed" (a signal, the pids
-    limit, the seccomp profile) or "rejected" (never ran)."""
+    limit, the seccomp profile), "rejected" (never ran) or "failed" (the
+    sandbox failed: it is replaced on the caller's next snippet)."""
     exit_code: int | None
     stdout: str
     stderr: str
@@ -64,7 +65,6 @@ _STATUS = {"exited": "ok", "timeout": "timeout", "cpu_time": "cpu_time", "oom": 
 class _Caller:
     lock: anyio.Lock
     sandbox: AsyncSandbox | None = None
-    runs: int = 0
 
 
 class SnippetRunner:
@@ -105,8 +105,12 @@ class SnippetRunner:
             if c.sandbox is None:
                 await self._make_room(keep=caller)
                 c.sandbox = await self._start()
-            r = await c.sandbox.exec(["python3", "-I", "-c", code], stdin=stdin, cwd="/tmp")
-            c.runs += 1
+            try:
+                r = await c.sandbox.exec(["python3", "-I", "-c", code], stdin=stdin, cwd="/tmp")
+            except SandboxError as e:  # the sandbox is broken (its init died...): the next run gets a new one
+                sb, c.sandbox = c.sandbox, None
+                await sb.aclose()
+                return _rejected(caller, f"{type(e).__name__}: {e}", status="failed", warm=warm)
         status = _STATUS.get(r.reason, "killed")
         if status == "ok" and r.exit_code != 0:
             status = "error"
@@ -143,8 +147,8 @@ class SnippetRunner:
                     c.sandbox = None
 
 
-def _rejected(caller: str, why: str) -> SnippetResult:
-    return SnippetResult(caller, "rejected", None, "", why, False, 0.0, 0.0, None, False)
+def _rejected(caller: str, why: str, status: str = "rejected", warm: bool = False) -> SnippetResult:
+    return SnippetResult(caller, status, None, "", why, False, 0.0, 0.0, None, warm)
 
 
 DEMO = [
