@@ -32,6 +32,10 @@ from tests import leakcheck
 pytest_plugins = ["tests.registry.fixture"]
 
 PROJECT = Path(__file__).resolve().parent.parent
+# No test may pull from Docker Hub (no traffic but to loopback and our own
+# namespaces): an image missing from the store fails instead; subprocesses
+# (the examples) inherit it.
+os.environ.setdefault("SANDBOX_REGISTRY_MIRRORS_ONLY", "1")
 MUST_WORK = os.environ.get("SANDBOX_MUST_WORK") == "1"
 BUILD_WAIT = 900.0  # seconds to wait for a rootfs another process is building
 
