@@ -54,3 +54,9 @@ def test_factory_makes_isolated_sandboxes(sandbox_factory: object) -> None:
     assert b.exec(["cat", "/tmp/only-in-a"]).reason == "exited"
     assert not b.exec(["cat", "/tmp/only-in-a"]).ok
     assert b.exec(["hostname"]).stdout_text.strip() == "b"
+
+
+@pytest.mark.sandbox(image="busybox", network="none")
+def test_network_none_is_loopback_only(sandbox: Sandbox) -> None:
+    lines = sandbox.exec(["cat", "/proc/net/dev"]).stdout_text.splitlines()[2:]
+    assert [x.split(":")[0].strip() for x in lines] == ["lo"]

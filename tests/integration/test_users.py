@@ -291,13 +291,13 @@ def _pytest(*args: str, cwd: Path = PROJECT) -> subprocess.CompletedProcess[str]
 def test_plugin_runs_the_example(example_images: None) -> None:
     r = _pytest("-q", "examples/test_in_sandbox.py")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "6 passed" in r.stdout
+    assert "7 passed" in r.stdout
 
 
 def test_plugin_under_xdist(example_images: None) -> None:
     r = _pytest("-v", "-n", "2", "examples/test_in_sandbox.py")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "6 passed" in r.stdout
+    assert "7 passed" in r.stdout
     workers = set(re.findall(r"^\[(gw\d)\] .*PASSED", r.stdout, re.M))
     assert workers == {"gw0", "gw1"}, r.stdout  # both workers made sandboxes
 
