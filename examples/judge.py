@@ -252,7 +252,7 @@ def format_table(graded: Sequence[Graded], problem: Problem) -> str:
     lines.append(f"(per test: verdict, CPU and wall-clock seconds, peak memory of all the run's processes; "
                  f"limits: {problem.cpu_time:g} s CPU, {problem.wall_time:g} s wall, {problem.memory}, "
                  f"{problem.pids} processes, {problem.output} output)")  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,7 +75,7 @@ class SnippetRunner:
         self,
         *,
         image: str = "python",
-        timeout: float = 2.0,
+        timeout: float = 10.0,
         cpu_time: float = 1.0,
         memory: str = "128M",
         output: str = "64K",
@@ -93,7 +93,10 @@ class SnippetRunner:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def run(self, caller: str, code: str, stdin: str | None = None) -> SnippetResult:
+    async def run(
+        self, caller: str, code: str, stdin: str | None = None, timeout: float | None = None
+    ) -> SnippetResult:
+        """Run `code` in the caller's sandbox; `timeout` overrides the runner's for this snippet."""
         if len(code.encode()) > MAX_CODE or "\0" in code:
             return _rejected(caller, f"the snippet must be at most {MAX_CODE} bytes, without NUL")
         c = self._callers.get(caller)
@@ -106,7 +109,10 @@ class SnippetRunner:
                 await self._make_room(keep=caller)
                 c.sandbox = await self._start()
             try:
-                r = await c.sandbox.exec(["python3", "-I", "-c", code], stdin=stdin, cwd="/tmp")
+                r = await c.sandbox.exec(
+                    ["python3", "-I", "-c", code], stdin=stdin, cwd="/tmp",
+                    limits=None if timeout is None else Limits(timeout=timeout),
+                )  # fmt: skip
             except SandboxError as e:  # the sandbox is broken (its init died...): the next run gets a new one
                 sb, c.sandbox = c.sandbox, None
                 await sb.aclose()
@@ -151,7 +157,7 @@ def _rejected(caller: str, why: str, status: str = "rejected", warm: bool = Fals
     return SnippetResult(caller, status, None, "", why, False, 0.0, 0.0, None, warm)
 
 
-DEMO = [
+DEMO: list[tuple[str, str] | tuple[str, str, float]] = [
     ("alice", "open('/tmp/notes', 'w').write('kept for alice'); print('saved')"),
     ("bob", "while True: pass"),
     ("carol", "print('x' * 10_000_000)"),
@@ -159,9 +165,9 @@ DEMO = [
     ("erin", "import os; os.rmdir('/etc')"),
     ("mallory", "print(open('/tmp/notes').read())"),
 ]
-LATER = [
+LATER: list[tuple[str, str] | tuple[str, str, float]] = [
     ("alice", "print(open('/tmp/notes').read())"),
-    ("bob", "import time; time.sleep(60)"),
+    ("bob", "import time; time.sleep(60)", 0.5),  # a timeout of its own
 ]
 
 
@@ -171,12 +177,12 @@ async def demo() -> list[SnippetResult]:
         for batch in (DEMO, LATER):  # at once; the second batch finds warm sandboxes
             done: dict[int, SnippetResult] = {}
 
-            async def one(done: dict[int, SnippetResult], i: int, caller: str, code: str) -> None:
-                done[i] = await runner.run(caller, code)
+            async def one(done: dict[int, SnippetResult], i: int, caller: str, code: str, *t: float) -> None:
+                done[i] = await runner.run(caller, code, timeout=t[0] if t else None)
 
             async with anyio.create_task_group() as tg:
-                for i, (caller, code) in enumerate(batch):
-                    tg.start_soon(one, done, i, caller, code)
+                for i, snippet in enumerate(batch):
+                    tg.start_soon(one, done, i, *snippet)
             results += [done[i] for i in range(len(batch))]
         started = runner.started
     print(f"{len(results)} snippets, {started} sandboxes started", file=sys.stderr)
@@ -186,9 +192,9 @@ async def demo() -> list[SnippetResult]:
 def main() -> int:
     t0 = time.monotonic()
     results = anyio.run(demo)
-    for r in results:
-        d = asdict(r)
-        d["stdout"], d["stderr"] = r.stdout[:60], r.stderr.strip().splitlines()[-1:]  # short for the demo
+    for r in results:  # the demo prints the heads of a few fields; r.to_json() has them all
+        d = {"caller": r.caller, "status": r.status, "warm": r.warm, "truncated": r.truncated,
+             "stdout": r.stdout[:40], "stderr": r.stderr.strip().splitlines()[-1:], "cpu_time": r.cpu_time}
         print(json.dumps(d))
     print(f"in {time.monotonic() - t0:.2f} s", file=sys.stderr)
     return 0

@@ -71,12 +71,12 @@ def _run(*argv: str, cwd: Path = PROJECT) -> subprocess.CompletedProcess[str]:
 # Every submission's verdict, and the reason each run of it must end with
 # (None: any).  Written here, not only in the files' "expect:" lines, so that
 # editing a submission cannot make its own test pass.
-EXPECTED: dict[str, tuple[str, str | None]] = {
+EXPECTED: dict[str, tuple[str, str | None]] = {  # "TLE": cpu_time, or timeout when starved of CPU
     "ac_sum.c": ("AC", "exited"),
     "ac_sum.py": ("AC", "exited"),
     "wa_overflow.c": ("WA", "exited"),
     "wa_off_by_one.py": ("WA", "exited"),
-    "tle_spin.c": ("TLE", "cpu_time"),
+    "tle_spin.c": ("TLE", "TLE"),
     "tle_sleep.py": ("TLE", "timeout"),
     "tle_quadratic.py": ("TLE", None),  # AC on the small tests, cpu_time on the large one
     "mle_hog.c": ("MLE", "oom"),
@@ -146,7 +146,8 @@ def test_judge_grades_every_submission_right(judged: tuple[dict[str, dict[str, A
     for name, (verdict, reason) in EXPECTED.items():
         g = graded[name]
         reasons = {t["reason"] for t in g["tests"]}
-        if g["verdict"] != verdict or (reason is not None and reasons != {reason}):
+        allowed = {"cpu_time", "timeout"} if reason == "TLE" else {reason}
+        if g["verdict"] != verdict or (reason is not None and not reasons <= allowed):
             wrong[name] = (g["verdict"], sorted(reasons), [t["detail"] for t in g["tests"]])
         assert g["submission"]["expect"] == verdict  # the file says the same
     assert not wrong, wrong
@@ -160,7 +161,8 @@ def test_judge_per_test_figures(judged: tuple[dict[str, dict[str, Any]], list[st
     for t in graded["mle_list.py"]["tests"] + graded["mle_hog.c"]["tests"]:
         assert t["memory"] is not None and t["memory"] <= 128 * 2**20 + 2**20  # the limit, give or take
     for t in graded["tle_spin.c"]["tests"]:
-        assert 0.9 <= t["cpu_time"] <= 1.5
+        if t["reason"] == "cpu_time":  # (a wall-clock timeout first on a very busy machine)
+            assert 0.99 <= t["cpu_time"] <= 1.5
     assert graded["hostile_include_shadow.c"]["tests"] == []
     assert "Permission denied" in graded["hostile_include_shadow.c"]["compile_output"]
 
@@ -229,7 +231,8 @@ def test_snippets_demo(example_images: None) -> None:
         ("bob", "timeout", True),
     ]
     assert out[6]["stdout"] == "kept for alice\n"
-    assert out[2]["truncated"] and len(out[2]["stdout"]) == 60  # the demo prints the head only
+    assert out[2]["truncated"] and len(out[2]["stdout"]) == 40  # the demo prints the head only
+    assert out[1]["cpu_time"] >= 1.0  # bob's loop ran to its CPU-time limit
     assert "6 sandboxes started" in r.stderr
 
 
