@@ -51,13 +51,14 @@ class AsyncSandbox(SandboxBase):
     async def start(self) -> AsyncSandbox:
         launched = self._launch()
         try:
-            with anyio.fail_after(START_TIMEOUT):
-                await anyio.wait_readable(launched.ctl)
-            reply, fd = recv_reply(launched.ctl)
-            if fd is not None:
-                os.close(fd)
-            if reply.type != protocol.REP_READY:
-                raise setup_error(reply)
+            if not self._was_warm:  # else set up ahead of time: its READY came already
+                with anyio.fail_after(START_TIMEOUT):
+                    await anyio.wait_readable(launched.ctl)
+                reply, fd = recv_reply(launched.ctl)
+                if fd is not None:
+                    os.close(fd)
+                if reply.type != protocol.REP_READY:
+                    raise setup_error(reply)
         except SandboxClosed as e:
             self._reap(launched)
             raise LaunchError("setup", 0, "", "the init died during setup") from e

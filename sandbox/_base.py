@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import _core, cgroup, files, layout, netpool, protocol, users
 from . import network as _network
+from . import warm as _warm
 from .collector import Collector
 from .errors import (
     ConfigError,
@@ -184,8 +185,11 @@ class SandboxBase:
         network: str | _network.Network = "none",
         publish: Mapping[int | str, int | str] | None = None,
         egress: Sequence[str] | None = None,
+        warm: bool = True,
     ) -> None:
         self._net = _network.check(network, publish, egress)
+        if not isinstance(warm, bool):
+            raise ConfigError("warm", f"expected True or False, got {warm!r}")
         lim = check_limits("limits", limits) or Limits()
         if disk is not None and lim.disk is not None:
             raise ConfigError("disk", "given twice, as disk= and as limits.disk: keep one")
@@ -221,6 +225,10 @@ class SandboxBase:
         self.image = resolved.image if resolved else None
         # taken once the options are valid, so that a bad one leaves nothing held
         self._image_hold = resolved.hold() if resolved else None
+        self._resolved = resolved
+        # set up ahead of time (sandbox/warm.py): not with per-launch secrets or leases
+        self._warm = _warm.enabled(warm) and not self._spec.secrets and self._net is None
+        self._was_warm = False
         self._launched: _core.Launched | None = None
         self._closed = False
         self._ids = itertools.count(1)
@@ -237,6 +245,14 @@ class SandboxBase:
         umap = self._spec.idmap.uid_map()
         # the sandbox's cgroup first: every exec gets a child of it
         self._group = cgroup.make_sandbox_group(self._limits)
+        if self._warm:
+            pool = _warm.pool()
+            launched = pool.take(self._spec)
+            res = self._resolved
+            pool.started(self._spec, (lambda: res.hold().release) if res is not None else None)
+            if launched is not None:
+                self._was_warm = True  # its READY came already
+                return launched
         netns = netpool.pool.take()
         try:
             spec = self._spec

@@ -52,13 +52,16 @@ class Sandbox(SandboxBase):
     def start(self) -> Sandbox:
         launched = self._launch()
         try:
-            if not _wait_readable(launched.ctl, START_TIMEOUT):
+            if self._was_warm:
+                pass  # set up ahead of time: its READY came already
+            elif not _wait_readable(launched.ctl, START_TIMEOUT):
                 raise LaunchError("setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s")
-            reply, fd = recv_reply(launched.ctl)
-            if fd is not None:
-                os.close(fd)
-            if reply.type != protocol.REP_READY:
-                raise setup_error(reply)
+            else:
+                reply, fd = recv_reply(launched.ctl)
+                if fd is not None:
+                    os.close(fd)
+                if reply.type != protocol.REP_READY:
+                    raise setup_error(reply)
         except SandboxClosed as e:
             self._reap(launched)
             raise LaunchError("setup", 0, "", "the init died during setup") from e

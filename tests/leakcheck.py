@@ -15,8 +15,11 @@ Checked, each as a set of "keys" so that a snapshot is plain JSON:
   nft      nftables tables named "sandbox" (ours)
 
 Only what is new since the snapshot counts: the host may run other
-containers.  A zombie whose parent is the host's PID 1 is dead and waits
-only for that init to reap it: not a leak.  Patterns in
+containers.  Inside a test session only this process's own count (its
+descendants', and cgroups named after them): other suites may run on the
+same host at once; the command line counts everyone's.  A zombie whose
+parent is the host's PID 1 is dead and waits only for that init to reap
+it: not a leak.  Patterns in
 $SANDBOX_LEAKCHECK_IGNORE (space separated, fnmatch, against "kind:key")
 are left out; the default ignores the per-command cgroups of this
 machine's process manager (cgroup:*/process_api/*), but never a cgroup of
@@ -36,6 +39,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -125,13 +129,45 @@ def is_sandbox_proc(p: ProcInfo, own_ns: str | None) -> bool:
     return p.pidns is not None and own_ns is not None and p.pidns != own_ns
 
 
+# Whose leftovers count: inside a test session, only those of this process
+# and its children (other suites may run on the same host at the same
+# time); the command line (`compare` after a whole run) counts everyone's.
+_scope: list[int | None] = [os.getpid()]
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(64):
+        if pid == ancestor:
+            return True
+        p = proc_info(pid)
+        if p is None or p.ppid <= 1:
+            return False
+        pid = p.ppid
+    return False
+
+
+def _foreign(kind: str, key: str) -> bool:
+    """A process or cgroup of another live process tree than ours."""
+    scope = _scope[0]
+    if scope is None or kind != "cgroup":
+        return False
+    m = re.search(r"sandbox-(\d+)-", key)
+    if m is None:
+        return False
+    owner = int(m.group(1))
+    return proc_info(owner) is not None and not _descends(owner, scope)
+
+
 def sandbox_procs() -> dict[str, ProcInfo]:
     own = _readlink("/proc/self/ns/pid")
+    scope = _scope[0]
     out = {}
     for pid in all_pids():
         p = proc_info(pid)
         if p is None or not is_sandbox_proc(p, own):
             continue
+        if scope is not None and not _descends(p.pid, scope):
+            continue  # another suite's
         if p.state == "Z" and p.ppid == 1:
             continue  # dead; the host's init has yet to reap it
         out[p.key] = p
@@ -237,9 +273,12 @@ class Snapshot:
 
 
 def quiesce() -> None:
-    """In a process that uses the SDK: let its cgroup thread finish removals
-    and drop the groups it makes ahead of time, so that only what a sandbox
-    left behind shows."""
+    """In a process that uses the SDK: stop the sandboxes it set up ahead of
+    time, let its cgroup thread finish removals and drop the groups it makes
+    ahead of time, so that only what a sandbox left behind shows."""
+    warm = sys.modules.get("sandbox.warm")
+    if warm is not None:
+        warm.shutdown()  # its sandboxes are set up ahead of time, not left behind
     cg = sys.modules.get("sandbox.cgroup")
     if cg is not None:
         cg.shutdown()
@@ -275,6 +314,8 @@ def diff(before: Snapshot, after: Snapshot) -> list[str]:
             ours = kind == "cgroup" and "sandbox-" in key
             if not ours and any(fnmatch.fnmatchcase(f"{kind}:{key}", p) for p in pats):
                 continue
+            if _foreign(kind, key):
+                continue
             text = after.procs.get(key, key) if kind == "proc" else key
             out.append(f"{kind}: {text}")
     return out
@@ -305,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("file")
     c.add_argument("--grace", type=float, default=5.0, help="seconds to wait for things going away")
     a = ap.parse_args(argv)
+    _scope[0] = None  # after a whole run: everyone's leftovers count
     if a.cmd == "snapshot":
         with open(a.file, "w") as f:
             f.write(snapshot().to_json())

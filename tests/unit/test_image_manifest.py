@@ -143,6 +143,7 @@ def test_challenge() -> None:
 
 
 def test_mirrors_and_insecure(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.delenv("SANDBOX_REGISTRY_MIRRORS_ONLY", raising=False)  # set by tests/conftest.py
     monkeypatch.setenv("SANDBOX_REGISTRY_CONFIG", "/nonexistent/registries.json")
     monkeypatch.setenv("SANDBOX_REGISTRY_MIRRORS", "http://127.0.0.1:5180/, https://m.example")
     monkeypatch.setenv("SANDBOX_INSECURE_REGISTRIES", "127.0.0.1:5181")
@@ -182,6 +183,8 @@ def test_docker_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -
 
 def test_registries_file(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     from pathlib import Path
+
+    monkeypatch.delenv("SANDBOX_REGISTRY_MIRRORS_ONLY", raising=False)  # set by tests/conftest.py
 
     d = Path(str(tmp_path))
     ca = d / "ca.pem"

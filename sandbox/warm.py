@@ -1,0 +1,254 @@
+"""Warm sandboxes: for options used again and again (a judge, a test suite,
+a benchmark), the next sandbox is set up ahead of time by a background
+thread, so that a start only takes it.
+
+What is kept is exactly what a start would make, and nothing has ever run
+in it: an init that ran its plan (mounts, pivot_root, hostname, the filter)
+and said READY, waiting for its first request.  A sandbox with secrets or
+a bridge network is never prepared ahead (secrets are per launch, leases
+per sandbox); neither are options seen only once: a spec is warmed from
+its second start on, one sandbox ahead (PER_SPEC), a few specs at most
+(MAX_SPECS), and an unused warm sandbox is stopped after TTL seconds.
+
+`Sandbox(warm=False)`, or SANDBOX_WARM=0, starts cold.  Warm sandboxes
+were launched from this thread, not the caller's: they have no
+parent-death signal, and die with their owner through the control
+socket's EOF, as any sandbox does.  `shutdown()` stops them (at exit too;
+the leak check calls it)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import _core, layout, netpool, protocol
+from .spec import Spec
+
+TTL = 10.0
+PER_SPEC = 1
+MAX_SPECS = 4
+SEEN_MAX = 64
+READY_TIMEOUT = 30.0
+
+Releaser = Callable[[], None]
+
+
+@dataclass
+class _Entry:
+    launched: _core.Launched
+    made: float = field(default_factory=time.monotonic)
+    release: Releaser | None = None  # e.g. the image's hold, for as long as it waits
+
+
+def _reap(launched: _core.Launched) -> None:
+    try:
+        signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitid(os.P_PIDFD, launched.pidfd, os.WEXITED)
+    except ChildProcessError:
+        pass
+    os.close(launched.pidfd)
+    launched.ctl.close()
+
+
+def start_ready(spec: Spec) -> _core.Launched | None:
+    """Launch a sandbox for `spec` and wait for its READY; None if it failed
+    (the caller's own start will then report why)."""
+    plan, trees = layout.build(spec)
+    umap = spec.idmap.uid_map()
+    netns = netpool.pool.take()
+    try:
+        launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+    except Exception:
+        return None
+    finally:
+        netpool.pool.launched()
+        if netns is not None:
+            os.close(netns)
+    p = select.poll()
+    p.register(launched.ctl, select.POLLIN)
+    try:
+        if p.poll(int(READY_TIMEOUT * 1000)):
+            data, fds, _, _ = socket.recv_fds(launched.ctl, 4096, 4)
+            for fd in fds:
+                os.close(fd)
+            if protocol.decode(data).type == protocol.REP_READY:
+                return launched
+    except (OSError, protocol.Malformed):
+        pass
+    _reap(launched)
+    return None
+
+
+class WarmPool:
+    def __init__(self) -> None:
+        self._ready: OrderedDict[Spec, list[_Entry]] = OrderedDict()
+        self._wanted: OrderedDict[Spec, Releaser | None] = OrderedDict()
+        self._seen: OrderedDict[Spec, int] = OrderedDict()
+        self._holds: dict[Spec, Callable[[], Releaser] | None] = {}
+        self._making = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def take(self, spec: Spec) -> _core.Launched | None:
+        """A ready sandbox for `spec`, if one waits (and its init still lives)."""
+        with self._cond:
+            entries = self._ready.get(spec)
+            e = entries.pop(0) if entries else None
+        if e is None:
+            return None
+        if e.release is not None:
+            e.release()  # the new Sandbox holds its image itself
+        if _alive(e.launched):
+            return e.launched
+        _reap(e.launched)
+        return None
+
+    def started(self, spec: Spec, hold: Callable[[], Releaser] | None = None) -> None:
+        """A sandbox with `spec` starts: from its second time, have the next
+        one made ahead.  `hold`: what keeps its image while it waits."""
+        with self._cond:
+            if self._stopped:
+                return
+            n = self._seen.pop(spec, 0) + 1
+            self._seen[spec] = n
+            while len(self._seen) > SEEN_MAX:
+                self._seen.popitem(last=False)
+            if n < 2 or spec in self._wanted:
+                return
+            have = len(self._ready.get(spec, ()))
+            if have >= PER_SPEC:
+                self._ready.move_to_end(spec)
+                return
+            self._wanted[spec] = None
+            self._holds[spec] = hold
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sandbox-warm", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and not self._wanted:
+                    self._cond.wait(self._next_expiry())
+                    self._expire()
+                if self._stopped:
+                    return
+                spec, _ = self._wanted.popitem(last=False)
+                hold = self._holds.pop(spec, None)
+                self._making += 1
+            release = None
+            try:
+                release = hold() if hold is not None else None
+                launched = start_ready(spec)
+            except Exception:
+                launched = None
+            evicted: list[_Entry] = []
+            with self._cond:
+                self._making -= 1
+                if launched is not None and not self._stopped:
+                    self._ready.setdefault(spec, []).append(_Entry(launched, release=release))
+                    self._ready.move_to_end(spec)
+                    launched, release = None, None  # the pool has them now
+                    evicted = self._evict()
+                self._cond.notify_all()
+            if launched is not None:
+                _reap(launched)
+            if release is not None:
+                release()
+            for e in evicted:
+                self._drop(e)
+
+    def _evict(self) -> list[_Entry]:
+        out: list[_Entry] = []
+        while len(self._ready) > MAX_SPECS:
+            _, entries = self._ready.popitem(last=False)
+            out += entries
+        return out
+
+    def _next_expiry(self) -> float | None:
+        times = [e.made + TTL for es in self._ready.values() for e in es]
+        return max(0.0, min(times) - time.monotonic()) if times else None
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        old: list[_Entry] = []
+        for spec in list(self._ready):
+            keep = [e for e in self._ready[spec] if e.made + TTL > now]
+            old += [e for e in self._ready[spec] if e.made + TTL <= now]
+            if keep:
+                self._ready[spec] = keep
+            else:
+                del self._ready[spec]
+        for e in old:
+            self._drop(e)
+
+    @staticmethod
+    def _drop(e: _Entry) -> None:
+        _reap(e.launched)
+        if e.release is not None:
+            e.release()
+
+    def shutdown(self) -> None:
+        """Stop every warm sandbox and the thread; usable again afterwards."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(READY_TIMEOUT)
+        with self._cond:
+            entries = [e for es in self._ready.values() for e in es]
+            self._ready.clear()
+            self._wanted.clear()
+            self._holds.clear()
+            self._seen.clear()
+            self._thread = None
+            self._stopped = False
+        for e in entries:
+            self._drop(e)
+
+
+def _alive(launched: _core.Launched) -> bool:
+    """Whether its init is still there and quiet (no EOF, no stray message)."""
+    p = select.poll()
+    p.register(launched.pidfd, select.POLLIN)
+    p.register(launched.ctl, select.POLLIN)
+    return not p.poll(0)
+
+
+_pools: dict[int, WarmPool] = {}
+_lock = threading.Lock()
+
+
+def pool() -> WarmPool:
+    with _lock:
+        p = _pools.get(os.getpid())
+        if p is None:
+            p = _pools[os.getpid()] = WarmPool()
+        return p
+
+
+def shutdown() -> None:
+    p = _pools.get(os.getpid())
+    if p is not None:
+        p.shutdown()
+
+
+def enabled(option: bool) -> bool:
+    return option and os.environ.get("SANDBOX_WARM", "1") != "0"
+
+
+atexit.register(shutdown)
