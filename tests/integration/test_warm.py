@@ -1,0 +1,79 @@
+"""Warm sandboxes (sandbox/warm.py): the next sandbox for options used
+again is set up ahead of time; it must be indistinguishable from a fresh
+one, and never kept for secrets, nor past its TTL."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sandbox import ConfigError, Sandbox, warm
+from tests import leakcheck
+
+
+@pytest.fixture(autouse=True)
+def _clean_pool():
+    warm.shutdown()
+    yield
+    warm.shutdown()
+
+
+def _start_three(rootfs, **kw) -> list[bool]:
+    was = []
+    for i in range(3):
+        with Sandbox(rootfs=rootfs, **kw) as sb:
+            was.append(sb._was_warm)
+            if i == 0:
+                sb.files.write_text("/tmp/left-by-the-first", "x")
+            else:
+                # fresh: nothing of the earlier sandbox, only its init runs
+                assert sb.files.list("/tmp") == []
+                assert [n for n in sb.files.list("/proc") if n.isdigit()] == ["1"]
+        _settle()
+    return was
+
+
+def _settle() -> None:
+    """Until the pool's thread has made what was asked of it."""
+    p, deadline = warm.pool(), time.monotonic() + 10
+    while (p._wanted or p._making) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_spec_is_warmed_from_its_second_start(sandbox_host, busybox_rootfs) -> None:
+    assert _start_three(busybox_rootfs, hostname="warm1") == [False, False, True]
+
+
+def test_secrets_are_never_prepared_ahead(sandbox_host, busybox_rootfs) -> None:
+    assert _start_three(busybox_rootfs, secrets={"k": b"v"}) == [False, False, False]
+
+
+def test_warm_false_starts_cold(sandbox_host, busybox_rootfs) -> None:
+    assert _start_three(busybox_rootfs, warm=False) == [False, False, False]
+
+
+def test_the_environment_switch(sandbox_host, busybox_rootfs, monkeypatch) -> None:
+    monkeypatch.setenv("SANDBOX_WARM", "0")
+    assert _start_three(busybox_rootfs) == [False, False, False]
+
+
+def test_an_unused_warm_sandbox_is_stopped_after_its_ttl(sandbox_host, busybox_rootfs, monkeypatch) -> None:
+    monkeypatch.setattr(warm, "TTL", 0.3)
+    before = leakcheck.snapshot()
+    for _ in range(2):
+        with Sandbox(rootfs=busybox_rootfs, hostname="ttl"):
+            pass
+    _settle()
+    assert warm.pool()._ready, "no sandbox was set up ahead"
+    deadline = time.monotonic() + 5
+    while warm.pool()._ready and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not warm.pool()._ready
+    assert leakcheck.leaks(before) == []
+
+
+def test_warm_takes_a_boolean(busybox_rootfs) -> None:
+    with pytest.raises(ConfigError) as e:
+        Sandbox(rootfs=busybox_rootfs, warm="yes")  # type: ignore[arg-type]
+    assert e.value.option == "warm"
