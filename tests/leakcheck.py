@@ -208,8 +208,10 @@ def _cgroups() -> list[str]:
         controllers = sorted(os.listdir(CGROUP_ROOT))
     except OSError:
         return out
+    if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+        controllers = [""]  # cgroup v2 mounted right there: one tree, walked from its root
     for c in controllers:
-        top = os.path.join(CGROUP_ROOT, c)
+        top = os.path.join(CGROUP_ROOT, c).rstrip("/")
         if not os.path.isdir(top) or os.path.islink(top):
             continue
         for dirpath, dirnames, _ in os.walk(top, onerror=lambda e: None):
