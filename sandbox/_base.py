@@ -248,8 +248,6 @@ class SandboxBase:
         if self._warm:
             pool = _warm.pool()
             launched = pool.take(self._spec)
-            res = self._resolved
-            pool.started(self._spec, (lambda: res.hold().release) if res is not None else None)
             if launched is not None:
                 self._was_warm = True  # its READY came already
                 return launched
@@ -310,6 +308,11 @@ class SandboxBase:
         # the pid namespace is gone, and with it every process of the sandbox
         self._drop_group()
         self._detach_network()
+        if self._warm:
+            # the next one for these options is made now, not while this one
+            # ran: on a small machine the two would slow each other down
+            res = self._resolved
+            _warm.pool().started(self._spec, (lambda: res.hold().release) if res is not None else None)
 
     def __del__(self) -> None:
         # A sandbox dropped while running: stop it first, then say so, as Popen does.

@@ -7,8 +7,10 @@ in it: an init that ran its plan (mounts, pivot_root, hostname, the filter)
 and said READY, waiting for its first request.  A sandbox with secrets or
 a bridge network is never prepared ahead (secrets are per launch, leases
 per sandbox); neither are options seen only once: a spec is warmed from
-its second start on, one sandbox ahead (PER_SPEC), a few specs at most
-(MAX_SPECS), and an unused warm sandbox is stopped after TTL seconds.
+its second sandbox on, up to PER_SPEC ahead, a few specs at most
+(MAX_SPECS), and an unused warm sandbox is stopped after TTL seconds.  The
+next one is made when a sandbox closes, not while it runs: on a 2-CPU
+machine the two slowed each other down (mount and cgroup locks), measured.
 
 `Sandbox(warm=False)`, or SANDBOX_WARM=0, starts cold.  Warm sandboxes
 were launched from this thread, not the caller's: they have no
@@ -33,7 +35,7 @@ from . import _core, layout, netpool, protocol
 from .spec import Spec
 
 TTL = 10.0
-PER_SPEC = 1
+PER_SPEC = 2
 MAX_SPECS = 4
 SEEN_MAX = 64
 READY_TIMEOUT = 30.0
