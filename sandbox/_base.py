@@ -188,6 +188,8 @@ class SandboxBase:
         warm: bool = True,
     ) -> None:
         self._net = _network.check(network, publish, egress)
+        if self._net is not None:
+            _network.warm_up()
         if not isinstance(warm, bool):
             raise ConfigError("warm", f"expected True or False, got {warm!r}")
         lim = check_limits("limits", limits) or Limits()

@@ -50,6 +50,8 @@ int sbx_abi_version(void) { return SBX_ABI_VERSION; }
 /* ---- raw system calls for the child: no errno, no libc state ------------------ */
 
 #include "sys6.h"
+
+__attribute__((noreturn)) static void die_setns(const char *where, int fd);
 #define RAW(n, a, b, c) raw6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
 
 /* ---- child side (runs in the parent's memory: see the top of the file) ----- */
@@ -340,7 +342,7 @@ int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out)
     pid_t pid = clone_child(&c, flags, l->uid_map, l->gid_map, &pidfd, out);
     if (orig_net >= 0) {
         if (setns(orig_net, CLONE_NEWNET) < 0)
-            abort(); /* this thread would stay in the sandbox's network: never */
+            die_setns("sbx_launch", orig_net); /* this thread would stay in the sandbox's network: never */
         close(orig_net);
     }
     close_all(c.trees, c.ntrees);
@@ -429,6 +431,18 @@ static void write_sysctl(const char *path, const char *value)
     }
 }
 
+/* The thread could not step back into the host's network namespace: it
+ * must not run on in another one.  Say why on stderr, then abort. */
+__attribute__((noreturn)) static void die_setns(const char *where, int fd)
+{
+    char msg[160];
+    int n = snprintf(msg, sizeof msg, "sandbox: %s: setns back to fd %d failed: %s; aborting\n", where, fd,
+                     strerror(errno));
+    if (n > 0)
+        (void)!write(2, msg, (size_t)n);
+    abort();
+}
+
 int sbx_make_netns(void)
 {
     int orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -454,7 +468,7 @@ int sbx_make_netns(void)
     write_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
     write_sysctl("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
     if (setns(orig, CLONE_NEWNET) < 0)
-        abort(); /* as above: this thread must not stay in the new namespace */
+        die_setns("sbx_make_netns", orig); /* as above: this thread must not stay in the new namespace */
     close(orig);
     if (e) {
         if (fd >= 0)

@@ -17,7 +17,25 @@ from .options import DEFAULT_NAME, DEFAULT_SUBNET, NetOptions, Network, check
 if TYPE_CHECKING:
     from .lifecycle import Attachment
 
-__all__ = ["DEFAULT_NAME", "DEFAULT_SUBNET", "NetOptions", "Network", "attach", "check", "detach", "gc"]
+__all__ = [
+    "DEFAULT_NAME",
+    "DEFAULT_SUBNET",
+    "NetOptions",
+    "Network",
+    "attach",
+    "check",
+    "detach",
+    "gc",
+    "warm_up",
+]
+
+
+def warm_up() -> None:
+    """At the first bridge-mode Sandbox: libnftables' context, while fds are
+    few (nft.py says why)."""
+    from . import nft
+
+    nft.warm_up()
 
 
 def attach(opts: NetOptions, spec: object, netns_fd: int) -> Attachment:

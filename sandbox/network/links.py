@@ -19,6 +19,7 @@ import ctypes
 import ipaddress
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -90,6 +91,7 @@ def _socket_in(netns_fd: int) -> socket.socket:
             try:
                 _setns(own)
             except OSError:  # pragma: no cover - cannot happen for a namespace we were in
+                sys.stderr.write("sandbox: setns back to the host network namespace failed; aborting\n")
                 os.abort()  # never run on in a sandbox's namespace
     finally:
         os.close(own)

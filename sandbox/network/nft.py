@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -48,7 +49,12 @@ def _nft() -> Any:
             lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
             lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
             lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
-            for fn in (lib.nft_ctx_buffer_output, lib.nft_ctx_buffer_error):
+            for fn in (
+                lib.nft_ctx_buffer_output,
+                lib.nft_ctx_buffer_error,
+                lib.nft_ctx_unbuffer_output,
+                lib.nft_ctx_unbuffer_error,
+            ):
                 fn.argtypes = [ctypes.c_void_p]
             for fn in (lib.nft_ctx_get_output_buffer, lib.nft_ctx_get_error_buffer):
                 fn.argtypes = [ctypes.c_void_p]
@@ -58,21 +64,73 @@ def _nft() -> Any:
         return _lib
 
 
+# One context per process, made early (see warm_up): libnftables opens its
+# netlink socket in nft_ctx_new and waits on it with select(), which aborts
+# the whole process (glibc's fd_set check) once that fd is 1024 or more,
+# as it was with 200 sandboxes running (measured: SIGABRT in
+# nft_run_cmd_from_buffer).  A context made while fds are few keeps a low one.
+_ctx: dict[int, Any] = {}  # pid -> context (a forked child makes its own)
+_run_lock = threading.Lock()
+
+
+def _context() -> Any:
+    lib = _nft()
+    ctx = _ctx.get(os.getpid())
+    if ctx is None:
+        before = _netlink_fds()
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
+            raise HostError("nft_ctx_new failed")
+        if any(fd >= FD_SETSIZE for fd in _netlink_fds() - before):
+            lib.nft_ctx_free(ctx)
+            raise HostError(
+                f"libnftables needs its netlink socket below fd {FD_SETSIZE} (it uses select()), and this "
+                "process has more fds open: start the first bridge-mode sandbox earlier, or call "
+                "sandbox.network.nft.warm_up() at startup"
+            )
+        lib.nft_ctx_output_set_flags(ctx, JSON_OUTPUT)
+        _ctx[os.getpid()] = ctx
+    return ctx
+
+
+FD_SETSIZE = 1024
+
+
+def _netlink_fds() -> set[int]:
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                out.add(int(name))
+        except OSError:
+            pass
+    return out
+
+
+def warm_up() -> None:
+    """Make the context now, while this process has few fds open."""
+    try:
+        with _run_lock:
+            _context()
+    except HostError:
+        pass  # no libnftables: bridge mode will say so when it is asked for
+
+
 def run(cmds: list[dict[str, Any]]) -> dict[str, Any]:
     """One transaction of JSON commands; the JSON output (for `list`)."""
     lib = _nft()
-    ctx = lib.nft_ctx_new(0)
-    if not ctx:
-        raise HostError("nft_ctx_new failed")
-    try:
-        lib.nft_ctx_output_set_flags(ctx, JSON_OUTPUT)
+    with _run_lock:
+        ctx = _context()
+        # fresh buffers for each run
         lib.nft_ctx_buffer_output(ctx)
         lib.nft_ctx_buffer_error(ctx)
-        rc = lib.nft_run_cmd_from_buffer(ctx, json.dumps({"nftables": cmds}).encode())
-        out = lib.nft_ctx_get_output_buffer(ctx) or b""
-        err = lib.nft_ctx_get_error_buffer(ctx) or b""
-    finally:
-        lib.nft_ctx_free(ctx)
+        try:
+            rc = lib.nft_run_cmd_from_buffer(ctx, json.dumps({"nftables": cmds}).encode())
+            out = lib.nft_ctx_get_output_buffer(ctx) or b""
+            err = lib.nft_ctx_get_error_buffer(ctx) or b""
+        finally:
+            lib.nft_ctx_unbuffer_output(ctx)
+            lib.nft_ctx_unbuffer_error(ctx)
     if rc != 0:
         raise HostError(f"nftables refused our rules: {err.decode(errors='replace').strip()[:2000]}")
     return json.loads(out) if out.strip() else {}
