@@ -80,6 +80,7 @@ class V1Group(Group):
         self.name = name
         self.dirs: dict[str, str] = {}
         self._limited = False
+        self._quota = False
         try:
             for c in _needed(limits):
                 if c in parents or c != "cpu":  # a host without the cpu controller needs no cpus=
@@ -136,6 +137,9 @@ class V1Group(Group):
         if limits.cpus is not None:
             # the period is the kernel's default, 100 ms
             self._w(f"{self.dirs['cpu']}/cpu.cfs_quota_us", str(max(1000, int(limits.cpus * CPU_PERIOD))))
+            if not self._quota:
+                self._quota = True
+                self._drop_attach()  # opened ahead of time without the cpu hierarchy
         if limits.cpuset is not None:
             self._w(f"{self.dirs['cpuset']}/cpuset.cpus", limits.cpuset)
 
@@ -167,9 +171,14 @@ class V1Group(Group):
         )
 
     def _open_attach(self) -> list[int]:
+        # Only the hierarchies that count or limit something: each join is a
+        # css_set migration in the exec's start (cpu without a quota limits
+        # nothing, cpuacct counts the CPU time)
         fds: list[int] = []
         try:
-            for d in self.dirs.values():
+            for c, d in self.dirs.items():
+                if c == "cpu" and not self._quota:
+                    continue
                 fds.append(os.open(f"{d}/tasks", os.O_WRONLY | os.O_CLOEXEC))
         except BaseException:
             for fd in fds:
