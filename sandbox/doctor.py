@@ -5,9 +5,9 @@ what is missing.  Each check reads the host directly (files under /proc and
 from __future__ import annotations
 
 import ctypes.util
+import importlib.util
 import os
 import platform
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +118,18 @@ def check_seccomp() -> Check:
 
 
 def check_nftables() -> Check:
-    if shutil.which("nft"):
-        return Check("nftables", OK, "nft found (bridge networking)")
-    return Check("nftables", WARN, "no nft: bridge networking will not work", "apt-get install nftables")
+    """Bridge networking: libnftables (through ctypes, not the nft command)
+    for our rules, pyroute2 for links."""
+    if not ctypes.util.find_library("nftables"):
+        return Check(
+            "bridge networking",
+            WARN,
+            'no libnftables: network="bridge" will not work',
+            "apt-get install nftables",
+        )
+    if importlib.util.find_spec("pyroute2") is None:
+        return Check("bridge networking", WARN, "pyroute2 is not installed", "pip install pyroute2")
+    return Check("bridge networking", OK, 'libnftables and pyroute2 found (network="bridge" works)')
 
 
 def check_start() -> Check:
