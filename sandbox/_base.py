@@ -9,7 +9,6 @@ import dataclasses
 import errno
 import itertools
 import os
-import signal
 import socket
 import warnings
 from collections.abc import Mapping, Sequence
@@ -295,18 +294,8 @@ class SandboxBase:
         return self._launched.ctl
 
     def _reap(self, launched: _core.Launched) -> None:
-        """Kill the init (the kernel then kills the whole pid namespace) and
-        wait for it; its mount namespace and tmpfs layers go with it."""
-        try:
-            signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitid(os.P_PIDFD, launched.pidfd, os.WEXITED)
-        except ChildProcessError:
-            pass
-        os.close(launched.pidfd)
-        launched.ctl.close()
+        """Stop the init and wait for it, then free what the sandbox held."""
+        _core.reap(launched)
         # the pid namespace is gone, and with it every process of the sandbox
         self._drop_group()
         self._detach_network()

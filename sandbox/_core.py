@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
 import socket
 import threading
 from collections.abc import Sequence
@@ -87,6 +88,21 @@ class Launched:
     pid: int
     pidfd: int
     ctl: socket.socket
+
+
+def reap(launched: Launched) -> None:
+    """Kill the init (the kernel then kills its whole pid namespace, and its
+    mount namespace with every tmpfs goes) and wait for it; close its fds."""
+    try:
+        signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitid(os.P_PIDFD, launched.pidfd, os.WEXITED)
+    except ChildProcessError:
+        pass
+    os.close(launched.pidfd)
+    launched.ctl.close()
 
 
 _lock = threading.Lock()

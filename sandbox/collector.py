@@ -172,7 +172,7 @@ class Collector:
         """When the watchdog first looks at this command (None: never)."""
         if self.group is None:
             return None
-        first = [t for t in (self.deadline,) if t is not None]
+        first = [] if self.deadline is None else [self.deadline]
         if self.limits.cpu_time is not None or self.limits.pids is not None:
             first.append(self.started + self._check_period(0.0))
         return min(first) if first else None

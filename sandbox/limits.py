@@ -68,19 +68,16 @@ class Limits:
             v = getattr(self, name)
             if v is not None:
                 put(name, parse_size(f"limits.{name}", v, minimum=4096 if name != "output" else 0))
-        if self.memory_swap is not None:
-            if self.memory_swap == UNLIMITED:
-                pass
-            else:
-                swap = parse_size("limits.memory_swap", self.memory_swap, minimum=4096)
-                if self.memory is None:
-                    raise ConfigError("limits.memory_swap", "set memory too: memory_swap is memory plus swap")
-                if swap < int(self.memory):
-                    raise ConfigError(
-                        "limits.memory_swap",
-                        f"{self.memory_swap!r} is below memory ({self.memory}): it counts memory plus swap",
-                    )
-                put("memory_swap", swap)
+        if self.memory_swap is not None and self.memory_swap != UNLIMITED:
+            swap = parse_size("limits.memory_swap", self.memory_swap, minimum=4096)
+            if self.memory is None:
+                raise ConfigError("limits.memory_swap", "set memory too: memory_swap is memory plus swap")
+            if swap < int(self.memory):
+                raise ConfigError(
+                    "limits.memory_swap",
+                    f"{self.memory_swap!r} is below memory ({self.memory}): it counts memory plus swap",
+                )
+            put("memory_swap", swap)
         if self.cpus is not None:
             if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)):
                 raise ConfigError("limits.cpus", f"expected a number of CPUs such as 1.5, got {self.cpus!r}")

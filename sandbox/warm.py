@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import os
 import select
-import signal
 import socket
 import threading
 import time
@@ -48,19 +47,6 @@ class _Entry:
     launched: _core.Launched
     made: float = field(default_factory=time.monotonic)
     release: Releaser | None = None  # e.g. the image's hold, for as long as it waits
-
-
-def _reap(launched: _core.Launched) -> None:
-    try:
-        signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitid(os.P_PIDFD, launched.pidfd, os.WEXITED)
-    except ChildProcessError:
-        pass
-    os.close(launched.pidfd)
-    launched.ctl.close()
 
 
 def start_ready(spec: Spec) -> _core.Launched | None:
@@ -88,7 +74,7 @@ def start_ready(spec: Spec) -> _core.Launched | None:
                 return launched
     except (OSError, protocol.Malformed):
         pass
-    _reap(launched)
+    _core.reap(launched)
     return None
 
 
@@ -114,7 +100,7 @@ class WarmPool:
             e.release()  # the new Sandbox holds its image itself
         if _alive(e.launched):
             return e.launched
-        _reap(e.launched)
+        _core.reap(e.launched)
         return None
 
     def started(self, spec: Spec, hold: Callable[[], Releaser] | None = None) -> None:
@@ -167,7 +153,7 @@ class WarmPool:
                     evicted = self._evict()
                 self._cond.notify_all()
             if launched is not None:
-                _reap(launched)
+                _core.reap(launched)
             if release is not None:
                 release()
             for e in evicted:
@@ -199,7 +185,7 @@ class WarmPool:
 
     @staticmethod
     def _drop(e: _Entry) -> None:
-        _reap(e.launched)
+        _core.reap(e.launched)
         if e.release is not None:
             e.release()
 

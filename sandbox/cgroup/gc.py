@@ -44,8 +44,7 @@ def remove_tree(path: str) -> bool:
         return True
     for s in subs:
         ok = remove_tree(s) and ok
-    for procs in ("cgroup.procs",):
-        _fs.kill_listed(os.path.join(path, procs))
+    _fs.kill_listed(os.path.join(path, "cgroup.procs"))
     return _fs.rmdir(path) and ok
 
 

@@ -58,7 +58,6 @@ def owner_alive(name: str) -> bool:
 FD_RICH = 8192
 
 
-
 def _fd_rich() -> bool:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= FD_RICH
 
@@ -213,7 +212,16 @@ class Group(ABC):
     def kill(self) -> None:
         """SIGKILL every process in the group and wait (bounded) until they are gone."""
 
-    @abstractmethod
     def remove(self, wait: bool = True) -> bool:
         """Remove the group (children first); False while processes remain
         (after waiting a little for dying ones, unless wait=False)."""
+        self._close_files()
+        ok = True
+        for g in list(self.children):
+            ok = g.remove(wait) and ok
+        self.children = [g for g in self.children if g.exists()]
+        return self._rmdirs(50 if wait else 1) and ok
+
+    @abstractmethod
+    def _rmdirs(self, tries: int) -> bool:
+        """Remove this group's own directories; False for one still busy."""

@@ -216,14 +216,10 @@ class V1Group(Group):
     def kill(self) -> None:
         _fs.kill_listed(f"{self._dir('pids')}/cgroup.procs")
 
-    def remove(self, wait: bool = True) -> bool:
-        self._close_files()
+    def _rmdirs(self, tries: int) -> bool:
         ok = True
-        for g in list(self.children):
-            ok = g.remove(wait) and ok
-        self.children = [g for g in self.children if g.exists()]
         for c, d in list(self.dirs.items()):
-            if _fs.rmdir(d, 50 if wait else 1):
+            if _fs.rmdir(d, tries):
                 del self.dirs[c]
             else:
                 ok = False

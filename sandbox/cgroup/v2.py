@@ -145,15 +145,7 @@ class V2Group(Group):
             _fs.write(f"{self.dir}/cgroup.kill", "1")
         _fs.kill_listed(f"{self.dir}/cgroup.procs")  # waits until they are gone
 
-    def remove(self, wait: bool = True) -> bool:
-        self._close_files()
-        ok = True
-        for g in list(self.children):
-            ok = g.remove(wait) and ok
-        self.children = [g for g in self.children if g.exists()]
-        if self.dir:
-            if _fs.rmdir(self.dir, 50 if wait else 1):
-                self.dir = ""
-            else:
-                ok = False
-        return ok
+    def _rmdirs(self, tries: int) -> bool:
+        if self.dir and _fs.rmdir(self.dir, tries):
+            self.dir = ""
+        return not self.dir
