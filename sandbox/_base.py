@@ -10,6 +10,7 @@ import errno
 import itertools
 import os
 import socket
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -198,6 +199,7 @@ class SandboxBase:
             disk = DEFAULT_DISK if lim.disk is None else int(lim.disk)
         self._limits = lim
         self._group: cgroup.Group | None = None
+        self._group_lock = threading.Lock()
         resolved = None
         if image is not None:
             # an OCI image (pulled when missing): its layers, and its defaults under ours
@@ -244,7 +246,7 @@ class SandboxBase:
         if self._launched is not None:
             raise SandboxClosed("this sandbox is already started")
         umap = self._spec.idmap.uid_map()
-        # the sandbox's cgroup first: every exec gets a child of it
+        # the sandbox's cgroup first (where its limits need one): its execs' are children of it
         self._group = cgroup.make_sandbox_group(self._limits)
         if self._warm:
             pool = _warm.pool()
@@ -252,7 +254,7 @@ class SandboxBase:
             if launched is not None:
                 self._was_warm = True  # its READY came already
                 return launched
-        netns = netpool.pool.take()
+        netns = netpool.pool.take(returned=self._net is None)
         try:
             spec = self._spec
             if self._net is not None:
@@ -262,7 +264,11 @@ class SandboxBase:
                 self._att = _network.attach(self._net, spec, netns)
                 spec = dataclasses.replace(spec, mounts=spec.mounts + self._att.mounts)
             plan, trees = layout.build(spec)
-            return _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+            launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+            if self._net is None:
+                # no network: the namespace goes back to the pool when the sandbox is reaped
+                launched.netns, netns = netns, None
+            return launched
         except BaseException:
             self._drop_group()
             self._detach_network()
@@ -270,10 +276,25 @@ class SandboxBase:
         finally:
             netpool.pool.launched()
             if netns is not None:
-                os.close(netns)
+                if self._net is None:
+                    netpool.pool.give_back(netns)  # the launch failed: unused
+                else:
+                    os.close(netns)
+
+    def _exec_group(self) -> cgroup.Group:
+        """The group an exec's own group goes in: the sandbox's.  A sandbox
+        without cgroup limits gets one at its first exec that needs it."""
+        with self._group_lock:
+            if self._group is None:
+                if self._launched is None:
+                    raise SandboxClosed("the sandbox is not running")
+                self._group = cgroup.make_sandbox_group(self._limits, always=True)
+            assert self._group is not None
+            return self._group
 
     def _drop_group(self) -> None:
-        g, self._group = self._group, None
+        with self._group_lock:
+            g, self._group = self._group, None
         if g is not None:
             cgroup.dispose(g)
 
@@ -447,14 +468,12 @@ class SandboxBase:
                         sp.theirs.append(there)
                         sp.mask |= 1 << n
             sp.req_id = next(self._ids)
-            if self._group is not None:
+            if lim.needs_cgroup:
                 # its own cgroup, entered by the exec's child before anything else
-                sp.col.group = self._group.child(lim)
+                sp.col.group = self._exec_group().child(lim)
                 cg_fds = sp.col.group.attach_files()
                 sp.theirs += cg_fds
                 sp.mask |= len(cg_fds) << 8
-            elif lim.needs_cgroup:
-                raise HostError(f"limits need cgroups: {cgroup.why()}")
             flags = (protocol.EXEC_NO_STARTED if quiet else 0) | (protocol.EXEC_TTY if pty else 0)
             sp.msg = self._exec_message(args, extra, wd, user, sp.mask, flags, sp.req_id, lim)
             sp.reply, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

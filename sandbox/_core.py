@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -88,11 +88,23 @@ class Launched:
     pid: int
     pidfd: int
     ctl: socket.socket
+    netns: int | None = None  # the network namespace it runs in, when it may be used again
+
+
+def _close_fd(fd: int) -> None:
+    os.close(fd)
+
+
+# Where a reaped sandbox's network namespace goes: netpool.py takes it back.
+netns_sink: Callable[[int], None] = _close_fd
 
 
 def reap(launched: Launched) -> None:
     """Kill the init (the kernel then kills its whole pid namespace, and its
-    mount namespace with every tmpfs goes) and wait for it; close its fds."""
+    mount namespace with every tmpfs goes) and wait for it; close its fds.
+    Once the init is reaped, no process of the sandbox is left (the kernel
+    waits for them all before the init's exit completes): its network
+    namespace goes to `netns_sink`."""
     try:
         signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
     except ProcessLookupError:
@@ -103,6 +115,9 @@ def reap(launched: Launched) -> None:
         pass
     os.close(launched.pidfd)
     launched.ctl.close()
+    netns, launched.netns = launched.netns, None
+    if netns is not None:
+        netns_sink(netns)
 
 
 _lock = threading.Lock()
@@ -196,3 +211,9 @@ def launch(
 def make_netns() -> int:
     """A new network namespace with `lo` up, as an fd; -errno on failure."""
     return int(lib.sbx_make_netns())
+
+
+def netns_idle(fd: int) -> bool:
+    """Whether nothing is left in this network namespace: no socket of any
+    family, no TIME_WAIT, no fragment queue (an unreadable one counts as busy)."""
+    return int(lib.sbx_netns_idle(fd)) == 1

@@ -30,10 +30,12 @@ class ExecResult:
     max_rss: int
     """Peak resident memory of the command's main process, in bytes."""
     cpu_user: float = 0.0
-    """CPU seconds in user mode of every process of the command (its cgroup's count)."""
+    """CPU seconds in user mode of every process of the command (its cgroup's
+    count; without a cgroup, what wait4 counted: the processes it waited for)."""
     cpu_sys: float = 0.0
     max_memory: int | None = None
-    """Peak memory of every process of the command (its cgroup's), in bytes."""
+    """Peak memory of every process of the command (its cgroup's), in bytes;
+    None for a command that ran in no cgroup (no limit of it needed one)."""
     pids_peak: int | None = None
     """Most processes at once, where the kernel counts it."""
     truncated: bool = False

@@ -57,12 +57,13 @@ def start_ready(spec: Spec) -> _core.Launched | None:
     netns = netpool.pool.take()
     try:
         launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+        launched.netns, netns = netns, None  # back to the pool when it is reaped
     except Exception:
         return None
     finally:
         netpool.pool.launched()
         if netns is not None:
-            os.close(netns)
+            netpool.pool.give_back(netns)  # the launch failed: unused
     p = select.poll()
     p.register(launched.ctl, select.POLLIN)
     try:

@@ -477,3 +477,52 @@ int sbx_make_netns(void)
     }
     return fd;
 }
+
+/* The number after `key` in `text`, or -1 where it is missing. */
+static long stat_field(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    if (!p)
+        return -1;
+    return strtol(p + strlen(key), NULL, 10);
+}
+
+/* Whether a network namespace a sandbox used holds nothing of it any more,
+ * so that the next sandbox may have it (see netpool.py): 1 when no socket
+ * of any family is left in it (nor a TIME_WAIT one, nor a fragment queue),
+ * 0 when something is, -errno when it could not be read.  The counts are
+ * the namespace's own (sockstat: sock_inuse_get and tw_refcount are per
+ * netns; the kernel's own sockets are not counted). */
+int sbx_netns_idle(int netns_fd)
+{
+    int orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (orig < 0)
+        return -errno;
+    if (setns(netns_fd, CLONE_NEWNET) < 0) {
+        int e = errno;
+        close(orig);
+        return -e;
+    }
+    char buf[2][1024];
+    const char *paths[2] = {"/proc/thread-self/net/sockstat", "/proc/thread-self/net/sockstat6"};
+    int r = 1;
+    for (int i = 0; i < 2 && r == 1; i++) {
+        int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd < 0 ? -1 : read(fd, buf[i], sizeof buf[i] - 1);
+        if (n < 0)
+            r = -errno;
+        if (fd >= 0)
+            close(fd);
+        if (n >= 0)
+            buf[i][n] = 0;
+    }
+    if (setns(orig, CLONE_NEWNET) < 0)
+        die_setns("sbx_netns_idle", orig); /* this thread must not stay in the sandbox's network */
+    close(orig);
+    if (r != 1)
+        return r;
+    if (stat_field(buf[0], "sockets: used ") != 0 || stat_field(buf[0], " tw ") != 0 ||
+        stat_field(buf[0], "FRAG: inuse ") != 0 || stat_field(buf[1], "FRAG6: inuse ") != 0)
+        return 0;
+    return 1;
+}

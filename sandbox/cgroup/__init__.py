@@ -74,14 +74,18 @@ def _pool() -> pool.Pool | None:
         return p
 
 
-def make_sandbox_group(limits: Limits) -> Group | None:
-    """The group of one sandbox (from the pool), or None where cgroups are
-    not usable and no limit needs them."""
+def make_sandbox_group(limits: Limits, always: bool = False) -> Group | None:
+    """The group of one sandbox (from the pool), with these limits.  None
+    when no limit needs one (unless `always`: an exec's limits need one), or
+    where cgroups are not usable and nothing needs them."""
+    need = always or limits.needs_cgroup
     p = _pool()
     if p is None:
-        if limits.needs_cgroup or os.environ.get("SANDBOX_MUST_WORK") == "1":
+        if need or os.environ.get("SANDBOX_MUST_WORK") == "1":
             raise HostError(f"limits need cgroups: {why()}")
         return None
+    if not need:
+        return None  # made by the first exec that needs one (SandboxBase._exec_group)
     return p.take(limits)
 
 

@@ -209,8 +209,9 @@ def test_a_dropped_sandbox_is_reaped(sandbox_host, busybox_rootfs) -> None:
 
 _KILLED_HOST = textwrap.dedent(r"""
     import sys
-    from sandbox import Sandbox
-    sb = Sandbox(rootfs=sys.argv[1]).start()
+    from sandbox import Limits, Sandbox
+    # a limit, so that the sandbox and its exec have cgroups for gc to collect
+    sb = Sandbox(rootfs=sys.argv[1], limits=Limits(pids=64)).start()
     p = sb.spawn(["sh", "-c", "sleep 100 & sleep 100"])
     print(sb.pid, flush=True)
     p.wait()  # in the middle of an exec when the SIGKILL comes
@@ -265,9 +266,10 @@ def _assert_gc_collects(owner: int) -> None:
 
 _KILLED_THREAD_HOST = textwrap.dedent(r"""
     import sys, threading
-    from sandbox import Sandbox
+    from sandbox import Limits, Sandbox
     def run():
-        sb = Sandbox(rootfs=sys.argv[1]).start()  # no parent-death signal from a thread
+        # no parent-death signal from a thread; a limit, for cgroups to collect
+        sb = Sandbox(rootfs=sys.argv[1], limits=Limits(pids=64)).start()
         p = sb.spawn(["sleep", "100"])
         print(sb.pid, flush=True)
         p.wait()

@@ -162,10 +162,14 @@ def test_counts_refused(name: str, bad: object) -> None:
     refused(f"limits.{name}", "positive whole number", **{name: bad})
 
 
-def test_only_pids_of_the_counts_needs_a_cgroup() -> None:
-    assert Limits(pids=64).needs_cgroup
-    assert Limits(memory="64M").needs_cgroup
-    assert not Limits(open_files=64, cpu_time=1, timeout=1, output="1M", file_size="1M").needs_cgroup
+def test_what_needs_a_cgroup() -> None:
+    """The cgroup limits, the exact CPU count of cpu_time, and a timeout (which
+    ends every process of the command); not the rlimits nor the output cap."""
+    needing = ({"pids": 64}, {"memory": "64M"}, {"cpus": 1}, {"cpuset": "0"}, {"cpu_time": 1}, {"timeout": 1})
+    for kw in needing:
+        assert Limits(**kw).needs_cgroup, kw  # type: ignore[arg-type]
+    assert not Limits(open_files=64, output="1M", file_size="1M", stack="8M").needs_cgroup
+    assert not Limits().needs_cgroup
 
 
 @pytest.mark.parametrize("name", SECONDS_FIELDS)

@@ -1,0 +1,133 @@
+"""What a start saves, and what it must not carry over: cgroups only where a
+limit needs one, and network namespaces used again only when nothing of the
+sandbox before is left in them (sandbox/netpool.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from sandbox import Limits, Sandbox, _core, netpool
+from sandbox import cgroup as sandbox_cgroup
+from tests.conftest import require, sh_ok
+
+# perl: a TCP connection over loopback, closed by the client first, which
+# leaves the client's end in TIME_WAIT (60 s) inside the namespace.
+TIME_WAIT = r"""
+use Socket;
+socket(my $l, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+setsockopt($l, SOL_SOCKET, SO_REUSEADDR, 1);
+bind($l, sockaddr_in(0, INADDR_LOOPBACK)) or die "bind: $!";
+listen($l, 1) or die "listen: $!";
+my ($port) = sockaddr_in(getsockname($l));
+socket(my $c, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+connect($c, sockaddr_in($port, INADDR_LOOPBACK)) or die "connect: $!";
+accept(my $s, $l) or die "accept: $!";
+close($c); sleep 1; close($s); close($l);
+open(my $f, "<", "/proc/net/sockstat") or die; print <$f>;
+"""
+
+
+def _netns(sb: Sandbox, held: list[int]) -> int:
+    """The inode of the sandbox's network namespace, which is held (an fd in
+    `held`) so that the kernel cannot destroy it and give its inode number
+    to a new one: the same number then means the same namespace."""
+    assert sb.pid is not None
+    fd = os.open(f"/proc/{sb.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    held.append(fd)
+    return os.fstat(fd).st_ino
+
+
+def _own_groups(sb: Sandbox) -> list[str]:
+    """The host's cgroup paths of the sandbox's init."""
+    assert sb.pid is not None
+    with open(f"/proc/{sb.pid}/cgroup") as f:
+        return [line.strip() for line in f if "sandbox-" in line]
+
+
+def test_a_sandbox_without_cgroup_limits_has_no_cgroup(sandbox_host, busybox_rootfs: Path) -> None:
+    require(sandbox_cgroup.root() is not None, f"no usable cgroups: {sandbox_cgroup.why()}")
+    with Sandbox(rootfs=busybox_rootfs, limits=Limits(open_files=64, output="1M")) as sb:
+        assert sb._group is None
+        r = sb.exec(["cat", "/proc/self/cgroup"])
+        assert r.ok and b"sandbox-" not in r.stdout, r.stdout
+        assert r.max_memory is None  # no cgroup counted it; max_rss did
+        assert r.max_rss > 0
+
+
+def test_an_exec_that_needs_a_cgroup_gets_one(sandbox_host, busybox_rootfs: Path) -> None:
+    """A timeout must end every process of the command, also one that left
+    its session: that takes a cgroup, made at that exec."""
+    require(sandbox_cgroup.root() is not None, f"no usable cgroups: {sandbox_cgroup.why()}")
+    with Sandbox(rootfs=busybox_rootfs) as sb:
+        assert sb._group is None
+        r = sb.exec(["cat", "/proc/self/cgroup"], timeout=30)
+        assert r.ok and b"sandbox-" in r.stdout and b"/exec-" in r.stdout, r.stdout
+        assert r.max_memory is not None
+        r = sb.exec(["sh", "-c", "setsid sleep 100 & sleep 100"], timeout=0.5)
+        assert r.reason == "timeout"
+        left = sh_ok(sb, "ps -o pid,comm | grep -c sleep || true").strip()
+        assert left == "0", left  # the escapee went with its cgroup
+        assert sb._group is not None
+        assert _own_groups(sb) == []  # the init itself stays out of it
+
+
+def test_a_netns_with_nothing_left_is_used_again(sandbox_host, busybox_rootfs: Path) -> None:
+    require(netpool.pool.reuse, "SANDBOX_NETNS_REUSE=0")
+    held: list[int] = []
+    try:
+        seen = []
+        for _ in range(12):
+            with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
+                seen.append(_netns(sb, held))
+                assert sb.exec(["true"]).ok
+            time.sleep(0.002)  # lets the pool's thread check what came back
+        assert len(set(seen)) < len(seen), seen
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_a_netns_with_a_socket_left_is_not_used_again(sandbox_host, debian_rootfs: Path) -> None:
+    """A TIME_WAIT left by the sandbox keeps its namespace from the next one,
+    and so would any socket: the check reads the namespace's own counts."""
+    held: list[int] = []
+    try:
+        with Sandbox(rootfs=debian_rootfs, warm=False) as sb:
+            used = _netns(sb, held)
+            r = sb.exec(["perl", "-e", TIME_WAIT], timeout=30)
+            assert r.ok, r.stderr
+            assert b"tw 1" in r.stdout, r.stdout
+        assert not _core.netns_idle(held[0])
+        for _ in range(12):
+            with Sandbox(rootfs=debian_rootfs, warm=False) as sb:
+                assert _netns(sb, held) != used
+            time.sleep(0.002)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_a_fresh_netns_is_idle(sandbox_host) -> None:
+    fd = _core.make_netns()
+    assert fd >= 0
+    try:
+        assert _core.netns_idle(fd)
+    finally:
+        os.close(fd)
+
+
+def test_reuse_off_gives_every_sandbox_a_new_netns(sandbox_host, busybox_rootfs: Path, monkeypatch) -> None:
+    monkeypatch.setattr(netpool.pool, "reuse", False)
+    held: list[int] = []
+    try:
+        seen = []
+        for _ in range(12):
+            with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
+                seen.append(_netns(sb, held))
+            time.sleep(0.002)
+        assert len(set(seen)) == len(seen), seen
+    finally:
+        for fd in held:
+            os.close(fd)
