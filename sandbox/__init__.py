@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
     from .limits import Limits
     from .network import Network
+    from .reaper import wait_closed
     from .result import ExecResult
     from .spec import IdMap, Mount
 
@@ -47,6 +48,7 @@ _WHERE = {
     "ExecResult": "result",
     "IdMap": "spec",
     "Mount": "spec",
+    "wait_closed": "reaper",
     **{
         name: "errors"
         for name in (
@@ -86,6 +88,7 @@ __all__ = [  # = sorted(_WHERE), spelled out for the linters
     "Sandbox",
     "SandboxClosed",
     "SandboxError",
+    "wait_closed",
 ]
 __version__ = "0.1.0"
 

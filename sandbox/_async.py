@@ -80,28 +80,16 @@ class AsyncSandbox(SandboxBase):
 
     async def aclose(self) -> None:
         """Stop every process of the sandbox and free what it held.  Idempotent."""
-        self._closed = True
-        launched, self._launched = self._launched, None
-        if launched is None:
-            self._release_image()
-            return
-        with anyio.CancelScope(shield=True):
-            try:
-                signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            # a pidfd turns readable when its process has exited
-            await anyio.wait_readable(launched.pidfd)
-            self._reap(launched)
-            self._release_image()  # after the reap: nothing runs on the layers any more
+        self.close()  # never blocks: the wait for the init is the reaper's (sandbox/reaper.py)
 
     def close(self) -> None:
-        """The blocking close, for finalisers and sync code."""
+        """The same close, for finalisers and sync code."""
         self._closed = True
         launched, self._launched = self._launched, None
         if launched is not None:
-            self._reap(launched)
-        self._release_image()
+            self._reap(launched)  # the image is released once the init is gone
+        else:
+            self._release_image()
 
     @property
     def files(self) -> AsyncFiles:

@@ -30,6 +30,7 @@ from .errors import (
     os_error_text,
 )
 from .limits import Limits, check_limits
+from .reaper import reaper
 from .sizes import parse_seconds
 from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv, check_env, make_spec
 from .spec import IdMap as IdMap
@@ -315,11 +316,18 @@ class SandboxBase:
         return self._launched.ctl
 
     def _reap(self, launched: _core.Launched) -> None:
-        """Stop the init and wait for it, then free what the sandbox held."""
-        _core.reap(launched)
-        # the pid namespace is gone, and with it every process of the sandbox
-        self._drop_group()
-        self._detach_network()
+        """Kill the init; once it is gone (sandbox/reaper.py: in the background),
+        free what the sandbox held."""
+        # after the wait: the pid namespace is gone, and with it every process
+        # of the sandbox; nothing runs on the image's layers any more
+        after = [self._drop_group, self._detach_network, self._release_image]
+        if self._net is not None:
+            # on a network: gone before its address may go to another sandbox
+            _core.reap(launched)
+            for fn in after:
+                fn()
+        else:
+            reaper.reap(launched, after)
         if self._warm:
             # the next one for these options is made now, not while this one
             # ran: on a small machine the two would slow each other down

@@ -99,16 +99,21 @@ def _close_fd(fd: int) -> None:
 netns_sink: Callable[[int], None] = _close_fd
 
 
-def reap(launched: Launched) -> None:
-    """Kill the init (the kernel then kills its whole pid namespace, and its
-    mount namespace with every tmpfs goes) and wait for it; close its fds.
-    Once the init is reaped, no process of the sandbox is left (the kernel
-    waits for them all before the init's exit completes): its network
-    namespace goes to `netns_sink`."""
+def kill(launched: Launched) -> None:
+    """SIGKILL to the init: the kernel then kills its whole pid namespace,
+    and its mount namespace with every tmpfs goes."""
     try:
         signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def reap(launched: Launched) -> None:
+    """Kill the init and wait for it; close its fds.  Once the init is
+    reaped, no process of the sandbox is left (the kernel waits for them all
+    before the init's exit completes): its network namespace goes to
+    `netns_sink`."""
+    kill(launched)
     try:
         os.waitid(os.P_PIDFD, launched.pidfd, os.WEXITED)
     except ChildProcessError:

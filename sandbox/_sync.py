@@ -81,8 +81,9 @@ class Sandbox(SandboxBase):
         self._closed = True
         launched, self._launched = self._launched, None
         if launched is not None:
-            self._reap(launched)
-        self._release_image()  # after the reap: nothing runs on the layers any more
+            self._reap(launched)  # the image is released once the init is gone
+        else:
+            self._release_image()
 
     @property
     def files(self) -> Files:

@@ -278,6 +278,9 @@ def quiesce() -> None:
     """In a process that uses the SDK: stop the sandboxes it set up ahead of
     time, let its cgroup thread finish removals and drop the groups it makes
     ahead of time, so that only what a sandbox left behind shows."""
+    reaper = sys.modules.get("sandbox.reaper")
+    if reaper is not None:
+        reaper.drain()  # closed sandboxes die in the background
     warm = sys.modules.get("sandbox.warm")
     if warm is not None:
         warm.shutdown()  # its sandboxes are set up ahead of time, not left behind

@@ -65,7 +65,9 @@ def _fd_rich() -> bool:
 class Group(ABC):
     """A sandbox's group.  Its execs' groups are children of it; one spare
     child is made ahead of time (by the pool's thread), so that an exec's
-    start only writes its limits."""
+    start only writes its limits.  The next spare is made ahead only once a
+    sandbox runs a second exec: most run one, and a spare nobody takes costs
+    as much CPU as the group that is used (mkdir, then rmdir)."""
 
     version: int
 
@@ -73,6 +75,7 @@ class Group(ABC):
         self._lock = threading.Lock()
         self._spare: Group | None = None
         self._seq = 0
+        self._execs = 0
         self.children: list[Group] = []
         self.on_spare_taken: Callable[[Group], None] | None = None
         self._files: dict[str, int] = {}  # path -> an fd kept open (see prepare)
@@ -181,6 +184,8 @@ class Group(ABC):
         with self._lock:
             g, self._spare = self._spare, None
             self.children = [c for c in self.children if c.exists()]
+            self._execs += 1
+            ahead = self._execs >= 2  # a second exec: more may follow
         if g is not None:
             try:
                 g.apply(limits)
@@ -191,7 +196,7 @@ class Group(ABC):
             g = self._new_child(self._next_name(), limits)
             with self._lock:
                 self.children.append(g)
-        if self.on_spare_taken is not None:
+        if ahead and self.on_spare_taken is not None:
             self.on_spare_taken(self)
         return g
 

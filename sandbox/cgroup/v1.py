@@ -1,7 +1,9 @@
 """cgroup v1: one hierarchy per controller (this machine's layout).
 
 A group is one directory per hierarchy: memory, pids and cpuacct always
-(limits and accounting), cpu and cpuset only when a limit needs them.
+(limits and accounting), cpu for a sandbox's group and for an exec with a
+CPU quota of its own (an exec under its sandbox's quota joins the sandbox's
+cpu group: one mkdir and rmdir less), cpuset only when a limit needs it.
 Directories nest under this process's own cgroup in each hierarchy; the
 caller is never moved.
 
@@ -18,7 +20,7 @@ from ..limits import UNLIMITED, Limits
 from . import _fs
 from .group import Group, Usage
 
-ALWAYS = ("memory", "pids", "cpuacct", "cpu")  # cpu: so that cpus= needs no mkdir at start
+ALWAYS = ("memory", "pids", "cpuacct")
 CPU_PERIOD = 100_000  # us
 
 
@@ -63,28 +65,36 @@ def _has_memsw(memory_dir: str) -> bool:
     return _memsw[0]
 
 
-def _needed(limits: Limits) -> list[str]:
+def _needed(limits: Limits, top: bool) -> list[str]:
     need = list(ALWAYS)
+    if top:
+        need.append("cpu")  # a sandbox's: so that cpus= needs no mkdir at its start
     if limits.cpuset is not None:
         need.append("cpuset")
     return need
 
 
+def _quota(cpus: float) -> int:
+    return max(1000, int(cpus * CPU_PERIOD))  # us per period (the kernel's default, 100 ms)
+
+
 class V1Group(Group):
     version = 1
 
-    def __init__(self, parents: dict[str, str], name: str, limits: Limits, root: V1Root) -> None:
+    def __init__(
+        self, parents: dict[str, str], name: str, limits: Limits, root: V1Root, parent: V1Group | None = None
+    ) -> None:
         super().__init__()
         self._root = root
         self._parents = parents
+        self._parent = parent  # the sandbox's group, for an exec's
         self.name = name
         self.dirs: dict[str, str] = {}
         self._limited = False
-        self._quota = False
+        self._quota = 0  # the cfs quota written here (us), 0: none
+        self._attach_cpu: str | None = None  # the cpu group the attach fds enter
         try:
-            for c in _needed(limits):
-                if c in parents or c != "cpu":  # a host without the cpu controller needs no cpus=
-                    self._ensure(c)
+            self._ensure_needed(limits)
             self.apply(limits)
         except BaseException:
             self.remove()
@@ -113,11 +123,21 @@ class V1Group(Group):
                 _fs.write(f"{d}/{f}", _fs.read(f"{parent}/{f}").strip() or "0")
         return d
 
+    def _ensure_needed(self, limits: Limits) -> None:
+        for c in _needed(limits, self._parent is None):
+            if c in self._parents or c != "cpu":  # a host without the cpu controller needs no cpus=
+                self._ensure(c)
+
+    def _cpu_group(self) -> str | None:
+        """The cpu group an exec of this group enters: its own with a quota,
+        else its sandbox's with one; None: no quota, nothing to enter."""
+        if self._quota:
+            return self.dirs["cpu"]
+        p = self._parent
+        return p.dirs.get("cpu") if p is not None and p._quota else None
+
     def apply(self, limits: Limits) -> None:
-        for c in _needed(limits):
-            self._ensure(c)
-        if limits.cpus is not None:
-            self._ensure("cpu")
+        self._ensure_needed(limits)
         if limits.memory is not None:
             m = self.dirs["memory"]
             mem = int(limits.memory)
@@ -135,11 +155,14 @@ class V1Group(Group):
         if limits.pids is not None:
             self._w(f"{self.dirs['pids']}/pids.max", str(limits.pids))
         if limits.cpus is not None:
-            # the period is the kernel's default, 100 ms
-            self._w(f"{self.dirs['cpu']}/cpu.cfs_quota_us", str(max(1000, int(limits.cpus * CPU_PERIOD))))
-            if not self._quota:
-                self._quota = True
-                self._drop_attach()  # opened ahead of time without the cpu hierarchy
+            quota = _quota(limits.cpus)
+            p = self._parent
+            if self._quota or p is None or p._quota != quota:
+                # a quota of its own (an exec's that is its sandbox's is the sandbox's group's)
+                self._w(f"{self._ensure('cpu')}/cpu.cfs_quota_us", str(quota))
+                self._quota = quota
+        if self._attach is not None and self._attach_cpu != self._cpu_group():
+            self._drop_attach()  # opened ahead of time for another cpu group
         if limits.cpuset is not None:
             self._w(f"{self.dirs['cpuset']}/cpuset.cpus", limits.cpuset)
 
@@ -148,7 +171,7 @@ class V1Group(Group):
             self._ensure("cpuset")  # a child's hierarchy must have the parent in it
 
     def _new_child(self, name: str, limits: Limits) -> V1Group:
-        return V1Group(self.dirs, name, limits, self._root)
+        return V1Group(self.dirs, name, limits, self._root, parent=self)
 
     def prepare_start(self) -> None:
         m, p, a, c = (self.dirs.get(k, "/nonexistent") for k in ("memory", "pids", "cpuacct", "cpu"))
@@ -174,11 +197,12 @@ class V1Group(Group):
         # Only the hierarchies that count or limit something: each join is a
         # css_set migration in the exec's start (cpu without a quota limits
         # nothing, cpuacct counts the CPU time)
+        cpu = self._cpu_group()
+        dirs = [d for c, d in self.dirs.items() if c != "cpu"] + ([cpu] if cpu else [])
+        self._attach_cpu = cpu
         fds: list[int] = []
         try:
-            for c, d in self.dirs.items():
-                if c == "cpu" and not self._quota:
-                    continue
+            for d in dirs:
                 fds.append(os.open(f"{d}/tasks", os.O_WRONLY | os.O_CLOEXEC))
         except BaseException:
             for fd in fds:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys as _sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,7 @@ def remove(ref: str, store: Store | None = None) -> _list[str]:
     """Forget `ref`, and delete what no other image or running sandbox uses."""
     r = parse(ref)
     st = store or Store()
+    _closed_sandboxes_gone()
     with st.lock(exclusive=True):
         if not st.remove_record(r):
             raise ImageNotFound(f"{r}: no such image in the store ({st.root}); see `sandbox images`")
@@ -140,8 +142,17 @@ def prune(store: Store | None = None) -> _list[str]:
     """Delete every blob and layer no image or running sandbox uses, and
     what interrupted pulls left."""
     st = store or Store()
+    _closed_sandboxes_gone()
     with st.lock(exclusive=True):
         return st.sweep(content=True)
+
+
+def _closed_sandboxes_gone() -> None:
+    """Sandboxes this process closed release their images once they are gone
+    (sandbox/reaper.py): wait for that, so that their layers may go now."""
+    reaper = _sys.modules.get("sandbox.reaper")
+    if reaper is not None:
+        reaper.drain()
 
 
 def gc(store: Store | None = None) -> _list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import ConfigError, LaunchError, Mount, Sandbox, SandboxClosed, SandboxError
+from sandbox import ConfigError, LaunchError, Mount, Sandbox, SandboxClosed, SandboxError, wait_closed
 from sandbox import cgroup as sandbox_cgroup
 from sandbox.cgroup import gc as cgroup_gc
 from tests import leakcheck
@@ -48,10 +48,26 @@ def test_close_is_idempotent(sandbox_host, busybox_rootfs) -> None:
     assert pid is not None and "running" in repr(sb)
     start = leakcheck.proc_info(pid).start
     sb.close()
+    assert wait_closed()  # the init is killed in close(), and reaped in the background
     assert _gone(pid, start)
     sb.close()
     sb.close()
     assert sb.pid is None and "closed" in repr(sb)
+
+
+def test_closed_sandboxes_are_reaped_in_the_background(sandbox_host, busybox_rootfs) -> None:
+    """close() kills every sandbox (SIGKILL) and returns; the kernel's
+    teardown is waited for by a thread, and wait_closed() waits for it."""
+    inits = []
+    for _ in range(5):
+        sb = Sandbox(rootfs=busybox_rootfs).start()
+        sb.spawn(["sleep", "100"])
+        assert sb.pid is not None
+        inits.append((sb.pid, leakcheck.proc_info(sb.pid).start))
+        sb.close()
+    assert wait_closed()
+    assert all(_gone(pid, start) for pid, start in inits)
+    assert wait_closed(timeout=0.001)  # nothing left to wait for
 
 
 def test_close_before_start(sandbox_host, busybox_rootfs) -> None:
@@ -131,6 +147,7 @@ def test_exception_in_with_block_closes(sandbox_host, busybox_rootfs) -> None:
         pid = sb.pid
         start = leakcheck.proc_info(pid).start
         raise RuntimeError("boom")
+    assert wait_closed()
     assert _gone(pid, start)
 
 
