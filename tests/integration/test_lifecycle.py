@@ -61,10 +61,12 @@ def test_closed_sandboxes_are_reaped_in_the_background(sandbox_host, busybox_roo
     inits = []
     for _ in range(5):
         sb = Sandbox(rootfs=busybox_rootfs).start()
-        sb.spawn(["sleep", "100"])
+        p = sb.spawn(["sleep", "100"])
         assert sb.pid is not None
         inits.append((sb.pid, leakcheck.proc_info(sb.pid).start))
         sb.close()
+        with pytest.raises(SandboxClosed):
+            p.wait()  # the close ended it: this only releases its pipes
     assert wait_closed()
     assert all(_gone(pid, start) for pid, start in inits)
     assert wait_closed(timeout=0.001)  # nothing left to wait for
