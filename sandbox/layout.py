@@ -163,6 +163,7 @@ def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]
             p.seccomp(spec.seccomp, inherit=inherit)
     p.pivot(root)
     p.hostname(spec.hostname)
+    p.capbset(spec.caps)
     p.nfds = len(trees)
     return p, trees
 

@@ -28,6 +28,7 @@ OP_MKDIR_SAFE = 11
 OP_ROOT = 12
 OP_SECCOMP = 13
 OP_SECRET = 14
+OP_CAPBSET = 15
 SECRET = struct.Struct("=IIII")  # mode, uid, gid, len (struct sbx_secret)
 
 F_OPTIONAL = 1
@@ -108,6 +109,11 @@ class Plan:
         size = OP.size + len(payload)
         size += -size % 8
         self._ops.append((OP.pack(op, 0, size, len(payload), flags, 0) + payload).ljust(size, b"\0"))
+
+    def capbset(self, keep: int) -> None:
+        """The init's bounding set becomes `keep` (bit N: capability N), once
+        for every exec to come."""
+        self._add(OP_CAPBSET, a=keep)
 
     def seccomp(self, program: bytes, inherit: bool = False, notify: bool = False) -> None:
         """The BPF program every exec loads last before execve; with

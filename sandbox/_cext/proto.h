@@ -47,8 +47,10 @@ enum sbx_op {
                                symlinks in image content cannot lead outside */
     SBX_OP_SECCOMP = 13,    /* binary: the BPF program (struct sock_filter[]) every
                                exec loads last before execve */
-    SBX_OP_SECRET = 14      /* binary: struct sbx_secret, the content, then the path:
+    SBX_OP_SECRET = 14,     /* binary: struct sbx_secret, the content, then the path:
                                a file written from memory (mode, owner) */
+    SBX_OP_CAPBSET = 15     /* a: the capabilities every exec may keep (bit N = CAP
+                               number N); the rest leave the init's bounding set */
 };
 
 /* Binary operations: nstr = 0, and `a` = the payload's length in bytes,
