@@ -4,6 +4,7 @@ from.  A sandbox has one group; each of its execs a child of it."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import resource
@@ -79,6 +80,7 @@ class Group(ABC):
         self.children: list[Group] = []
         self.on_spare_taken: Callable[[Group], None] | None = None
         self._files: dict[str, int] = {}  # path -> an fd kept open (see prepare)
+        self.applied = Limits()  # what apply() wrote so far
         self._attach: list[int] | None = None
 
     # -- files, through fds opened ahead of time where prepare() could ----------
@@ -107,21 +109,24 @@ class Group(ABC):
     def _keyed(self, path: str) -> dict[str, int]:
         return _fs.parse_keyed(self._r(path))
 
-    def prepare(self, writes: list[str], reads: list[str]) -> None:
+    def prepare(self, writes: list[str], reads: list[str], sandbox: bool = False) -> None:
         """Open now (in the pool's thread) what a start will write and read:
         an open of a cgroup file costs ~20 us here, a start opens a dozen.
         That keeps about 15 fds per running sandbox, so only where the fd
         limit is high (RLIMIT_NOFILE >= FD_RICH); else files open on use."""
-        if not _fd_rich():
+        # A sandbox's group is written once (its limits), never read nor
+        # entered; an exec's is read, and written only for limits of its own.
+        if sandbox:
+            paths, flags = writes, os.O_WRONLY
+        else:
+            paths, flags = (reads if _fd_rich() else []), os.O_RDONLY
+        for p in paths:
+            try:
+                self._fd(p, flags)
+            except FileNotFoundError:
+                pass  # not on this kernel or host (memsw, pids.peak...): read as empty
+        if not sandbox:
             self._attach = self._open_attach()
-            return
-        for p in writes:
-            if os.path.exists(p):
-                self._fd(p, os.O_WRONLY)
-        for p in reads:
-            if os.path.exists(p):
-                self._fd(p, os.O_RDONLY)
-        self._attach = self._open_attach()
 
     def close_files(self) -> None:
         """Close the fds kept for the group's files (not its attach fds)."""
@@ -144,8 +149,9 @@ class Group(ABC):
     def _open_attach(self) -> list[int]: ...
 
     @abstractmethod
-    def prepare_start(self) -> None:
-        """prepare() with the files of this version's limits and accounting."""
+    def prepare_start(self, sandbox: bool = False) -> None:
+        """prepare() with the files of this version's limits and accounting
+        (a `sandbox` group's: its limits only)."""
 
     def attach_files(self) -> list[int]:
         """Open fds that an exec child writes "0" into to enter this group
@@ -159,9 +165,30 @@ class Group(ABC):
     def _for_child(self, limits: Limits) -> None:  # noqa: B027 - most groups need nothing
         """Whatever this group needs before a child can have these limits."""
 
-    @abstractmethod
     def apply(self, limits: Limits) -> None:
         """Write these limits (those that are set) into the group."""
+        self._apply(limits)
+        self.applied = self.applied.merge(limits)
+
+    @abstractmethod
+    def _apply(self, limits: Limits) -> None: ...
+
+    def _own(self, limits: Limits) -> Limits:
+        """What of an exec's limits its group must write itself: what differs
+        from this group's.  The rest holds through this group (a parent's
+        memory, pids and CPU limits bound its children, and the children's
+        counts say when they were hit), and each write costs (~50 us for a
+        v1 memory limit here)."""
+        a = self.applied
+        same: dict[str, None] = {}
+        if (limits.memory, limits.memory_swap) == (a.memory, a.memory_swap):
+            same.update(memory=None, memory_swap=None)
+        # pids.max is written again (a cheap write): a fork refused by the
+        # parent's limit first counts in the child's peak (limit + 1)
+        for f in ("cpus", "cpuset"):
+            if getattr(limits, f) == getattr(a, f):
+                same[f] = None
+        return dataclasses.replace(limits, **same) if same else limits
 
     def _next_name(self) -> str:
         with self._lock:
@@ -180,6 +207,7 @@ class Group(ABC):
 
     def child(self, limits: Limits) -> Group:
         """A child group with these limits, for one exec."""
+        limits = self._own(limits)
         self._for_child(limits)
         with self._lock:
             g, self._spare = self._spare, None

@@ -91,7 +91,7 @@ class Pool:
                         spare.make_spare()
                 elif refill:
                     g = self._make()
-                    g.prepare_start()
+                    g.prepare_start(sandbox=True)
                     g.make_spare()
                     g.on_spare_taken = self._want_spare
                     with self._cond:

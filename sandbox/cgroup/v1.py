@@ -92,7 +92,7 @@ class V1Group(Group):
         self.dirs: dict[str, str] = {}
         self._limited = False
         self._quota = 0  # the cfs quota written here (us), 0: none
-        self._attach_cpu: str | None = None  # the cpu group the attach fds enter
+        self._attach_dirs: list[str] = []  # the groups the attach fds enter
         try:
             self._ensure_needed(limits)
             self.apply(limits)
@@ -136,7 +136,7 @@ class V1Group(Group):
         p = self._parent
         return p.dirs.get("cpu") if p is not None and p._quota else None
 
-    def apply(self, limits: Limits) -> None:
+    def _apply(self, limits: Limits) -> None:
         self._ensure_needed(limits)
         if limits.memory is not None:
             m = self.dirs["memory"]
@@ -161,8 +161,8 @@ class V1Group(Group):
                 # a quota of its own (an exec's that is its sandbox's is the sandbox's group's)
                 self._w(f"{self._ensure('cpu')}/cpu.cfs_quota_us", str(quota))
                 self._quota = quota
-        if self._attach is not None and self._attach_cpu != self._cpu_group():
-            self._drop_attach()  # opened ahead of time for another cpu group
+        if self._attach is not None and self._attach_dirs != self._targets():
+            self._drop_attach()  # opened ahead of time for other groups
         if limits.cpuset is not None:
             self._w(f"{self.dirs['cpuset']}/cpuset.cpus", limits.cpuset)
 
@@ -173,7 +173,7 @@ class V1Group(Group):
     def _new_child(self, name: str, limits: Limits) -> V1Group:
         return V1Group(self.dirs, name, limits, self._root, parent=self)
 
-    def prepare_start(self) -> None:
+    def prepare_start(self, sandbox: bool = False) -> None:
         m, p, a, c = (self.dirs.get(k, "/nonexistent") for k in ("memory", "pids", "cpuacct", "cpu"))
         self.prepare(
             [
@@ -191,15 +191,27 @@ class V1Group(Group):
                 f"{p}/pids.events",
                 f"{p}/pids.peak",
             ],
+            sandbox,
         )
 
-    def _open_attach(self) -> list[int]:
-        # Only the hierarchies that count or limit something: each join is a
-        # css_set migration in the exec's start (cpu without a quota limits
-        # nothing, cpuacct counts the CPU time)
+    def _targets(self) -> list[str]:
+        """The groups an exec of this group enters, one per hierarchy: its
+        own, or its sandbox's where only the sandbox has a limit there (a
+        CPU quota, a cpuset).  Only hierarchies that count or limit
+        something: each join is a css_set migration in the exec's start
+        (cpu without a quota limits nothing, cpuacct counts the CPU time)."""
+        dirs = [d for c, d in self.dirs.items() if c != "cpu"]
         cpu = self._cpu_group()
-        dirs = [d for c, d in self.dirs.items() if c != "cpu"] + ([cpu] if cpu else [])
-        self._attach_cpu = cpu
+        if cpu:
+            dirs.append(cpu)
+        p = self._parent
+        if p is not None and "cpuset" not in self.dirs and "cpuset" in p.dirs:
+            dirs.append(p.dirs["cpuset"])
+        return dirs
+
+    def _open_attach(self) -> list[int]:
+        dirs = self._targets()
+        self._attach_dirs = dirs
         fds: list[int] = []
         try:
             for d in dirs:

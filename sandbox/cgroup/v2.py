@@ -92,7 +92,7 @@ class V2Group(Group):
     def exists(self) -> bool:
         return bool(self.dir)
 
-    def apply(self, limits: Limits) -> None:
+    def _apply(self, limits: Limits) -> None:
         d = self.dir
         if limits.memory is not None:
             mem = int(limits.memory)
@@ -113,11 +113,12 @@ class V2Group(Group):
     def _new_child(self, name: str, limits: Limits) -> V2Group:
         return V2Group(self.dir, name, limits)
 
-    def prepare_start(self) -> None:
+    def prepare_start(self, sandbox: bool = False) -> None:
         d = self.dir
         self.prepare(
             [f"{d}/memory.max", f"{d}/memory.swap.max", f"{d}/pids.max", f"{d}/cpu.max"],
             [f"{d}/cpu.stat", f"{d}/memory.peak", f"{d}/memory.events", f"{d}/pids.events", f"{d}/pids.peak"],
+            sandbox,
         )
 
     def _open_attach(self) -> list[int]:

@@ -124,14 +124,16 @@ def dirs_soon(name: str, deadline: float = 5.0) -> list[str]:
 
 def group_names(paths: dict[str, str]) -> tuple[str, str]:
     """(sandbox group name, exec group name) from an exec's /proc/self/cgroup
-    paths.  On v1 an exec under its sandbox's CPU quota (none of its own) is
-    in the sandbox's cpu group."""
-    names = {tuple(p.strip("/").split("/")[-2:]) for c, p in paths.items() if c != "cpu"}
+    paths.  On v1 an exec under its sandbox's CPU quota or cpuset (none of
+    its own) is in the sandbox's cpu or cpuset group."""
+    shared = ("cpu", "cpuset")
+    names = {tuple(p.strip("/").split("/")[-2:]) for c, p in paths.items() if c not in shared}
     assert len(names) == 1, paths  # one sandbox group and one exec group, in every other hierarchy
     sandbox_name, exec_name = names.pop()
     assert sandbox_name.startswith("sandbox-"), paths
-    cpu = paths.get("cpu")
-    assert cpu is None or cpu.endswith((f"/{sandbox_name}", f"/{sandbox_name}/{exec_name}")), paths
+    for c in shared:
+        path = paths.get(c)
+        assert path is None or path.endswith((f"/{sandbox_name}", f"/{sandbox_name}/{exec_name}")), paths
     return sandbox_name, exec_name
 
 
