@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 
 from ..errors import HostError
@@ -101,6 +102,9 @@ def dispose(g: Group) -> None:
 def shutdown() -> None:
     """Remove every cgroup this process keeps ahead of time or still has to
     remove (done at exit too).  The pool starts again on the next sandbox."""
+    reaper = sys.modules.get("sandbox.reaper")
+    if reaper is not None:
+        reaper.drain()  # sandboxes closed a moment ago hand their groups back first
     p = _pools.get(os.getpid())
     if p is not None:
         p.shutdown()

@@ -81,6 +81,7 @@ class Group(ABC):
         self.on_spare_taken: Callable[[Group], None] | None = None
         self._files: dict[str, int] = {}  # path -> an fd kept open (see prepare)
         self.applied = Limits()  # what apply() wrote so far
+        self.sandbox = False  # a sandbox's own group (the pool may keep it for the next)
         self._attach: list[int] | None = None
 
     # -- files, through fds opened ahead of time where prepare() could ----------
@@ -244,6 +245,17 @@ class Group(ABC):
     @abstractmethod
     def kill(self) -> None:
         """SIGKILL every process in the group and wait (bounded) until they are gone."""
+
+    def clear(self) -> bool:
+        """Remove the exec groups (and the spare): True when none is left."""
+        with self._lock:
+            self._spare = None
+            self._execs = 0
+        ok = True
+        for g in list(self.children):
+            ok = g.remove(False) and ok
+        self.children = [g for g in self.children if g.exists()]
+        return ok and self.exists()
 
     def remove(self, wait: bool = True) -> bool:
         """Remove the group (children first); False while processes remain

@@ -9,7 +9,16 @@ and refills a sandbox's spare when an exec takes it.  Groups handed back
 processes is tried again a little later (its processes are being killed
 with their pid namespace), up to a limit.  `shutdown()` (also at exit)
 removes everything the pool holds; a process killed before that leaves
-its groups to `gc`."""
+its groups to `gc`.
+
+A closed sandbox's own group is used again, for the next sandbox with the
+same cgroup limits (up to KEEP of them): once its exec groups are removed
+it holds nothing but those limits (a sandbox's processes are all in exec
+groups or gone; none reads its counts), and a judge's sandboxes all have
+the same limits.  That saves its mkdir, rmdir and limit writes (~0.6 ms of
+CPU per sandbox here, the memory limit's write alone ~50 us).  What its
+exec groups left charged (page cache, reclaimable) counts against the next
+sandbox's memory limit until it is reclaimed, as it would in its parent."""
 
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ from ..limits import Limits
 from .group import Group
 
 TARGET = 2
+KEEP = 4  # closed sandboxes' groups kept for the next ones
 RETRIES = 40  # x RETRY_DELAY
 RETRY_DELAY = 0.025
 
@@ -32,6 +42,7 @@ class Pool:
         self._make = make
         self._target = target
         self._ready: deque[Group] = deque()
+        self._kept: deque[Group] = deque()  # closed sandboxes' groups, with their limits
         self._trash: deque[tuple[Group, int, float]] = deque()
         self._spares: deque[Group] = deque()
         self._cond = threading.Condition()
@@ -47,17 +58,24 @@ class Pool:
         self._cond.notify()
 
     def take(self, limits: Limits) -> Group:
+        key = limits_key(limits)
         with self._cond:
-            g = self._ready.popleft() if self._ready else None
+            g = next((k for k in self._kept if limits_key(k.applied) == key), None)
+            if g is not None:
+                self._kept.remove(g)
+            elif self._ready:
+                g = self._ready.popleft()
             self._wake()
         if g is None:
             g = self._make()  # the pool is empty (a burst): made here, as without a pool
             g.on_spare_taken = self._want_spare
-        try:
-            g.apply(limits)
-        except BaseException:
-            self.dispose(g)
-            raise
+        g.sandbox = True
+        if limits_key(g.applied) != key:
+            try:
+                g.apply(limits)
+            except BaseException:
+                self.dispose(g)
+                raise
         g.close_files()  # a sandbox's own group is written once, and never read
         return g
 
@@ -118,10 +136,29 @@ class Pool:
         return max(0.0, min(t for _, _, t in self._trash) - time.monotonic())
 
     def _remove(self, g: Group, tries: int, _: float) -> None:
+        if g.sandbox and self._keep(g):
+            return
         if g.remove(wait=False) or tries >= RETRIES:
             return
         with self._cond:
             self._trash.append((g, tries + 1, time.monotonic() + RETRY_DELAY))
+
+    def _keep(self, g: Group) -> bool:
+        """A closed sandbox's group, kept for the next sandbox with its limits
+        if its exec groups are gone (then nothing is left in it) and there is
+        room; True when kept."""
+        with self._cond:
+            if self._stopped or len(self._kept) >= KEEP:
+                return False
+        if not g.clear():
+            return False  # something of it is still there: removed, tried again
+        g.make_spare()
+        g.on_spare_taken = self._want_spare
+        with self._cond:
+            if self._stopped or len(self._kept) >= KEEP:
+                return False
+            self._kept.append(g)
+        return True
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until every disposed group is removed (tests, shutdown)."""
@@ -139,9 +176,10 @@ class Pool:
         if thread is not None:
             thread.join(5.0)
         with self._cond:
-            groups = [g for g, _, _ in self._trash] + list(self._ready)
+            groups = [g for g, _, _ in self._trash] + list(self._ready) + list(self._kept)
             self._trash.clear()
             self._ready.clear()
+            self._kept.clear()
             self._spares.clear()
         for g in groups:
             g.remove()
@@ -162,6 +200,11 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
+
+
+def limits_key(limits: Limits) -> tuple[object, ...]:
+    """What of a Limits a group holds: its cgroup limits."""
+    return (limits.memory, limits.memory_swap, limits.pids, limits.cpus, limits.cpuset)
 
 
 def new(make: Callable[[], Group]) -> Pool:

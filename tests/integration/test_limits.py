@@ -122,6 +122,14 @@ def dirs_soon(name: str, deadline: float = 5.0) -> list[str]:
         time.sleep(0.02)
 
 
+def dirs_after_close(name: str) -> list[str]:
+    """What is left of a closed sandbox's cgroups once the pool let go of
+    them: it may keep a sandbox's own group for the next sandbox with the
+    same limits (sandbox/cgroup/pool.py), and removes it at its shutdown."""
+    sandbox_cgroup.shutdown()
+    return dirs_soon(name)
+
+
 def group_names(paths: dict[str, str]) -> tuple[str, str]:
     """(sandbox group name, exec group name) from an exec's /proc/self/cgroup
     paths.  On v1 an exec under its sandbox's CPU quota or cpuset (none of
@@ -627,7 +635,7 @@ def test_every_exec_has_its_own_cgroup_removed_after_it(cgroups, busybox_rootfs)
             while [d for d in host_dirs(sb1) if d.endswith(f"/{ex}")] and time.monotonic() < end:
                 time.sleep(0.02)
             assert [d for d in host_dirs(sb1) if d.endswith(f"/{ex}")] == [], (ex, host_dirs(sb1))
-    assert dirs_soon(sb1) == []
+    assert dirs_after_close(sb1) == []
 
 
 def test_a_background_process_keeps_its_group_until_close(cgroups, busybox_rootfs) -> None:
@@ -642,7 +650,7 @@ def test_a_background_process_keeps_its_group_until_close(cgroups, busybox_rootf
         assert host_dirs(name)
         pid = sb.pid
         assert pid is not None
-    assert dirs_soon(name) == []
+    assert dirs_after_close(name) == []
     assert leakcheck.proc_info(pid) is None or leakcheck.proc_info(pid).state in ("Z", "X")
 
 
@@ -655,7 +663,7 @@ def test_close_removes_every_cgroup_and_leaves_nothing(cgroups, busybox_rootfs) 
         assert p.poll() is None
     with pytest.raises(SandboxClosed):
         p.wait()  # the sandbox's close ended it: this only releases its pipes
-    assert dirs_soon(name) == []
+    assert dirs_after_close(name) == []
     assert own_leaks(before) == []
 
 

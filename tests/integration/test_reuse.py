@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sandbox import Limits, Sandbox, _core, netpool
 from sandbox import cgroup as sandbox_cgroup
-from tests.conftest import require, sh_ok
+from tests.conftest import require, sh, sh_ok
 
 # perl: a TCP connection over loopback, closed by the client first, which
 # leaves the client's end in TIME_WAIT (60 s) inside the namespace.
@@ -131,3 +131,36 @@ def test_reuse_off_gives_every_sandbox_a_new_netns(sandbox_host, busybox_rootfs:
     finally:
         for fd in held:
             os.close(fd)
+
+
+def _sandbox_group(sb: Sandbox) -> str:
+    """The name of the sandbox's own cgroup, from an exec's /proc/self/cgroup."""
+    out = sh_ok(sb, "cat /proc/self/cgroup", timeout=30)
+    names = {p.split("/")[-2] for p in (line.split(":", 2)[2] for line in out.splitlines()) if "/exec-" in p}
+    assert len(names) == 1, out
+    return names.pop()
+
+
+def test_a_closed_sandboxs_group_serves_the_next_with_its_limits(sandbox_host, busybox_rootfs: Path) -> None:
+    """Kept by the pool with nothing in it but its limits: its exec groups
+    are gone, the next sandbox with the same limits gets it (and those
+    limits hold), one with other limits does not."""
+    require(sandbox_cgroup.root() is not None, f"no usable cgroups: {sandbox_cgroup.why()}")
+    sandbox_cgroup.shutdown()  # nothing kept from other tests
+    lim = Limits(memory="48M", pids=32, timeout=30)
+    with Sandbox(rootfs=busybox_rootfs, limits=lim) as sb:
+        first = _sandbox_group(sb)
+        sh_ok(sb, "sleep 100 > /dev/null 2>&1 &")  # left running at close
+    seen = set()
+    for _ in range(10):
+        with Sandbox(rootfs=busybox_rootfs, limits=lim) as sb:
+            seen.add(_sandbox_group(sb))
+            r = sh(sb, "cat /proc/self/cgroup; ps -o comm | grep -c sleep || true", timeout=30)
+            assert r.stdout.splitlines()[-1] == b"0", r.stdout  # nothing of the one before
+            bomb = sb.exec(["sh", "-c", "while :; do sleep 1 & done"], timeout=30)
+            assert bomb.reason == "pids", bomb  # its limits hold
+        time.sleep(0.01)  # lets the pool's thread take the group back
+    assert first in seen, (first, seen)
+    with Sandbox(rootfs=busybox_rootfs, limits=Limits(memory="40M", timeout=30)) as sb:
+        assert _sandbox_group(sb) not in seen | {first}
+    sandbox_cgroup.shutdown()
