@@ -126,9 +126,31 @@ def _host_dir(option: str, value: object) -> str:
         raise ConfigError(
             option, f"{s!r} is relative: give an absolute path, e.g. {os.path.abspath(str(s))!r}"
         )
-    if not os.path.isdir(s):
+    try:
+        st = os.stat(s)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISDIR(st.st_mode):
         raise ConfigError(option, f"{s!r} does not exist or is not a directory")
-    return os.path.realpath(s)
+    # realpath() costs an lstat per component: kept while both the path and
+    # the real path still lead to the same directory (a moved or re-pointed
+    # path leads elsewhere)
+    hit = _real_dirs.get(s)
+    if hit is not None and hit[1:] == (st.st_dev, st.st_ino):
+        try:
+            rst = os.stat(hit[0], follow_symlinks=False)
+            if (rst.st_dev, rst.st_ino) == hit[1:]:
+                return hit[0]
+        except OSError:
+            pass
+    real = os.path.realpath(s)
+    if len(_real_dirs) >= 64:
+        _real_dirs.clear()
+    _real_dirs[s] = (real, st.st_dev, st.st_ino)
+    return real
+
+
+_real_dirs: dict[str, tuple[str, int, int]] = {}
 
 
 def _check_dst_in_layers(option: str, dst: str, layers: Sequence[str]) -> None:

@@ -197,7 +197,8 @@ class Group(ABC):
             return f"exec-{self._seq}"
 
     def make_spare(self) -> None:
-        g = self._new_child(self._next_name(), Limits())
+        # with the sandbox's pids limit, which an exec's group writes again (see _own)
+        g = self._new_child(self._next_name(), Limits(pids=self.applied.pids))
         g.prepare_start()
         with self._lock:
             if self._spare is None:
@@ -217,7 +218,7 @@ class Group(ABC):
             ahead = self._execs >= 2  # a second exec: more may follow
         if g is not None:
             try:
-                g.apply(limits)
+                g.apply(limits if limits.pids != g.applied.pids else dataclasses.replace(limits, pids=None))
             except BaseException:
                 g.remove()
                 raise

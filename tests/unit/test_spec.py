@@ -54,6 +54,27 @@ def raises_option(option: str, fn, *args: object, match: str | None = None, **kw
 # -- rootfs and layers ------------------------------------------------------------------
 
 
+def test_a_repointed_or_moved_rootfs_path_resolves_again(tmp_path: Path) -> None:
+    """The real path of a rootfs is kept between sandboxes, only while both
+    paths still lead to the same directory."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        (d / "etc").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(a)
+    assert make_spec(rootfs=link, idmap=IDMAP).layers == (str(a),)
+    assert make_spec(rootfs=link, idmap=IDMAP).layers == (str(a),)  # kept
+    link.unlink()
+    link.symlink_to(b)
+    assert make_spec(rootfs=link, idmap=IDMAP).layers == (str(b),)  # re-pointed
+    moved = tmp_path / "b-moved"
+    b.rename(moved)
+    b.mkdir()  # another directory where the real path was
+    link.unlink()
+    link.symlink_to(moved)
+    assert make_spec(rootfs=link, idmap=IDMAP).layers == (str(moved),)
+
+
 def test_valid_spec_is_normalised(rootfs: Path, src: Path, tmp_path: Path) -> None:
     link = tmp_path / "rootfs-link"
     link.symlink_to(rootfs)
