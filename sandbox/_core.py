@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import HostError, LaunchError
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 try:
     from ._sandbox_cext import ffi, lib
@@ -179,9 +179,12 @@ def launch(
     gid_map: str,
     flags: int = ALL_NAMESPACES,
     netns_fd: int = -1,
+    spin: bool = True,
 ) -> Launched:
     """Clone the sandbox's init; returns once it runs (its setup may still fail:
-    the caller waits for READY on the control socket)."""
+    the caller waits for READY on the control socket).  `spin`: wait for the
+    child by spinning first (~0.3 ms less than sleeping and being woken, here;
+    False for a start made ahead, where the CPU matters more than the wait)."""
     userns = _userns_fd(uid_map, gid_map) if any(t.idmap for t in trees) else -1
     keep = []
     ctrees = ffi.new("struct sbx_tree[]", max(len(trees), 1))
@@ -207,6 +210,7 @@ def launch(
     # the main thread.  The control socket's EOF covers every case.
     args.pdeathsig = int(threading.current_thread() is threading.main_thread())
     args.netns_fd = netns_fd
+    args.spin = int(spin)
     out = ffi.new("struct sbx_launched *")
     if lib.sbx_launch(args, out) < 0:
         raise _launch_error(out, trees)

@@ -38,6 +38,7 @@ PER_SPEC = 2
 MAX_SPECS = 4
 SEEN_MAX = 64
 READY_TIMEOUT = 30.0
+INFLIGHT_WAIT = 0.02  # seconds a start waits for a warm sandbox on its way
 
 Releaser = Callable[[], None]
 
@@ -56,7 +57,7 @@ def start_ready(spec: Spec) -> _core.Launched | None:
     umap = spec.idmap.uid_map()
     netns = netpool.pool.take()
     try:
-        launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+        launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns, spin=False)
         launched.netns, netns = netns, None  # back to the pool when it is reaped
     except Exception:
         return None
@@ -86,13 +87,24 @@ class WarmPool:
         self._seen: OrderedDict[Spec, int] = OrderedDict()
         self._holds: dict[Spec, Callable[[], Releaser] | None] = {}
         self._making = 0
+        self._in_flight: Spec | None = None  # the spec whose sandbox the thread makes now
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
 
     def take(self, spec: Spec) -> _core.Launched | None:
-        """A ready sandbox for `spec`, if one waits (and its init still lives)."""
+        """A ready sandbox for `spec`, if one waits (and its init still lives),
+        or is on its way: one being made is waited for (up to INFLIGHT_WAIT),
+        its launch is further along than a new one, which would also compete
+        with it for the CPUs (measured: back-to-back starts that did not wait
+        took ~4 ms, against ~2 ms for a warm one, on 2 CPUs)."""
+        deadline = time.monotonic() + INFLIGHT_WAIT
         with self._cond:
+            while not self._ready.get(spec) and self._in_flight == spec and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             entries = self._ready.get(spec)
             e = entries.pop(0) if entries else None
         if e is None:
@@ -138,6 +150,7 @@ class WarmPool:
                 spec, _ = self._wanted.popitem(last=False)
                 hold = self._holds.pop(spec, None)
                 self._making += 1
+                self._in_flight = spec
             release = None
             try:
                 release = hold() if hold is not None else None
@@ -147,6 +160,7 @@ class WarmPool:
             evicted: list[_Entry] = []
             with self._cond:
                 self._making -= 1
+                self._in_flight = None
                 if launched is not None and not self._stopped:
                     self._ready.setdefault(spec, []).append(_Entry(launched, release=release))
                     self._ready.move_to_end(spec)

@@ -29,6 +29,7 @@ struct sbx_launch {
     unsigned ntrees;
     int pdeathsig;
     int netns_fd;              /* join this network namespace; -1: a new one */
+    int spin;                  /* spin-wait for the child (a start someone waits for; burns CPU) */
 };
 
 /* On failure: stage (enum sbx_launch_stage), errno, and the tree index. */

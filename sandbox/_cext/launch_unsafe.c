@@ -82,6 +82,7 @@ static int spin_wait(int *flag)
 struct child_ctx {
     int sync_r, sync_w, exec_w, ctl, init_fd;
     int go; /* set by the parent once the maps are written (see spin_wait) */
+    int spin; /* spin before a blocking wait (a start someone waits for) */
     int trees[SBX_MAX_TREES];
     unsigned ntrees;
     int pdeathsig;
@@ -113,7 +114,7 @@ static int child_main(void *arg)
      * maps take ~30 us to write, and a sleep/wake pair through the pipe cost
      * ~0.3 ms more per start here (vCPU wake-ups are slow).  EOF instead of
      * the byte: the parent failed. */
-    if (!spin_wait(&c->go) && RAW(SYS_read, c->sync_r, &byte, 1) != 1)
+    if (!(c->spin && spin_wait(&c->go)) && RAW(SYS_read, c->sync_r, &byte, 1) != 1)
         RAW(SYS_exit, 1, 0, 0);
     /* The maps are written: become container root (an unprivileged host uid),
      * so that the exec keeps full capabilities in our own user namespace. */
@@ -272,7 +273,7 @@ static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *u
     struct sbx_fail f;
     ssize_t n;
     fcntl(ex[0], F_SETFL, O_NONBLOCK);
-    long end = raw_now_ns() + SPIN_NS;
+    long end = raw_now_ns() + (c->spin ? SPIN_NS : 0);
     while ((n = read(ex[0], &f, sizeof f)) < 0 && errno == EAGAIN && raw_now_ns() < end)
         sched_yield(); /* the child may be queued on this very CPU */
     fcntl(ex[0], F_SETFL, 0);
@@ -322,6 +323,7 @@ int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out)
     c.ctl = ctl[1];
     c.init_fd = l->init_fd;
     c.pdeathsig = l->pdeathsig;
+    c.spin = l->spin;
     c.argv[0] = "sandbox-init";
     c.argv[1] = NULL;
     c.envp[0] = NULL;
