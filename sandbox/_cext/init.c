@@ -528,6 +528,7 @@ struct slot {
     int pid;
     int reply;
     int syscall; /* see sbx_exited.syscall */
+    int held[2]; /* our copies of its stdout and stderr pipes (-1: none), see do_exec */
 };
 static struct slot slots[MAX_EXECS];
 
@@ -869,11 +870,27 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     s->reply = reply;
     s->syscall = -1;
     reply = -1;
+    s->held[0] = s->held[1] = -1;
+    if (r.flags & SBX_EXEC_NO_STARTED) {
+        /* A run to its end (exec()), whose host reads the exit record and
+         * then drains the pipes: their ends stay open here until that record
+         * is sent, so that the command's exit does not also wake the host
+         * twice for the pipes' hang-ups (a spawn's reader gets its EOF as
+         * soon as the command's own processes close them). */
+        for (int k = 1; k < 3; k++)
+            if (stream[k] >= 0) {
+                s->held[k - 1] = stream[k];
+                for (int i = 1; i < nfds; i++)
+                    if (fds[i] == stream[k])
+                        fds[i] = -1;
+            }
+    }
 out:
     /* every fd that came with the request but the reply socket: streams and
      * cgroup files (a malformed request's too) */
     for (int k = 1; k < nfds; k++)
-        xclose(fds[k]);
+        if (fds[k] >= 0)
+            xclose(fds[k]);
     if (reply >= 0)
         xclose(reply);
 }
@@ -898,6 +915,10 @@ static void reap(void)
         };
         send_msg(s->reply, SBX_REP_EXITED, s->id, &ex, sizeof ex, -1);
         xclose(s->reply);
+        for (int k = 0; k < 2; k++)
+            if (s->held[k] >= 0)
+                xclose(s->held[k]);
+        s->held[0] = s->held[1] = -1;
         s->pid = 0;
         s->reply = -1;
     }
@@ -1215,7 +1236,7 @@ __attribute__((noreturn, used)) void start_c(long *sp)
     if (nfds)
         xclose_range(FIRST_TREE_FD, FIRST_TREE_FD + nfds - 1);
     for (int i = 0; i < MAX_EXECS; i++)
-        slots[i].reply = -1;
+        slots[i].reply = slots[i].held[0] = slots[i].held[1] = -1;
 #ifdef SBX_TIMING
     {
         struct sbx_msg_hdr th = {SBX_REP_READY, 0};
