@@ -175,20 +175,26 @@ class Group(ABC):
     def _apply(self, limits: Limits) -> None: ...
 
     def _own(self, limits: Limits) -> Limits:
-        """What of an exec's limits its group must write itself: what differs
-        from this group's.  The rest holds through this group (a parent's
-        memory, pids and CPU limits bound its children, and the children's
-        counts say when they were hit), and each write costs (~50 us for a
-        v1 memory limit here)."""
+        """What of an exec's limits its group must hold itself.  Its CPU quota
+        and cpuset, where they are its sandbox's, hold through the sandbox's
+        group (sandbox/cgroup/v1.py joins the exec to it).  The memory and
+        pids limits are held again: a charge or fork refused by the parent's
+        limit first counts in the child's peak (pids limit + 1; memory a few
+        MB over, THP and charge batches), and the peaks are the verdicts'
+        figures.  The spare is made with them (make_spare): no write then."""
         a = self.applied
+        same = {f: None for f in ("cpus", "cpuset") if getattr(limits, f) == getattr(a, f)}
+        return dataclasses.replace(limits, **same) if same else limits
+
+    @staticmethod
+    def _unwritten(limits: Limits, g: Group) -> Limits:
+        """`limits` but what `g` holds already (a spare made with them)."""
+        a = g.applied
         same: dict[str, None] = {}
         if (limits.memory, limits.memory_swap) == (a.memory, a.memory_swap):
             same.update(memory=None, memory_swap=None)
-        # pids.max is written again (a cheap write): a fork refused by the
-        # parent's limit first counts in the child's peak (limit + 1)
-        for f in ("cpus", "cpuset"):
-            if getattr(limits, f) == getattr(a, f):
-                same[f] = None
+        if limits.pids == a.pids:
+            same["pids"] = None
         return dataclasses.replace(limits, **same) if same else limits
 
     def _next_name(self) -> str:
@@ -197,8 +203,10 @@ class Group(ABC):
             return f"exec-{self._seq}"
 
     def make_spare(self) -> None:
-        # with the sandbox's pids limit, which an exec's group writes again (see _own)
-        g = self._new_child(self._next_name(), Limits(pids=self.applied.pids))
+        # with the sandbox's memory and pids limits, which an exec's group holds again (see _own)
+        a = self.applied
+        held = Limits(memory=a.memory, memory_swap=a.memory_swap, pids=a.pids)
+        g = self._new_child(self._next_name(), held)
         g.prepare_start()
         with self._lock:
             if self._spare is None:
@@ -218,7 +226,7 @@ class Group(ABC):
             ahead = self._execs >= 2  # a second exec: more may follow
         if g is not None:
             try:
-                g.apply(limits if limits.pids != g.applied.pids else dataclasses.replace(limits, pids=None))
+                g.apply(self._unwritten(limits, g))
             except BaseException:
                 g.remove()
                 raise
