@@ -19,6 +19,7 @@ from .cgroup import Group, Usage
 from .errors import CommandNotFound, ExecError, ProtocolError, os_error_text
 from .limits import Limits
 from .result import ExecResult
+from .watchdog import watchdog
 
 REDACTED = b"[REDACTED]"
 PIDS_POLL = 0.05  # seconds between looks at the pids limit's refusal counter
@@ -89,6 +90,7 @@ class Collector:
     argv: list[str]
     limits: Limits = field(default_factory=Limits)
     group: Group | None = None
+    watch_id: int | None = None  # the watchdog's, while it watches
     started: float = field(default_factory=time.monotonic)
     deadline: float | None = None
     out: list[bytes] = field(default_factory=list)
@@ -229,6 +231,7 @@ class Collector:
         """After the exit record: read the exec cgroup's counts; after a kill
         of ours, end whatever the command left (processes that left its
         session too), then remove the cgroup where nothing is left in it."""
+        watchdog.unwatch(self)
         with self._lock:  # not while the watchdog kills it
             g, self.group = self.group, None
         if g is None:
@@ -296,6 +299,7 @@ class Collector:
 
     def abandon(self) -> None:
         """The command's end will never be read (the sandbox went away)."""
+        watchdog.unwatch(self)
         with self._lock:
             g, self.group = self.group, None
         if g is not None:

@@ -9,7 +9,12 @@ ends, which also work without cgroups.
 Checks are scheduled, not polled at a fixed rate: for CPU time the next
 look is when the limit could be reached at the earliest (what is left,
 divided by the CPUs the command may use), so a spin of cpu_time=1 ends
-within a few ms of 1 s."""
+within a few ms of 1 s.
+
+A command that ended (`unwatch`, from its collector) is let go at once,
+not kept until its next check with its output; and the thread is woken
+only for a check sooner than the one it sleeps until (most commands end
+long before their first check)."""
 
 from __future__ import annotations
 
@@ -17,13 +22,16 @@ import heapq
 import itertools
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from .collector import Collector
+if TYPE_CHECKING:
+    from .collector import Collector
 
 
 class Watchdog:
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Collector]] = []
+        self._heap: list[tuple[float, int]] = []  # (when, id) of the next checks
+        self._live: dict[int, Collector] = {}  # id -> a command that runs
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -33,25 +41,41 @@ class Watchdog:
         if first is None:
             return
         with self._cond:
-            heapq.heappush(self._heap, (first, next(self._seq), col))
+            sooner = not self._heap or first < self._heap[0][0]
+            col.watch_id = next(self._seq)
+            self._live[col.watch_id] = col
+            heapq.heappush(self._heap, (first, col.watch_id))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="sandbox-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if sooner:
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._heap or self._heap[0][0] > time.monotonic():
                     self._cond.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
-                _, _, col = heapq.heappop(self._heap)
+                _, wid = heapq.heappop(self._heap)
+                col = self._live.get(wid)
+            if col is None:
+                continue  # it ended meanwhile
             try:
                 nxt = col.check_watched()
             except OSError:
                 nxt = None  # its cgroup went away under us: nothing left to watch
-            if nxt is not None:
-                with self._cond:
-                    heapq.heappush(self._heap, (nxt, next(self._seq), col))
+            with self._cond:
+                if nxt is None:
+                    self._live.pop(wid, None)
+                elif wid in self._live:
+                    heapq.heappush(self._heap, (nxt, wid))
+            del col
+
+    def unwatch(self, col: Collector) -> None:
+        """The command ended: no more checks (its heap entry is skipped)."""
+        if col.watch_id is not None:
+            with self._cond:
+                self._live.pop(col.watch_id, None)
 
 
 watchdog = Watchdog()

@@ -164,3 +164,21 @@ def test_a_closed_sandboxs_group_serves_the_next_with_its_limits(sandbox_host, b
     with Sandbox(rootfs=busybox_rootfs, limits=Limits(memory="40M", timeout=30)) as sb:
         assert _sandbox_group(sb) not in seen | {first}
     sandbox_cgroup.shutdown()
+
+
+def test_the_watchdog_lets_ended_commands_go(sandbox_host, busybox_rootfs: Path) -> None:
+    """An ended command is not kept (with its output) until its next check."""
+    from sandbox.watchdog import watchdog
+
+    require(sandbox_cgroup.root() is not None, f"no usable cgroups: {sandbox_cgroup.why()}")
+    with Sandbox(rootfs=busybox_rootfs, limits=Limits(cpu_time=10, timeout=30)) as sb:
+        for _ in range(5):
+            assert sb.exec(["echo", "ended"]).ok
+        p = sb.spawn(["sleep", "100"])
+        try:
+            live = [c.argv for c in watchdog._live.values()]
+            assert ["echo", "ended"] not in live and ["sleep", "100"] in live, live
+        finally:
+            p.kill()
+            p.wait()
+        assert ["sleep", "100"] not in [c.argv for c in watchdog._live.values()]
