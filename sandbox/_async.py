@@ -16,6 +16,7 @@ from types import TracebackType
 import anyio
 
 from . import files, protocol
+from . import warm as _warm
 from ._base import (
     DEVNULL,
     PIPE,
@@ -153,6 +154,8 @@ class AsyncSandbox(SandboxBase):
             raise
         sp.sent()
         assert sp.reply is not None
+        if self._warm:
+            _warm.pool().kick()  # the next warm sandbox is made while this exec runs
         return AsyncProcess(self, sp.req_id, sp.reply, sp.mine, sp.col)
 
     async def exec(

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from . import files, protocol
+from . import warm as _warm
 from ._base import (
     DEVNULL,
     PIPE,
@@ -149,6 +150,8 @@ class Sandbox(SandboxBase):
             raise
         sp.sent()
         assert sp.reply is not None
+        if self._warm:
+            _warm.pool().kick()  # the next warm sandbox is made while this exec runs
         return Process(self, sp.req_id, sp.reply, sp.mine, sp.col)
 
     def exec(
