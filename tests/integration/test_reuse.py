@@ -171,14 +171,22 @@ def test_the_watchdog_lets_ended_commands_go(sandbox_host, busybox_rootfs: Path)
     from sandbox.watchdog import watchdog
 
     require(sandbox_cgroup.root() is not None, f"no usable cgroups: {sandbox_cgroup.why()}")
+
+    def watched(p: object) -> bool:
+        return any(c is p._col for c in list(watchdog._live.values()))  # type: ignore[attr-defined]
+
     with Sandbox(rootfs=busybox_rootfs, limits=Limits(cpu_time=10, timeout=30)) as sb:
+        done = []
         for _ in range(5):
-            assert sb.exec(["echo", "ended"]).ok
+            p = sb.spawn(["echo", "ended"])
+            assert watched(p)
+            assert p.wait().ok
+            done.append(p)
+        assert not any(watched(p) for p in done)
         p = sb.spawn(["sleep", "100"])
         try:
-            live = [c.argv for c in watchdog._live.values()]
-            assert ["echo", "ended"] not in live and ["sleep", "100"] in live, live
+            assert watched(p)
         finally:
             p.kill()
             p.wait()
-        assert ["sleep", "100"] not in [c.argv for c in watchdog._live.values()]
+        assert not watched(p)
