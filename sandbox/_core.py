@@ -101,11 +101,33 @@ netns_sink: Callable[[int], None] = _close_fd
 
 def kill(launched: Launched) -> None:
     """SIGKILL to the init: the kernel then kills its whole pid namespace,
-    and its mount namespace with every tmpfs goes."""
+    and its mount namespace with every tmpfs goes.
+
+    The dying init is first kept off the caller's CPU: woken by the signal,
+    it was placed there and preempted the caller for its whole teardown
+    (unmounting, ~0.15-0.3 ms here, seen with ftrace: close() took 0.28 ms
+    after idleness).  Elsewhere it dies beside the caller, at the same
+    priority (a lower one could starve teardowns under load)."""
+    _off_this_cpu(launched.pid)
     try:
         signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+_cpus: set[int] | None = None
+
+
+def _off_this_cpu(pid: int) -> None:
+    global _cpus
+    try:
+        if _cpus is None:
+            _cpus = os.sched_getaffinity(0)
+        others = _cpus - {int(lib.sbx_current_cpu())}
+        if others:
+            os.sched_setaffinity(pid, others)
+    except OSError:
+        pass  # gone, or not ours to place: it dies where it is
 
 
 def reap(launched: Launched) -> None:

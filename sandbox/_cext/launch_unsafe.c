@@ -528,3 +528,6 @@ int sbx_netns_idle(int netns_fd)
         return 0;
     return 1;
 }
+
+/* The CPU the calling thread runs on (see _core.kill). */
+int sbx_current_cpu(void) { return sched_getcpu(); }
