@@ -63,7 +63,11 @@ def send_request(ctl: socket.socket, msg: bytes, fds: Sequence[int]) -> None:
 
 def recv_reply(sock: socket.socket) -> tuple[protocol.Reply, int | None]:
     """One reply and at most one passed fd (anything more is closed)."""
-    data, anc, flags, _ = sock.recvmsg(REPLY_SIZE, FD_SPACE)
+    # close-on-exec at once: an fd received without it (a file being written
+    # into a sandbox) was inherited by a sandbox launched meanwhile from
+    # another thread, until its init closed it, and an exec of that file in
+    # the first sandbox failed with ETXTBSY (seen once in CI)
+    data, anc, flags, _ = sock.recvmsg(REPLY_SIZE, FD_SPACE, socket.MSG_CMSG_CLOEXEC)
     fd = None
     for level, kind, payload in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -72,7 +72,7 @@ def start_ready(spec: Spec) -> _core.Launched | None:
     p.register(launched.ctl, select.POLLIN)
     try:
         if p.poll(int(READY_TIMEOUT * 1000)):
-            data, fds, _, _ = socket.recv_fds(launched.ctl, 4096, 4)
+            data, fds, _, _ = socket.recv_fds(launched.ctl, 4096, 4, socket.MSG_CMSG_CLOEXEC)
             for fd in fds:
                 os.close(fd)
             if protocol.decode(data).type == protocol.REP_READY:

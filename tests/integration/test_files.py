@@ -249,3 +249,17 @@ def test_get_names_are_checked(sb, tmp_path: Path) -> None:
     sh_ok(sb, "mkdir -p /out/sub && echo x > /out/sub/f")
     sb.files.get("/out", tmp_path / "o")
     assert sorted(p.name for p in (tmp_path / "o").rglob("*")) == ["f", "sub"]
+
+
+def test_fds_from_the_sandbox_are_close_on_exec(sb) -> None:
+    """An fd the init hands over (here, a file opened for writing) must not
+    be inherited by a sandbox launched meanwhile from another thread: its
+    init would hold the file open for writing, and an exec of it fail with
+    ETXTBSY."""
+    from sandbox import files
+
+    fd = files.run_sync(files._open("write", "/tmp/cloexec", os.O_WRONLY | os.O_CREAT), sb._roundtrip)
+    try:
+        assert not os.get_inheritable(fd)
+    finally:
+        os.close(fd)
