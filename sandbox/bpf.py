@@ -82,6 +82,7 @@ INIT_SYSCALLS: tuple[tuple[str, tuple[int | None, ...]], ...] = (
     ("capset", ()),
     ("chdir", ()),
     ("execve", ()),
+    ("nanosleep", ()),  # between retries of an execve that met ETXTBSY
 )
 
 

@@ -656,6 +656,15 @@ static int child_main(void *arg)
             return child_fail(c, SBX_ST_SECCOMP, -e, "seccomp");
     }
     e = exec_search(c->argv[0], c->argv, envp_buf);
+    /* ETXTBSY can be brief: a process of the host that forked or cloned
+     * while the host wrote this file (through an fd the init handed over)
+     * holds a copy of that fd until its own execve.  Seen with a sandbox
+     * launched from another thread of the host meanwhile.  Up to ~50 ms. */
+    for (int k = 0; e == -ETXTBSY && k < 50; k++) {
+        struct timespec ms = {0, 1000000};
+        SYS2(SYS_nanosleep, &ms, 0);
+        e = exec_search(c->argv[0], c->argv, envp_buf);
+    }
     return child_fail(c, SBX_ST_EXEC, -e, c->argv[0]);
 }
 

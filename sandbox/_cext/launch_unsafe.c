@@ -44,6 +44,7 @@
 
 #define STACK_SIZE (128 * 1024)
 #define HIGH_FD 900 /* where the child parks fds before moving them down */
+#define SBX_CLOSE_RANGE_CLOEXEC (1U << 2) /* linux/close_range.h, 5.11 */
 
 int sbx_abi_version(void) { return SBX_ABI_VERSION; }
 
@@ -148,6 +149,13 @@ static int child_main(void *arg)
     for (unsigned i = 0; i < c->ntrees; i++)
         if ((r = RAW(SYS_dup3, high[i], 4 + i, 0)) < 0)
             child_report(exec_w, SBX_LS_FDS, r);
+
+    /* Every other fd of the interpreter (clone copied them all) closes at the
+     * execve: none reaches the init, not even for its first instructions.
+     * An fd the host held without O_CLOEXEC (one it was writing a file of
+     * another sandbox through) kept that file busy for that sandbox's exec
+     * (ETXTBSY).  Kernels before 5.11 refuse the flag: the init closes them. */
+    RAW(SYS_close_range, 4 + c->ntrees, ~0U, SBX_CLOSE_RANGE_CLOEXEC);
 
     r = raw6(SYS_execveat, init_fd, (long)"", (long)c->argv, (long)c->envp, AT_EMPTY_PATH, 0);
     child_report(exec_w, SBX_LS_EXEC, r);

@@ -263,3 +263,25 @@ def test_fds_from_the_sandbox_are_close_on_exec(sb) -> None:
         assert not os.get_inheritable(fd)
     finally:
         os.close(fd)
+
+
+def test_exec_of_a_file_open_for_writing_is_retried_then_etxtbsy(sb) -> None:
+    """ETXTBSY is retried for ~50 ms (a copy of a write fd held by a process
+    the host forked or cloned meanwhile goes away at its execve); a file
+    that stays open for writing still fails, with that errno."""
+    import time
+
+    from sandbox import ExecError, files
+
+    data = sb.exec(["cat", "/bin/busybox"]).stdout
+    sb.files.write_bytes("/tmp/true", data, mode=0o755)
+    fd = files.run_sync(files._open("write", "/tmp/true", os.O_WRONLY), sb._roundtrip)
+    try:
+        t = time.monotonic()
+        with pytest.raises(ExecError) as e:
+            sb.exec(["/tmp/true"])
+        assert e.value.errno == errno.ETXTBSY, e.value
+        assert time.monotonic() - t >= 0.045  # 50 tries, 1 ms apart
+    finally:
+        os.close(fd)
+    assert sb.exec(["/tmp/true"]).ok
