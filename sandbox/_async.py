@@ -83,15 +83,6 @@ class AsyncSandbox(SandboxBase):
         """Stop every process of the sandbox and free what it held.  Idempotent."""
         self.close()  # never blocks: the wait for the init is the reaper's (sandbox/reaper.py)
 
-    def close(self) -> None:
-        """The same close, for finalisers and sync code."""
-        self._closed = True
-        launched, self._launched = self._launched, None
-        if launched is not None:
-            self._reap(launched)  # the image is released once the init is gone
-        else:
-            self._release_image()
-
     @property
     def files(self) -> AsyncFiles:
         return AsyncFiles(self._roundtrip)

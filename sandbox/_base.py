@@ -319,6 +319,16 @@ class SandboxBase:
             raise SandboxClosed("the sandbox is not running: use it as a context manager or call start()")
         return self._launched.ctl
 
+    def close(self) -> None:
+        """Stop every process of the sandbox and free what it held (in the
+        background: `sandbox.wait_closed()` waits for it).  Idempotent."""
+        self._closed = True
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            self._reap(launched)  # the image is released once the init is gone
+        else:
+            self._release_image()
+
     def _reap(self, launched: _core.Launched) -> None:
         """Kill the init; once it is gone (sandbox/reaper.py: in the background),
         free what the sandbox held."""
@@ -333,8 +343,8 @@ class SandboxBase:
         else:
             reaper.reap(launched, after)
         if self._warm:
-            # the next one for these options is made now, not while this one
-            # ran: on a small machine the two would slow each other down
+            # the next one for these options is asked for now (and made while
+            # the caller's next exec runs: sandbox/warm.py)
             res = self._resolved
             _warm.pool().started(self._spec, (lambda: res.hold().release) if res is not None else None)
 

@@ -131,11 +131,16 @@ def _off_this_cpu(pid: int) -> None:
 
 
 def reap(launched: Launched) -> None:
-    """Kill the init and wait for it; close its fds.  Once the init is
+    """Kill the init and wait for it; close its fds (see collect)."""
+    kill(launched)
+    collect(launched)
+
+
+def collect(launched: Launched) -> None:
+    """Wait for an init that was killed; close its fds.  Once the init is
     reaped, no process of the sandbox is left (the kernel waits for them all
     before the init's exit completes): its network namespace goes to
     `netns_sink`."""
-    kill(launched)
     try:
         os.waitid(os.P_PIDFD, launched.pidfd, os.WEXITED)
     except ChildProcessError:

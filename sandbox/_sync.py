@@ -77,15 +77,6 @@ class Sandbox(SandboxBase):
             raise
         return self
 
-    def close(self) -> None:
-        """Stop every process of the sandbox and free what it held.  Idempotent."""
-        self._closed = True
-        launched, self._launched = self._launched, None
-        if launched is not None:
-            self._reap(launched)  # the image is released once the init is gone
-        else:
-            self._release_image()
-
     @property
     def files(self) -> Files:
         return Files(self._roundtrip)

@@ -56,7 +56,7 @@ class Reaper:
                     self._cond.wait()
                 launched, after = self._queue.popleft()
             try:
-                _core.reap(launched)  # the kill came already: this waits, then closes its fds
+                _core.collect(launched)  # killed in reap(): wait, then close its fds
                 for fn in after:
                     try:
                         fn()

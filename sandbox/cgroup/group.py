@@ -182,20 +182,7 @@ class Group(ABC):
         limit first counts in the child's peak (pids limit + 1; memory a few
         MB over, THP and charge batches), and the peaks are the verdicts'
         figures.  The spare is made with them (make_spare): no write then."""
-        a = self.applied
-        same = {f: None for f in ("cpus", "cpuset") if getattr(limits, f) == getattr(a, f)}
-        return dataclasses.replace(limits, **same) if same else limits
-
-    @staticmethod
-    def _unwritten(limits: Limits, g: Group) -> Limits:
-        """`limits` but what `g` holds already (a spare made with them)."""
-        a = g.applied
-        same: dict[str, None] = {}
-        if (limits.memory, limits.memory_swap) == (a.memory, a.memory_swap):
-            same.update(memory=None, memory_swap=None)
-        if limits.pids == a.pids:
-            same["pids"] = None
-        return dataclasses.replace(limits, **same) if same else limits
+        return _without_held(limits, self.applied, (("cpus",), ("cpuset",)))
 
     def _next_name(self) -> str:
         with self._lock:
@@ -226,7 +213,8 @@ class Group(ABC):
             ahead = self._execs >= 2  # a second exec: more may follow
         if g is not None:
             try:
-                g.apply(self._unwritten(limits, g))
+                # but what the spare holds already (make_spare)
+                g.apply(_without_held(limits, g.applied, (("memory", "memory_swap"), ("pids",))))
             except BaseException:
                 g.remove()
                 raise
@@ -279,3 +267,13 @@ class Group(ABC):
     @abstractmethod
     def _rmdirs(self, tries: int) -> bool:
         """Remove this group's own directories; False for one still busy."""
+
+
+def _without_held(limits: Limits, held: Limits, fields: tuple[tuple[str, ...], ...]) -> Limits:
+    """`limits` without each group of fields whose values `held` has already
+    (a group's fields go together: memory_swap is written with memory)."""
+    same: dict[str, None] = {}
+    for group in fields:
+        if all(getattr(limits, f) == getattr(held, f) for f in group):
+            same.update(dict.fromkeys(group))
+    return dataclasses.replace(limits, **same) if same else limits

@@ -155,12 +155,10 @@ class V1Group(Group):
         if limits.pids is not None:
             self._w(f"{self.dirs['pids']}/pids.max", str(limits.pids))
         if limits.cpus is not None:
+            # an exec's own quota: one that is its sandbox's never gets here (Group._own)
             quota = _quota(limits.cpus)
-            p = self._parent
-            if self._quota or p is None or p._quota != quota:
-                # a quota of its own (an exec's that is its sandbox's is the sandbox's group's)
-                self._w(f"{self._ensure('cpu')}/cpu.cfs_quota_us", str(quota))
-                self._quota = quota
+            self._w(f"{self._ensure('cpu')}/cpu.cfs_quota_us", str(quota))
+            self._quota = quota
         if self._attach is not None and self._attach_dirs != self._targets():
             self._drop_attach()  # opened ahead of time for other groups
         if limits.cpuset is not None:

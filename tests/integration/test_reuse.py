@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from sandbox import Limits, Sandbox, _core, netpool
 from sandbox import cgroup as sandbox_cgroup
@@ -27,6 +30,15 @@ accept(my $s, $l) or die "accept: $!";
 close($c); sleep 1; close($s); close($l);
 open(my $f, "<", "/proc/net/sockstat") or die; print <$f>;
 """
+
+
+@pytest.fixture
+def held() -> Iterator[list[int]]:
+    """Network namespace fds to keep open during a test (see _netns)."""
+    fds: list[int] = []
+    yield fds
+    for fd in fds:
+        os.close(fd)
 
 
 def _netns(sb: Sandbox, held: list[int]) -> int:
@@ -73,40 +85,30 @@ def test_an_exec_that_needs_a_cgroup_gets_one(sandbox_host, busybox_rootfs: Path
         assert _own_groups(sb) == []  # the init itself stays out of it
 
 
-def test_a_netns_with_nothing_left_is_used_again(sandbox_host, busybox_rootfs: Path) -> None:
+def test_a_netns_with_nothing_left_is_used_again(sandbox_host, busybox_rootfs: Path, held) -> None:
     require(netpool.pool.reuse, "SANDBOX_NETNS_REUSE=0")
-    held: list[int] = []
-    try:
-        seen = []
-        for _ in range(12):
-            with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
-                seen.append(_netns(sb, held))
-                assert sb.exec(["true"]).ok
-            time.sleep(0.002)  # lets the pool's thread check what came back
-        assert len(set(seen)) < len(seen), seen
-    finally:
-        for fd in held:
-            os.close(fd)
+    seen = []
+    for _ in range(12):
+        with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
+            seen.append(_netns(sb, held))
+            assert sb.exec(["true"]).ok
+        time.sleep(0.002)  # lets the pool's thread check what came back
+    assert len(set(seen)) < len(seen), seen
 
 
-def test_a_netns_with_a_socket_left_is_not_used_again(sandbox_host, debian_rootfs: Path) -> None:
+def test_a_netns_with_a_socket_left_is_not_used_again(sandbox_host, debian_rootfs: Path, held) -> None:
     """A TIME_WAIT left by the sandbox keeps its namespace from the next one,
     and so would any socket: the check reads the namespace's own counts."""
-    held: list[int] = []
-    try:
+    with Sandbox(rootfs=debian_rootfs, warm=False) as sb:
+        used = _netns(sb, held)
+        r = sb.exec(["perl", "-e", TIME_WAIT], timeout=30)
+        assert r.ok, r.stderr
+        assert b"tw 1" in r.stdout, r.stdout
+    assert not _core.netns_idle(held[0])
+    for _ in range(12):
         with Sandbox(rootfs=debian_rootfs, warm=False) as sb:
-            used = _netns(sb, held)
-            r = sb.exec(["perl", "-e", TIME_WAIT], timeout=30)
-            assert r.ok, r.stderr
-            assert b"tw 1" in r.stdout, r.stdout
-        assert not _core.netns_idle(held[0])
-        for _ in range(12):
-            with Sandbox(rootfs=debian_rootfs, warm=False) as sb:
-                assert _netns(sb, held) != used
-            time.sleep(0.002)
-    finally:
-        for fd in held:
-            os.close(fd)
+            assert _netns(sb, held) != used
+        time.sleep(0.002)
 
 
 def test_a_fresh_netns_is_idle(sandbox_host) -> None:
@@ -118,19 +120,16 @@ def test_a_fresh_netns_is_idle(sandbox_host) -> None:
         os.close(fd)
 
 
-def test_reuse_off_gives_every_sandbox_a_new_netns(sandbox_host, busybox_rootfs: Path, monkeypatch) -> None:
+def test_reuse_off_gives_every_sandbox_a_new_netns(
+    sandbox_host, busybox_rootfs: Path, monkeypatch, held
+) -> None:
     monkeypatch.setattr(netpool.pool, "reuse", False)
-    held: list[int] = []
-    try:
-        seen = []
-        for _ in range(12):
-            with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
-                seen.append(_netns(sb, held))
-            time.sleep(0.002)
-        assert len(set(seen)) == len(seen), seen
-    finally:
-        for fd in held:
-            os.close(fd)
+    seen = []
+    for _ in range(12):
+        with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
+            seen.append(_netns(sb, held))
+        time.sleep(0.002)
+    assert len(set(seen)) == len(seen), seen
 
 
 def _sandbox_group(sb: Sandbox) -> str:
