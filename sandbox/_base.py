@@ -446,10 +446,13 @@ class SandboxBase:
         quiet: bool,
         pty: tuple[int, int] | None = None,
         limits: Limits | None = None,
+        make_pipes: bool = True,
     ) -> Spawning:
         """Pipes for the requested streams (PIPE or DEVNULL each) and the exec
         request; the caller sends `msg` with `theirs`, then calls `sent()`.
-        `quiet`: no STARTED record (exec() reads the exit record only)."""
+        `quiet`: no STARTED record (exec() reads the exit record only).
+        `make_pipes=False`: neither pipes nor the reply socket; the streams'
+        bits are in `mask & 7`, and sandbox/execio.py makes them as it sends."""
         stdin, stdout, stderr = streams
         redact: tuple[bytes, ...] = ()
         if self._spec.redact_secrets:
@@ -485,10 +488,11 @@ class SandboxBase:
             else:
                 for n, want, reading in ((0, stdin, False), (1, stdout, True), (2, stderr, True)):
                     if want == PIPE:
-                        r, w = os.pipe2(os.O_CLOEXEC)
-                        sp.mine[n], there = (r, w) if reading else (w, r)
-                        sp.theirs.append(there)
                         sp.mask |= 1 << n
+                        if make_pipes:
+                            r, w = os.pipe2(os.O_CLOEXEC)
+                            sp.mine[n], there = (r, w) if reading else (w, r)
+                            sp.theirs.append(there)
             sp.req_id = next(self._ids)
             if lim.needs_cgroup:
                 # its own cgroup, entered by the exec's child before anything else
@@ -498,8 +502,9 @@ class SandboxBase:
                 sp.mask |= len(cg_fds) << 8
             flags = (protocol.EXEC_NO_STARTED if quiet else 0) | (protocol.EXEC_TTY if pty else 0)
             sp.msg = self._exec_message(args, extra, wd, user, sp.mask, flags, sp.req_id, lim)
-            sp.reply, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            sp.theirs.insert(0, rtheirs.detach())
+            if make_pipes:
+                sp.reply, rtheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                sp.theirs.insert(0, rtheirs.detach())
         except BaseException:
             sp.abort()
             raise

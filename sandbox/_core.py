@@ -19,10 +19,11 @@ from typing import Any
 
 from .errors import HostError, LaunchError
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 try:
-    from ._sandbox_cext import ffi, lib
+    from ._sandbox_cext import ffi as ffi  # also for execio.py and fsbatch.py
+    from ._sandbox_cext import lib as lib
 except ImportError as e:  # pragma: no cover - depends on the install
     raise HostError(
         f"the compiled core is missing ({e}); install the package with "

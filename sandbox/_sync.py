@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import BinaryIO
 
-from . import files, protocol
+from . import execio, files, protocol
 from . import warm as _warm
 from ._base import (
     DEVNULL,
@@ -160,22 +160,27 @@ class Sandbox(SandboxBase):
         """Run a command to its end and return how it went; `limits`
         override the sandbox's for this command."""
         data = stdin_bytes(stdin)
-        # No wait for the start: the start and exit records come on one
-        # socket, and communicate() reads both (one wakeup less).
-        p = self._spawn(
-            argv,
-            PIPE if data is not None else DEVNULL,
-            PIPE,
-            PIPE,
-            env,
-            cwd,
-            user,
-            timeout,
-            quiet=True,
-            limits=limits,
-        )
-        r = p.communicate(data)
+        args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
+        lim = check_limits("limits", limits)
+        ctl = self._ctl()
+        u = files.run_sync(self._user_op(uspec), self._roundtrip)
+        # quiet: no start record, only the exit record (one wakeup less)
+        streams = (PIPE if data is not None else DEVNULL, PIPE, PIPE)
+        sp = self._prepare_spawn(streams, u, t, args, extra, wd, True, None, lim, make_pipes=False)
+        extra_fds, sp.theirs = sp.theirs, []  # execio.send closes them
+        try:
+            fds = execio.send(ctl.fileno(), sp.msg, sp.mask & 7, extra_fds)
+        except BaseException:
+            sp.abort()
+            raise
+        if self._warm:
+            _warm.pool().kick()  # the next warm sandbox is made while this exec runs
+        r = execio.collect(sp.col, fds, data, lambda: self._kill_exec(sp.req_id))
         return r.check() if check else r
+
+    def _kill_exec(self, req_id: int, sig: int = signal.SIGKILL) -> None:
+        """Signal a command and everything it started in its session."""
+        self._roundtrip(protocol.encode_kill(next(self._ids), req_id, int(sig)))
 
 
 class Process:
@@ -256,7 +261,7 @@ class Process:
         """Signal the command and everything it started in its session."""
         if self._result is not None:
             return
-        self._sb._roundtrip(protocol.encode_kill(next(self._sb._ids), self.id, int(sig)))
+        self._sb._kill_exec(self.id, sig)
 
     def poll(self) -> ExecResult | None:
         while self._result is None and _wait_readable(self._reply, 0):

@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SBX_ABI_VERSION 3
+#define SBX_ABI_VERSION 4
 #define SBX_PLAN_MAGIC 0x50584253u /* "SBXP" */
 #define SBX_DETAIL_MAX 240
 #define SBX_MSG_MAX (256 * 1024)

@@ -33,6 +33,12 @@ def read_int(path: str, default: int = 0) -> int:
     return default if text == "max" else int(text)
 
 
+def to_int(text: str, default: int = 0) -> int:
+    """A number file's content; empty (a missing file) or "max": default."""
+    text = text.strip()
+    return default if not text or text == "max" else int(text)
+
+
 def keyed(path: str) -> dict[str, int]:
     """A "key value" file (memory.events, pids.events, cpu.stat, oom_control)."""
     try:

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import fsbatch
 from ..limits import Limits
 from . import _fs
 
@@ -104,11 +105,36 @@ class Group(ABC):
             raise
 
     def _ri(self, path: str, default: int = 0) -> int:
-        text = self._r(path).strip()
-        return default if not text or text == "max" else int(text)
+        return _fs.to_int(self._r(path), default)
 
     def _keyed(self, path: str) -> dict[str, int]:
         return _fs.parse_keyed(self._r(path))
+
+    def _read_many(self, paths: list[str]) -> list[str]:
+        """_r() of each path, in two C calls (sandbox/fsbatch.py)."""
+        self._open_files([p for p in paths if p not in self._files], os.O_RDONLY)
+        fds = [self._files.get(p, -1) for p in paths]
+        out = []
+        for got in fsbatch.pread_many(fds):
+            if isinstance(got, bytes):
+                out.append(got.decode("ascii", "replace"))
+            elif -got in (errno.ENOENT, errno.ENODEV, errno.EBADF):
+                out.append("")  # missing here, or a removed group (as _r)
+            else:
+                raise OSError(-got, os.strerror(-got))
+        return out
+
+    def _open_files(self, paths: list[str], flags: int) -> None:
+        """Open these files into _files at once; missing ones are skipped
+        (not on this kernel or host: memsw, pids.peak...)."""
+        err = None
+        for p, fd in zip(paths, fsbatch.open_many(paths, flags), strict=True):
+            if fd >= 0:
+                self._files[p] = fd
+            elif fd != -errno.ENOENT and err is None:
+                err = OSError(-fd, os.strerror(-fd), p)
+        if err is not None:
+            raise err
 
     def prepare(self, writes: list[str], reads: list[str], sandbox: bool = False) -> None:
         """Open now (in the pool's thread) what a start will write and read:
@@ -121,28 +147,21 @@ class Group(ABC):
             paths, flags = writes, os.O_WRONLY
         else:
             paths, flags = (reads if _fd_rich() else []), os.O_RDONLY
-        for p in paths:
-            try:
-                self._fd(p, flags)
-            except FileNotFoundError:
-                pass  # not on this kernel or host (memsw, pids.peak...): read as empty
+        self._open_files([p for p in paths if p not in self._files], flags)
         if not sandbox:
             self._attach = self._open_attach()
 
     def close_files(self) -> None:
         """Close the fds kept for the group's files (not its attach fds)."""
-        for fd in self._files.values():
-            os.close(fd)
+        fsbatch.close_many(list(self._files.values()))
         self._files.clear()
 
     def _drop_attach(self) -> None:
         fds, self._attach = self._attach, None
-        for fd in fds or []:
-            os.close(fd)
+        fsbatch.close_many(fds or [])
 
     def _close_files(self) -> None:
-        for fd in [*self._files.values(), *(self._attach or [])]:
-            os.close(fd)
+        fsbatch.close_many([*self._files.values(), *(self._attach or [])])
         self._files.clear()
         self._attach = None
 

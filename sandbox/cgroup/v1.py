@@ -13,8 +13,10 @@ after idleness waits ~10 ms for an RCU grace period: measured here)."""
 
 from __future__ import annotations
 
+import errno
 import os
 
+from .. import fsbatch
 from ..errors import HostError
 from ..limits import UNLIMITED, Limits
 from . import _fs
@@ -124,9 +126,27 @@ class V1Group(Group):
         return d
 
     def _ensure_needed(self, limits: Limits) -> None:
-        for c in _needed(limits, self._parent is None):
-            if c in self._parents or c != "cpu":  # a host without the cpu controller needs no cpus=
-                self._ensure(c)
+        want = [
+            c
+            for c in _needed(limits, self._parent is None)
+            # a host without the cpu controller needs no cpus=
+            if (c in self._parents or c != "cpu") and c not in self.dirs
+        ]
+        plain = [c for c in want if c != "cpuset" and c in self._parents]
+        if plain:
+            # one C call for the directories (sandbox/fsbatch.py); the rest as _ensure
+            paths = [os.path.join(self._parents[c], self.name) for c in plain]
+            err = None
+            for c, d, r in zip(plain, paths, fsbatch.mkdir_many(paths), strict=True):
+                if r == 0:
+                    self.dirs[c] = d
+                elif err is None:
+                    err = OSError(-r, os.strerror(-r), d)
+            self._drop_attach()  # opened ahead of time without these hierarchies
+            if err is not None:
+                raise err
+        for c in want:
+            self._ensure(c)
 
     def _cpu_group(self) -> str | None:
         """The cpu group an exec of this group enters: its own with a quota,
@@ -172,7 +192,7 @@ class V1Group(Group):
         return V1Group(self.dirs, name, limits, self._root, parent=self)
 
     def prepare_start(self, sandbox: bool = False) -> None:
-        m, p, a, c = (self.dirs.get(k, "/nonexistent") for k in ("memory", "pids", "cpuacct", "cpu"))
+        m, p, c = (self._dir(k) for k in ("memory", "pids", "cpu"))
         self.prepare(
             [
                 f"{m}/memory.limit_in_bytes",
@@ -180,17 +200,22 @@ class V1Group(Group):
                 f"{p}/pids.max",
                 f"{c}/cpu.cfs_quota_us",
             ],
-            [
-                f"{a}/cpuacct.usage",
-                f"{a}/cpuacct.usage_user",
-                f"{a}/cpuacct.usage_sys",
-                f"{m}/memory.max_usage_in_bytes",
-                f"{m}/memory.oom_control",
-                f"{p}/pids.events",
-                f"{p}/pids.peak",
-            ],
+            self._usage_files(),
             sandbox,
         )
+
+    def _usage_files(self) -> list[str]:
+        """What usage() reads, in its order."""
+        a, m, p = self._dir("cpuacct"), self._dir("memory"), self._dir("pids")
+        return [
+            f"{a}/cpuacct.usage",
+            f"{a}/cpuacct.usage_user",
+            f"{a}/cpuacct.usage_sys",
+            f"{m}/memory.max_usage_in_bytes",
+            f"{m}/memory.oom_control",
+            f"{p}/pids.events",
+            f"{p}/pids.peak",
+        ]
 
     def _targets(self) -> list[str]:
         """The groups an exec of this group enters, one per hierarchy: its
@@ -210,14 +235,11 @@ class V1Group(Group):
     def _open_attach(self) -> list[int]:
         dirs = self._targets()
         self._attach_dirs = dirs
-        fds: list[int] = []
-        try:
-            for d in dirs:
-                fds.append(os.open(f"{d}/tasks", os.O_WRONLY | os.O_CLOEXEC))
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
+        fds = fsbatch.open_many([f"{d}/tasks" for d in dirs], os.O_WRONLY)
+        bad = next((fd for fd in fds if fd < 0), None)
+        if bad is not None:
+            fsbatch.close_many([fd for fd in fds if fd >= 0])
+            raise OSError(-bad, os.strerror(-bad), "a cgroup's tasks file")
         return fds
 
     def _dir(self, controller: str) -> str:
@@ -231,20 +253,19 @@ class V1Group(Group):
         return self._keyed(f"{self._dir('pids')}/pids.events").get("max", 0)
 
     def usage(self) -> Usage:
-        a, m = self._dir("cpuacct"), self._dir("memory")
         # cpuacct.usage is exact (the tasks' own CPU clocks); usage_user and
         # usage_sys split it by where ticks fell, and can add up to 10-20 %
         # more: keep the exact total, in their proportion
-        total = self._ri(f"{a}/cpuacct.usage") / 1e9
-        user, sys_ = self._ri(f"{a}/cpuacct.usage_user"), self._ri(f"{a}/cpuacct.usage_sys")
+        texts = self._read_many(self._usage_files())
+        total, user, sys_, peak = (_fs.to_int(t) for t in texts[:4])
         share = user / (user + sys_) if user + sys_ else 1.0
         return Usage(
-            cpu_user=total * share,
-            cpu_sys=total * (1.0 - share),
-            max_memory=self._ri(f"{m}/memory.max_usage_in_bytes"),
-            oom_kills=self._keyed(f"{m}/memory.oom_control").get("oom_kill", 0),
-            pids_refused=self.pids_refused(),
-            pids_peak=self._ri(f"{self._dir('pids')}/pids.peak", -1),
+            cpu_user=total / 1e9 * share,
+            cpu_sys=total / 1e9 * (1.0 - share),
+            max_memory=peak,
+            oom_kills=_fs.parse_keyed(texts[4]).get("oom_kill", 0),
+            pids_refused=_fs.parse_keyed(texts[5]).get("max", 0),
+            pids_peak=_fs.to_int(texts[6], -1),
         )
 
     def kill(self) -> None:
@@ -252,9 +273,13 @@ class V1Group(Group):
 
     def _rmdirs(self, tries: int) -> bool:
         ok = True
-        for c, d in list(self.dirs.items()):
-            if _fs.rmdir(d, tries):
+        items = list(self.dirs.items())
+        # the first try of all of them in one C call; a busy one is tried again as before
+        for (c, d), r in zip(items, fsbatch.rmdir_many([d for _, d in items]), strict=True):
+            if r in (0, -errno.ENOENT) or (r == -errno.EBUSY and _fs.rmdir(d, tries)):
                 del self.dirs[c]
-            else:
+            elif r == -errno.EBUSY:
                 ok = False
+            else:
+                raise OSError(-r, os.strerror(-r), d)
         return ok

@@ -1,0 +1,54 @@
+/* One exec()'s I/O on the host, in C: its pipes and reply socket made and
+ * sent in one call, then its output collected until the exit record in
+ * another.  In Python these were about 25 system calls, each releasing and
+ * retaking the interpreter lock, and ~150 us of bytecode per exec; here the
+ * lock is released once per call (cffi does it).  Callers:
+ * sandbox/execio.py only.  The cdef is read between the markers. */
+#ifndef SBX_EXECIO_H
+#define SBX_EXECIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* BEGIN CDEF */
+#define SBX_IO_RECORD 0   /* a record from the init is in rec */
+#define SBX_IO_DEADLINE 1 /* the deadline passed */
+#define SBX_IO_CAP 2      /* a stream went over the cap (close_on_cap = 0): reported once */
+#define SBX_IO_CLOSED 3   /* the reply socket closed: the init is gone */
+#define SBX_IO_EINTR 4    /* a signal came: the caller runs its handlers, then calls again */
+#define SBX_IO_REC_MAX 4096
+
+struct sbx_io {
+    int reply;                  /* the exec's reply socket; fds are ours, -1 where none */
+    int in_fd;
+    int out_fd[2];              /* stdout, stderr */
+    const unsigned char *input; /* stdin data, written as the pipe takes it */
+    size_t input_len;
+    size_t input_off;
+    long long cap;              /* bytes kept per output stream; -1: no cap */
+    int close_on_cap;           /* over the cap: close that stream (else report SBX_IO_CAP) */
+    int truncated;              /* output beyond the cap was dropped */
+    int cap_reported;
+    unsigned char *buf[2];      /* kept output (malloc), len bytes of it */
+    size_t len[2];
+    size_t size[2];
+    unsigned char rec[4096];    /* SBX_IO_REC_MAX */
+    int rec_len;
+};
+
+/* Make the pipes whose bits are set in `pipes` (0 stdin, 1 stdout, 2 stderr)
+ * and the reply socket, and send the request with [reply, the pipes' far ends,
+ * extra...].  Our ends go to mine[0..3] (reply, stdin, stdout, stderr; -1
+ * where none).  The far ends and `extra` are closed in every case.  0, or
+ * -errno (-EPIPE: the init is gone); on failure nothing is left open. */
+int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
+                  const int *extra, int nextra, int *mine);
+/* Move stdin and output until something for the caller: SBX_IO_*, or -errno.
+ * After an EXITED record the output left in the pipes is read too.
+ * deadline_ns: CLOCK_MONOTONIC, -1 for none. */
+int sbx_io_wait(struct sbx_io *io, long long deadline_ns);
+/* Close the fds still open and free the buffers. */
+void sbx_io_free(struct sbx_io *io);
+/* END CDEF */
+
+#endif

@@ -1,0 +1,89 @@
+"""exec()'s host side in C (sandbox/execio.py): signals during the wait,
+an interrupted exec, stdin nobody reads, and no fd left behind whichever
+way an exec ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from sandbox import CommandNotFound, Limits
+from tests.conftest import sh, sh_ok
+
+pytestmark = pytest.mark.integration
+
+
+def _fds() -> set[str]:
+    """Our pipes and sockets (the cgroup pool keeps cgroupfs files open
+    ahead of time, as many as its thread has made by then)."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own fd
+        if target.startswith(("pipe:", "socket:")):
+            out.add(f"{fd} {target}")
+    return out
+
+
+def test_a_signal_handler_runs_during_an_exec_and_the_exec_goes_on(sb) -> None:
+    seen: list[int] = []
+    old = signal.signal(signal.SIGALRM, lambda n, f: seen.append(n))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)  # several interruptions of the wait
+        r = sh(sb, "sleep 0.3; echo done")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(seen) >= 2
+    assert (r.reason, r.exit_code, r.stdout) == ("exited", 0, b"done\n")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_exec_kills_its_command(sb) -> None:
+    def interrupt(n: int, f: object) -> None:
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            sh(sb, "echo $$ > /tmp/pid; exec sleep 30")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # the command is gone (kill -0 fails), and the sandbox still serves execs
+    assert sh(sb, "kill -0 $(cat /tmp/pid)").exit_code != 0
+
+
+def test_stdin_the_command_does_not_read(sb) -> None:
+    # 4 MiB is more than a pipe holds: the write meets EPIPE once `true` exits
+    r = sb.exec(["true"], stdin=b"x" * (4 << 20))
+    assert (r.reason, r.exit_code) == ("exited", 0)
+
+
+def test_stdin_given_to_a_command_that_reads_part_of_it(sb) -> None:
+    r = sb.exec(["head", "-c", "10"], stdin=b"y" * (1 << 20))
+    assert r.stdout == b"y" * 10
+
+
+def test_no_fd_is_left_whichever_way_an_exec_ends(sb) -> None:
+    sh_ok(sb, "true")  # anything opened once (the user database...) is open now
+    before = _fds()
+    for _ in range(5):
+        sh_ok(sb, "echo out; echo err >&2")
+        assert sh(sb, "sleep 5", timeout=0.05).reason == "timeout"
+        with pytest.raises(CommandNotFound):
+            sb.exec(["/no/such/binary"])
+        r = sh(sb, "yes | head -c 3000000", limits=Limits(output="1M"))
+        assert (r.reason, len(r.stdout)) == ("output_limit", 1 << 20)
+        r = sh(sb, "yes | head -c 3000000", limits=Limits(output="1M", output_action="close"))
+        assert (r.reason, len(r.stdout)) == ("output_limit", 1 << 20)
+        sb.exec(["cat"], stdin=b"z" * 100000)
+    assert _fds() == before
