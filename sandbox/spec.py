@@ -8,6 +8,7 @@ import importlib
 import os
 import re
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,8 @@ def _host_dir(option: str, value: object) -> str:
     # path leads elsewhere)
     hit = _real_dirs.get(s)
     if hit is not None and hit[1:] == (st.st_dev, st.st_ino):
+        if hit[0] == s:
+            return s  # no symlink on the way: the stat above looked at the real path itself
         try:
             rst = os.stat(hit[0], follow_symlinks=False)
             if (rst.st_dev, rst.st_ino) == hit[1:]:
@@ -181,18 +184,28 @@ def _check_dst_in_layers(option: str, dst: str, layers: Sequence[str]) -> None:
 
 _SUBUID = "/etc/subuid"
 _idmap_cache: tuple[tuple[int, int], IdMap] | None = None
+_idmap_checked = 0.0
+
+
+IDMAP_RECHECK = 1.0  # seconds
 
 
 def default_idmap() -> IdMap:
     """The caller's range from /etc/subuid, or 100000:65536 for root.  The
     answer is kept while the file's mtime and size stay the same (reading
-    it took ~70 us of each start)."""
-    global _idmap_cache
+    it took ~70 us of each start), and the file is looked at again at most
+    once a second (a stat took 20-60 us of a start, most of it waiting to
+    retake the interpreter lock from our background threads)."""
+    global _idmap_cache, _idmap_checked
     if os.geteuid() != 0:
         raise HostError(
             "sandboxes need root for now: mapping a range of ids as another user needs "
             "newuidmap (the uidmap package), which is not supported yet; run as root"
         )
+    now = time.monotonic()
+    if _idmap_cache is not None and now - _idmap_checked < IDMAP_RECHECK:
+        return _idmap_cache[1]
+    _idmap_checked = now
     try:
         st = os.stat(_SUBUID)
         key = (st.st_mtime_ns, st.st_size)

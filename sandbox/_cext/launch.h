@@ -47,7 +47,7 @@ int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out);
 int sbx_make_userns(const char *uid_map, const char *gid_map, struct sbx_launched *out);
 int sbx_make_netns(void);
 int sbx_netns_idle(int netns_fd);
-int sbx_current_cpu(void);
+int sbx_kill_init(int pidfd, int pid);
 /* END CDEF */
 
 #endif

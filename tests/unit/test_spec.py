@@ -73,6 +73,14 @@ def test_a_repointed_or_moved_rootfs_path_resolves_again(tmp_path: Path) -> None
     link.unlink()
     link.symlink_to(moved)
     assert make_spec(rootfs=link, idmap=IDMAP).layers == (str(moved),)
+    # a path without symlinks, kept, then replaced by a symlink to elsewhere
+    c = tmp_path / "c"
+    (c / "etc").mkdir(parents=True)
+    assert make_spec(rootfs=c, idmap=IDMAP).layers == (str(c),)
+    assert make_spec(rootfs=c, idmap=IDMAP).layers == (str(c),)  # kept
+    c.rename(tmp_path / "c-old")
+    c.symlink_to(a)
+    assert make_spec(rootfs=c, idmap=IDMAP).layers == (str(a),)
 
 
 def test_valid_spec_is_normalised(rootfs: Path, src: Path, tmp_path: Path) -> None:
