@@ -51,26 +51,28 @@ class AsyncSandbox(SandboxBase):
 
     async def start(self) -> AsyncSandbox:
         launched = self._launch()
-        try:
-            if not self._was_warm:  # else set up ahead of time: its READY came already
+        while True:
+            try:
                 with anyio.fail_after(START_TIMEOUT):
                     await anyio.wait_readable(launched.ctl)
                 reply, fd = recv_reply(launched.ctl)
                 if fd is not None:
                     os.close(fd)
-                if reply.type != protocol.REP_READY:
-                    raise setup_error(reply)
-        except SandboxClosed as e:
-            self._reap(launched)
-            raise LaunchError("setup", 0, "", "the init died during setup") from e
-        except TimeoutError as e:
-            self._reap(launched)
-            raise LaunchError(
-                "setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s"
-            ) from e
-        except BaseException:
-            self._reap(launched)
-            raise
+                if reply.type == protocol.REP_READY:
+                    break
+                err: BaseException = setup_error(reply)
+            except SandboxClosed as e:
+                err = LaunchError("setup", 0, "", "the init died during setup")
+                err.__cause__ = e
+            except TimeoutError as e:
+                self._reap(launched)
+                raise LaunchError(
+                    "setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s"
+                ) from e
+            except BaseException:
+                self._reap(launched)
+                raise
+            launched = self._setup_failed(launched, err)
         self._launched = launched
         try:
             await files.run_async(self._after_start_op(), self._roundtrip)

@@ -250,15 +250,29 @@ class SandboxBase:
             raise SandboxClosed("this sandbox was closed: make a new Sandbox")
         if self._launched is not None:
             raise SandboxClosed("this sandbox is already started")
-        umap = self._spec.idmap.uid_map()
         # the sandbox's cgroup first (where its limits need one): its execs' are children of it
         self._group = cgroup.make_sandbox_group(self._limits)
         if self._warm:
             pool = _warm.pool()
             launched = pool.take(self._spec)
             if launched is not None:
-                self._was_warm = True  # its READY came already
+                self._was_warm = True  # its READY is read as a cold one's
                 return launched
+        return self._launch_cold()
+
+    def _setup_failed(self, launched: _core.Launched, err: BaseException) -> _core.Launched:
+        """The first reply was not READY.  A warm sandbox's failure (made
+        ahead, by another thread, maybe at a worse time) is not the caller's:
+        it is launched cold instead, and a failure then is its own."""
+        if not self._was_warm:
+            self._reap(launched)
+            raise err
+        _core.reap(launched)
+        self._was_warm = False
+        return self._launch_cold()
+
+    def _launch_cold(self) -> _core.Launched:
+        umap = self._spec.idmap.uid_map()
         netns = netpool.pool.take(returned=self._net is None)
         try:
             spec = self._spec

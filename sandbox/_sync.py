@@ -52,23 +52,24 @@ class Sandbox(SandboxBase):
 
     def start(self) -> Sandbox:
         launched = self._launch()
-        try:
-            if self._was_warm:
-                pass  # set up ahead of time: its READY came already
-            elif not _wait_readable(launched.ctl, START_TIMEOUT):
-                raise LaunchError("setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s")
-            else:
+        while True:
+            try:
+                if not _wait_readable(launched.ctl, START_TIMEOUT):
+                    why = f"the init did not finish its setup in {START_TIMEOUT} s"
+                    raise LaunchError("setup", 110, "", why)
                 reply, fd = recv_reply(launched.ctl)
                 if fd is not None:
                     os.close(fd)
-                if reply.type != protocol.REP_READY:
-                    raise setup_error(reply)
-        except SandboxClosed as e:
-            self._reap(launched)
-            raise LaunchError("setup", 0, "", "the init died during setup") from e
-        except BaseException:
-            self._reap(launched)
-            raise
+                if reply.type == protocol.REP_READY:
+                    break
+                err: BaseException = setup_error(reply)
+            except SandboxClosed as e:
+                err = LaunchError("setup", 0, "", "the init died during setup")
+                err.__cause__ = e
+            except BaseException:
+                self._reap(launched)
+                raise
+            launched = self._setup_failed(launched, err)
         self._launched = launched
         try:
             files.run_sync(self._after_start_op(), self._roundtrip)

@@ -77,3 +77,27 @@ def test_warm_takes_a_boolean(busybox_rootfs) -> None:
     with pytest.raises(ConfigError) as e:
         Sandbox(rootfs=busybox_rootfs, warm="yes")  # type: ignore[arg-type]
     assert e.value.option == "warm"
+
+
+def test_a_warm_sandbox_whose_setup_failed_is_replaced_by_a_cold_start(busybox_rootfs, monkeypatch) -> None:
+    """The start that takes a warm sandbox reads its READY: a setup that
+    failed there (made ahead, by another thread) is not the caller's, whose
+    own launch then runs."""
+    from sandbox import Mount
+    from sandbox.spec import make_spec
+
+    # a plan whose setup fails: a directory mounted onto a file of the image
+    bad = make_spec(rootfs=busybox_rootfs, mounts=[Mount("/tmp", "/etc/passwd")])
+    taken = []
+
+    def take(self, spec):
+        launched = warm.start_ahead(bad)
+        taken.append(launched)
+        return launched
+
+    monkeypatch.setattr(warm.WarmPool, "take", take)
+    with Sandbox(rootfs=busybox_rootfs) as sb:
+        assert sb.exec(["cat", "/etc/hostname"]).stdout == b"sandbox\n"
+        assert not sb._was_warm  # taken warm, then launched cold
+    assert len(taken) == 1 and taken[0] is not None
+    assert taken[0].ctl.fileno() == -1  # the failed one was reaped: its fds are closed
