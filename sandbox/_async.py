@@ -25,7 +25,6 @@ from ._base import (
     read_stream,
     recv_reply,
     send_request,
-    setup_error,
     stdin_bytes,
 )
 from .collector import Collector, drain
@@ -55,15 +54,7 @@ class AsyncSandbox(SandboxBase):
             try:
                 with anyio.fail_after(START_TIMEOUT):
                     await anyio.wait_readable(launched.ctl)
-                reply, fd = recv_reply(launched.ctl)
-                if fd is not None:
-                    os.close(fd)
-                if reply.type == protocol.REP_READY:
-                    break
-                err: BaseException = setup_error(reply)
-            except SandboxClosed as e:
-                err = LaunchError("setup", 0, "", "the init died during setup")
-                err.__cause__ = e
+                err = self._first_reply(launched)
             except TimeoutError as e:
                 self._reap(launched)
                 raise LaunchError(
@@ -72,6 +63,8 @@ class AsyncSandbox(SandboxBase):
             except BaseException:
                 self._reap(launched)
                 raise
+            if err is None:
+                break
             launched = self._setup_failed(launched, err)
         self._launched = launched
         try:

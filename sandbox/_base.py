@@ -260,6 +260,20 @@ class SandboxBase:
                 return launched
         return self._launch_cold()
 
+    @staticmethod
+    def _first_reply(launched: _core.Launched) -> BaseException | None:
+        """Read the init's first reply (it is there): None for READY, else
+        why the setup failed."""
+        try:
+            reply, fd = recv_reply(launched.ctl)
+        except SandboxClosed as e:
+            err = LaunchError("setup", 0, "", "the init died during setup")
+            err.__cause__ = e
+            return err
+        if fd is not None:
+            os.close(fd)
+        return None if reply.type == protocol.REP_READY else setup_error(reply)
+
     def _setup_failed(self, launched: _core.Launched, err: BaseException) -> _core.Launched:
         """The first reply was not READY.  A warm sandbox's failure (made
         ahead, by another thread, maybe at a worse time) is not the caller's:

@@ -22,11 +22,10 @@ from ._base import (
     read_stream,
     recv_reply,
     send_request,
-    setup_error,
     stdin_bytes,
 )
 from .collector import Collector, drain
-from .errors import LaunchError, ProtocolError, SandboxClosed, SandboxError
+from .errors import LaunchError, ProtocolError, SandboxError
 from .files import Files
 from .limits import Limits, check_limits
 from .result import ExecResult
@@ -57,18 +56,12 @@ class Sandbox(SandboxBase):
                 if not _wait_readable(launched.ctl, START_TIMEOUT):
                     why = f"the init did not finish its setup in {START_TIMEOUT} s"
                     raise LaunchError("setup", 110, "", why)
-                reply, fd = recv_reply(launched.ctl)
-                if fd is not None:
-                    os.close(fd)
-                if reply.type == protocol.REP_READY:
-                    break
-                err: BaseException = setup_error(reply)
-            except SandboxClosed as e:
-                err = LaunchError("setup", 0, "", "the init died during setup")
-                err.__cause__ = e
+                err = self._first_reply(launched)
             except BaseException:
                 self._reap(launched)
                 raise
+            if err is None:
+                break
             launched = self._setup_failed(launched, err)
         self._launched = launched
         try:
