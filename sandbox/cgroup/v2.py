@@ -117,9 +117,14 @@ class V2Group(Group):
         d = self.dir
         self.prepare(
             [f"{d}/memory.max", f"{d}/memory.swap.max", f"{d}/pids.max", f"{d}/cpu.max"],
-            [f"{d}/cpu.stat", f"{d}/memory.peak", f"{d}/memory.events", f"{d}/pids.events", f"{d}/pids.peak"],
+            self._usage_files(),
             sandbox,
         )
+
+    def _usage_files(self) -> list[str]:
+        """What usage() reads, in its order."""
+        names = ("cpu.stat", "memory.peak", "memory.events", "pids.events", "pids.peak")
+        return [f"{self.dir}/{f}" for f in names]
 
     def _open_attach(self) -> list[int]:
         return [os.open(f"{self.dir}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)]
@@ -131,14 +136,15 @@ class V2Group(Group):
         return self._keyed(f"{self.dir}/pids.events").get("max", 0)
 
     def usage(self) -> Usage:
-        st = self._keyed(f"{self.dir}/cpu.stat")
+        cpu, peak, events, pids, pids_peak = self._read_many(self._usage_files())
+        st = _fs.parse_keyed(cpu)
         return Usage(
             cpu_user=st.get("user_usec", 0) / 1e6,
             cpu_sys=st.get("system_usec", 0) / 1e6,
-            max_memory=self._ri(f"{self.dir}/memory.peak"),
-            oom_kills=self._keyed(f"{self.dir}/memory.events").get("oom_kill", 0),
-            pids_refused=self.pids_refused(),
-            pids_peak=self._ri(f"{self.dir}/pids.peak", -1),
+            max_memory=_fs.to_int(peak),
+            oom_kills=_fs.parse_keyed(events).get("oom_kill", 0),
+            pids_refused=_fs.parse_keyed(pids).get("max", 0),
+            pids_peak=_fs.to_int(pids_peak, -1),
         )
 
     def kill(self) -> None:
