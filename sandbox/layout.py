@@ -189,15 +189,12 @@ def _mask_proc(p: Plan, null: str) -> None:
     inode a sandbox could then touch)."""
     for f in MASKED_FILES:
         p.mount(null, f, "", MS_BIND, optional=True)  # optional: absent on some kernels
+    # one empty, read-only tmpfs (in the staging dir) bound onto each: a
+    # bind copies its source mount's flags, and costs less than a superblock
+    p.mkdir("empty", 0o555)
+    p.mount("tmpfs", "empty", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555")
     for d in MASKED_DIRS:
-        p.mount(
-            "tmpfs",
-            d,
-            "tmpfs",
-            MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-            "size=0,mode=0555",
-            optional=True,
-        )
+        p.mount("empty", d, "", MS_BIND, optional=True)
     for d in READ_ONLY:
         p.mount(d, d, "", MS_BIND | MS_REC, optional=True)
         p.remount(d, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)

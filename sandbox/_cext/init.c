@@ -218,6 +218,15 @@ static int open_parent(const char *path, char *base, size_t basesz)
     return open_at_root(dir, O_PATH | O_DIRECTORY, 0);
 }
 
+static int proc_fd = -1; /* the new root's /proc, while a run of targets in it lasts */
+
+static void drop_proc_fd(void)
+{
+    if (proc_fd >= 0)
+        xclose(proc_fd);
+    proc_fd = -1;
+}
+
 /* A target for mount(2): a path naming exactly the file resolved above,
  * through the host's /proc (still mounted before the pivot). */
 static int target_path(const char *path, char *out, size_t outsz, int *fd)
@@ -228,6 +237,25 @@ static int target_path(const char *path, char *out, size_t outsz, int *fd)
         rt_append(out, outsz, path);
         return 0;
     }
+    /* The masks of /proc entries (two dozen): past /proc itself, what they
+     * name is in the sandbox's own procfs, the kernel's entries and not the
+     * image's files.  So only /proc is resolved in the root, once for the
+     * run of them: an openat2 and a close less per mask.  Any other target
+     * ends the run (it could be a mount over /proc). */
+    const char *name = path + 6; /* one component under /proc, not "." nor ".." */
+    if (rt_startswith(path, "/proc/") && *name && !rt_haschr(name, '/') && !rt_streq(name, ".") &&
+        !rt_streq(name, "..") && rt_strlen(path) + 24 < outsz) {
+        if (proc_fd < 0 && (proc_fd = open_at_root("/proc", O_PATH | O_DIRECTORY, 0)) < 0) {
+            int e = proc_fd;
+            proc_fd = -1;
+            return e;
+        }
+        rt_append(out, outsz, "/proc/self/fd/");
+        rt_append_uint(out, outsz, (unsigned long)proc_fd);
+        rt_append(out, outsz, path + 5);
+        return 0;
+    }
+    drop_proc_fd();
     *fd = open_at_root(path, O_PATH, 0);
     if (*fd < 0)
         return *fd;
@@ -392,6 +420,7 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
         if (root_fd >= 0)
             xclose(root_fd);
         root_fd = -1;
+        drop_proc_fd();
         break;
     case SBX_OP_HOSTNAME:
         *what = "sethostname";
