@@ -54,6 +54,12 @@ int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
         /* stdin: we write, the command reads; stdout/stderr the other way */
         mine[1 + s] = s == 0 ? p[1] : p[0];
         theirs[n++] = s == 0 ? p[0] : p[1];
+        /* ours non-blocking (its own open file, the command's end stays
+         * blocking): sbx_io_wait then never sets it */
+        if (fcntl(mine[1 + s], F_SETFL, O_NONBLOCK) < 0) {
+            err = errno;
+            goto out;
+        }
     }
     int nfar = n;
     for (int i = 0; i < nextra; i++)
@@ -181,10 +187,7 @@ static int drain(struct sbx_io *io)
     for (int s = 0; s < 2; s++) {
         if (io->out_fd[s] < 0)
             continue;
-        int fl = fcntl(io->out_fd[s], F_GETFL);
-        if (fl >= 0)
-            fcntl(io->out_fd[s], F_SETFL, fl | O_NONBLOCK);
-        for (int i = 0; i < DRAIN_READS; i++) {
+        for (int i = 0; i < DRAIN_READS; i++) { /* non-blocking since sbx_exec_send */
             int over = 0;
             int r = read_stream(io, s, &over);
             if (r == -EAGAIN || r == 0)
@@ -200,11 +203,6 @@ int sbx_io_wait(struct sbx_io *io, long long deadline_ns)
 {
     if (io->in_fd >= 0 && io->input_off >= io->input_len)
         close_fd(&io->in_fd); /* nothing (more) to write: the command sees EOF */
-    else if (io->in_fd >= 0) {
-        int fl = fcntl(io->in_fd, F_GETFL);
-        if (fl >= 0 && !(fl & O_NONBLOCK))
-            fcntl(io->in_fd, F_SETFL, fl | O_NONBLOCK);
-    }
     for (;;) {
         struct pollfd p[4];
         int who[4], n = 0;

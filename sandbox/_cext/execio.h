@@ -44,6 +44,7 @@ struct sbx_io {
 int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
                   const int *extra, int nextra, int *mine);
 /* Move stdin and output until something for the caller: SBX_IO_*, or -errno.
+ * The fds are sbx_exec_send's (our pipe ends are non-blocking).
  * After an EXITED record the output left in the pipes is read too.
  * deadline_ns: CLOCK_MONOTONIC, -1 for none. */
 int sbx_io_wait(struct sbx_io *io, long long deadline_ns);

@@ -590,6 +590,9 @@ struct child {
     struct sbx_fail fail;
 };
 static unsigned char child_stack[64 * 1024] __attribute__((aligned(16)));
+/* The sandbox's /dev/null, opened once (serve): a stream an exec does not
+ * pipe is a dup of it, one openat less per exec.  -1: opened per exec. */
+static int null_fd[2] = {-1, -1}; /* for reading (stdin), for writing */
 
 static int child_fail(struct child *c, uint32_t stage, int err, const char *detail)
 {
@@ -619,7 +622,9 @@ static int child_main(void *arg)
     if ((e = (int)SYS0(SYS_setsid)) < 0)
         return child_fail(c, SBX_ST_SETSID, -e, "setsid");
     for (int k = 0; k < 3; k++) {
-        int fd = c->stream[k] >= 0 ? c->stream[k] : xopen("/dev/null", k ? O_WRONLY : O_RDONLY, 0);
+        int fd = c->stream[k] >= 0   ? c->stream[k]
+                 : null_fd[k > 0] >= 0 ? null_fd[k > 0]
+                                       : xopen("/dev/null", k ? O_WRONLY : O_RDONLY, 0);
         if (fd < 0 || (e = xdup2(fd, k)) < 0)
             return child_fail(c, SBX_ST_STDIO, fd < 0 ? -fd : -e, "/dev/null");
     }
@@ -1141,6 +1146,8 @@ static void serve(void)
     int sfd = (int)SYS4(SYS_signalfd4, -1, &chld, 8, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         sys_exit(1);
+    null_fd[0] = xopen("/dev/null", O_RDONLY | O_CLOEXEC, 0); /* past the pivot: the sandbox's */
+    null_fd[1] = xopen("/dev/null", O_WRONLY | O_CLOEXEC, 0);
     for (;;) {
         struct pollfd pf[3] = {{CTL_FD, POLLIN, 0}, {sfd, POLLIN, 0}, {notify_fd, POLLIN, 0}};
         long pr = SYS5(SYS_ppoll, pf, notify_fd >= 0 ? 3 : 2, 0, 0, 0);
