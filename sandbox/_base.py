@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .network.lifecycle import Attachment
 
 REDACT_MIN = 4  # bytes
+NO_LIMITS = Limits()  # frozen: one for every sandbox without limits
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
 REPLY_SIZE = 4096
 FD_SPACE = socket.CMSG_SPACE(4 * 4)
@@ -197,7 +198,7 @@ class SandboxBase:
             _network.warm_up()
         if not isinstance(warm, bool):
             raise ConfigError("warm", f"expected True or False, got {warm!r}")
-        lim = check_limits("limits", limits) or Limits()
+        lim = check_limits("limits", limits) or NO_LIMITS
         if disk is not None and lim.disk is not None:
             raise ConfigError("disk", "given twice, as disk= and as limits.disk: keep one")
         if disk is None:

@@ -351,3 +351,22 @@ def test_sandbox_constructor_validates(rootfs: Path, src: Path, tmp_path: Path) 
 def test_config_error_is_a_value_error(rootfs: Path) -> None:
     with pytest.raises(ValueError):
         make_spec(rootfs="relative", idmap=IDMAP)
+
+
+def test_the_built_in_profile_names_agree_with_seccomp() -> None:
+    from sandbox import seccomp, spec
+
+    assert spec._BUILTIN_PROFILES == seccomp.BUILTIN
+
+
+def test_options_given_again_give_the_kept_spec_only_while_the_rootfs_is_the_same(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    (a / "etc").mkdir(parents=True)
+    s1 = make_spec(rootfs=str(a), idmap=IDMAP, hostname="h1")
+    assert make_spec(rootfs=str(a), idmap=IDMAP, hostname="h1") is s1  # kept
+    assert make_spec(rootfs=str(a), idmap=IDMAP, hostname="h2").hostname == "h2"
+    with pytest.raises(ConfigError, match="read_only"):
+        make_spec(rootfs=str(a), idmap=IDMAP, hostname="h1", read_only=1)  # 1 is not True
+    a.rename(tmp_path / "gone")
+    with pytest.raises(ConfigError, match="rootfs"):
+        make_spec(rootfs=str(a), idmap=IDMAP, hostname="h1")  # looked at again
