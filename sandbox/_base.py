@@ -282,9 +282,13 @@ class SandboxBase:
         if not self._was_warm:
             self._reap(launched)
             raise err
-        _core.reap(launched)
         self._was_warm = False
-        return self._launch_cold()
+        try:
+            _core.reap(launched)
+        except BaseException:
+            self._drop_group()
+            raise
+        return self._launch_cold()  # drops the group itself if it fails
 
     def _launch_cold(self) -> _core.Launched:
         umap = self._spec.idmap.uid_map()
@@ -344,9 +348,13 @@ class SandboxBase:
             _network.detach(att)
 
     def _ctl(self) -> socket.socket:
-        if self._launched is None:
+        return self._running().ctl
+
+    def _running(self) -> _core.Launched:
+        launched = self._launched
+        if launched is None:
             raise SandboxClosed("the sandbox is not running: use it as a context manager or call start()")
-        return self._launched.ctl
+        return launched
 
     def close(self) -> None:
         """Stop every process of the sandbox and free what it held (in the

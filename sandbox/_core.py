@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -89,6 +89,9 @@ class Launched:
     pidfd: int
     ctl: socket.socket
     netns: int | None = None  # the network namespace it runs in, when it may be used again
+    # Held while a C call sends on ctl by its number (sandbox/execio.py):
+    # closed meanwhile, the number could be reused by another socket.
+    sending: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def _close_fd(fd: int) -> None:
@@ -130,7 +133,8 @@ def collect(launched: Launched) -> None:
     except ChildProcessError:
         pass
     os.close(launched.pidfd)
-    launched.ctl.close()
+    with launched.sending:
+        launched.ctl.close()
     netns, launched.netns = launched.netns, None
     if netns is not None:
         netns_sink(netns)

@@ -156,20 +156,19 @@ class Sandbox(SandboxBase):
         data = stdin_bytes(stdin)
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         lim = check_limits("limits", limits)
-        ctl = self._ctl()
+        launched = self._running()
         u = files.run_sync(self._user_op(uspec), self._roundtrip)
         # quiet: no start record, only the exit record (one wakeup less)
         streams = (PIPE if data is not None else DEVNULL, PIPE, PIPE)
         sp = self._prepare_spawn(streams, u, t, args, extra, wd, True, None, lim, make_pipes=False)
-        extra_fds, sp.theirs = sp.theirs, []  # execio.send closes them
         try:
-            fds = execio.send(ctl.fileno(), sp.msg, sp.mask & 7, extra_fds)
+            fds = execio.send(launched, sp.msg, sp.mask & 7, sp.theirs)  # empties sp.theirs
         except BaseException:
             sp.abort()
             raise
-        if self._warm:
-            _warm.pool().kick()  # the next warm sandbox is made while this exec runs
-        r = execio.collect(sp.col, fds, data, lambda: self._kill_exec(sp.req_id))
+        # the next warm sandbox is made while this exec runs
+        kick = _warm.pool().kick if self._warm else None
+        r = execio.collect(sp.col, fds, data, lambda: self._kill_exec(sp.req_id), kick)
         return r.check() if check else r
 
     def _kill_exec(self, req_id: int, sig: int = signal.SIGKILL) -> None:

@@ -13,26 +13,29 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from . import protocol
+from . import _core, protocol
 from ._core import ffi, lib
 from .collector import Collector
 from .errors import ProtocolError, SandboxClosed, SandboxError
 from .result import ExecResult
 
 
-def send(ctl: int, msg: bytes, pipes: int, extra: Sequence[int]) -> tuple[int, int, int, int]:
+def send(launched: _core.Launched, msg: bytes, pipes: int, extra: list[int]) -> tuple[int, int, int, int]:
     """Send an exec request with a new reply socket and the pipes of `pipes`
-    (bit 0 stdin, 1 stdout, 2 stderr), then `extra` (closed here in every
-    case).  Our ends: (reply, stdin, stdout, stderr), -1 where none."""
-    if ctl < 0:
-        for fd in extra:
-            os.close(fd)
-        raise SandboxClosed("the sandbox was closed meanwhile")
+    (bit 0 stdin, 1 stdout, 2 stderr), then the fds of `extra`, which the
+    call closes and removes from the list.  Our ends: (reply, stdin, stdout,
+    stderr), -1 where none."""
     mine = ffi.new("int[4]")
-    ex = ffi.new("int[]", list(extra)) if extra else ffi.NULL
-    rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(extra), mine)
+    ex = ffi.new("int[]", extra) if extra else ffi.NULL
+    with launched.sending:  # its ctl is not closed meanwhile (_core.collect)
+        ctl = launched.ctl.fileno()
+        if ctl < 0:
+            rc = -errno.EPIPE  # closed by now
+        else:
+            rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(extra), mine)
+            extra.clear()  # closed by the call
     if rc == -errno.EPIPE:
         raise SandboxClosed("the sandbox is gone: its init exited")
     if rc < 0:
@@ -41,21 +44,28 @@ def send(ctl: int, msg: bytes, pipes: int, extra: Sequence[int]) -> tuple[int, i
 
 
 def collect(
-    col: Collector, fds: tuple[int, int, int, int], data: bytes | None, kill: Callable[[], None]
+    col: Collector,
+    fds: tuple[int, int, int, int],
+    data: bytes | None,
+    kill: Callable[[], None],
+    first: Callable[[], None] | None = None,
 ) -> ExecResult:
     """Feed `data` to stdin and collect stdout and stderr until the exit
     record; `kill` ends the command (for a deadline or an output cap).  The
-    fds are closed on return."""
-    io = ffi.new("struct sbx_io *")
-    io.reply, io.in_fd = fds[0], fds[1]
-    io.out_fd[0], io.out_fd[1] = fds[2], fds[3]
-    keep = ffi.from_buffer(data) if data else None  # alive while the loop runs
-    if keep is not None:
-        io.input, io.input_len = keep, len(data or b"")
-    cap = col.limits.output
-    io.cap = -1 if cap is None else int(cap)
-    io.close_on_cap = 1 if col.limits.closes_output else 0
+    fds are closed on return.  `first` runs before the wait, where an
+    exception ends the command as an interruption does."""
+    io = None
     try:
+        io = ffi.new("struct sbx_io *")
+        io.reply, io.in_fd, io.out_fd[0], io.out_fd[1] = fds  # sbx_io_free closes them
+        keep = ffi.from_buffer(data) if data else None  # alive while the loop runs
+        if keep is not None:
+            io.input, io.input_len = keep, len(data or b"")
+        cap = col.limits.output
+        io.cap = -1 if cap is None else int(cap)
+        io.close_on_cap = 1 if col.limits.closes_output else 0
+        if first is not None:
+            first()
         while True:
             deadline = None if col.killed else col.deadline
             rc = lib.sbx_io_wait(io, -1 if deadline is None else int(deadline * 1e9))
@@ -101,5 +111,10 @@ def collect(
                 pass
         raise
     finally:
-        lib.sbx_io_free(io)
+        if io is not None:
+            lib.sbx_io_free(io)
+        else:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
     return col.result()

@@ -819,11 +819,15 @@ _lock = threading.Lock()
 
 
 def clear_memory_cache() -> None:
-    """Forget the compiled programs held in memory (the disk cache stays)."""
+    """Forget the compiled programs held in memory (the disk cache stays),
+    and the Specs that carry them (sandbox/spec.py)."""
+    from . import spec
+
     with _lock:
         _programs.clear()
         _files.clear()
         _builtins.clear()
+    spec.forget_specs()
 
 
 def cache_dir() -> Path:

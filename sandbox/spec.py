@@ -255,6 +255,11 @@ def make_spec(**options: object) -> Spec:
     return spec
 
 
+def forget_specs() -> None:
+    """Drop the kept Specs (seccomp.clear_memory_cache: they hold programs)."""
+    _specs.clear()
+
+
 def _spec_key(o: Mapping[str, object]) -> tuple[object, ...] | None:
     """The options as a key, with their types (True is not 1 here); None
     for what is not hashable as given (an env dict, a list of layers...)

@@ -106,46 +106,44 @@ static long long now_ns(void)
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* Keep what fits under the cap; 1 when the stream is now over it. */
-static int keep(struct sbx_io *io, int s, const unsigned char *data, size_t n)
+/* Room for CHUNK more bytes in buf[s]: past the cap too, where a read
+ * lands before it is dropped (kept output is at most cap + CHUNK). */
+static int room(struct sbx_io *io, int s)
 {
-    if (io->cap >= 0) {
-        size_t room = io->len[s] >= (size_t)io->cap ? 0 : (size_t)io->cap - io->len[s];
-        if (n > room) {
-            n = room;
-            io->truncated = 1;
-        }
-    }
-    if (n) {
-        if (io->len[s] + n > io->size[s]) {
-            size_t want = io->size[s] ? io->size[s] : CHUNK;
-            while (want < io->len[s] + n)
-                want *= 2;
-            unsigned char *b = realloc(io->buf[s], want);
-            if (!b)
-                return -ENOMEM;
-            io->buf[s] = b;
-            io->size[s] = want;
-        }
-        memcpy(io->buf[s] + io->len[s], data, n);
-        io->len[s] += n;
-    }
-    return io->truncated && io->cap >= 0 && io->len[s] >= (size_t)io->cap;
+    if (io->len[s] + CHUNK <= io->size[s])
+        return 0;
+    size_t want = io->size[s] ? io->size[s] : CHUNK;
+    while (want < io->len[s] + CHUNK)
+        want *= 2;
+    unsigned char *b = realloc(io->buf[s], want);
+    if (!b)
+        return -ENOMEM;
+    io->buf[s] = b;
+    io->size[s] = want;
+    return 0;
 }
 
-/* One read of a stream: 1 data, 0 end (EOF, or EIO of a pty), -EAGAIN, -errno. */
+/* One read of a stream into buf[s], kept up to the cap: 1 data, 0 end (EOF,
+ * or EIO of a pty), -EAGAIN, -errno.  *over: the stream is over the cap. */
 static int read_stream(struct sbx_io *io, int s, int *over)
 {
-    unsigned char chunk[CHUNK];
-    ssize_t r = read(io->out_fd[s], chunk, sizeof chunk);
+    if (room(io, s) < 0)
+        return -ENOMEM;
+    ssize_t r = read(io->out_fd[s], io->buf[s] + io->len[s], CHUNK);
     if (r < 0)
         return errno == EIO ? 0 : -errno;
     if (r == 0)
         return 0;
-    int k = keep(io, s, chunk, (size_t)r);
-    if (k < 0)
-        return k;
-    *over = k;
+    size_t n = (size_t)r;
+    if (io->cap >= 0) {
+        size_t left = io->len[s] >= (size_t)io->cap ? 0 : (size_t)io->cap - io->len[s];
+        if (n > left) {
+            n = left;
+            io->truncated = 1;
+        }
+    }
+    io->len[s] += n;
+    *over = io->truncated && io->cap >= 0 && io->len[s] >= (size_t)io->cap;
     return 1;
 }
 

@@ -229,7 +229,7 @@ static void drop_proc_fd(void)
 
 /* A target for mount(2): a path naming exactly the file resolved above,
  * through the host's /proc (still mounted before the pivot). */
-static int target_path(const char *path, char *out, size_t outsz, int *fd)
+static int target_path(const char *path, char *out, size_t outsz, int *fd, int proc_run)
 {
     *fd = -1;
     out[0] = 0;
@@ -241,10 +241,11 @@ static int target_path(const char *path, char *out, size_t outsz, int *fd)
      * name is in the sandbox's own procfs, the kernel's entries and not the
      * image's files.  So only /proc is resolved in the root, once for the
      * run of them: an openat2 and a close less per mask.  Any other target
-     * ends the run (it could be a mount over /proc). */
+     * ends the run (it could be a mount over /proc).  Not for ATTACH (user
+     * mounts): move_mount does not follow a last symlink as mount(2) does. */
     const char *name = path + 6; /* one component under /proc, not "." nor ".." */
-    if (rt_startswith(path, "/proc/") && *name && !rt_haschr(name, '/') && !rt_streq(name, ".") &&
-        !rt_streq(name, "..") && rt_strlen(path) + 24 < outsz) {
+    if (proc_run && rt_startswith(path, "/proc/") && *name && !rt_haschr(name, '/') &&
+        !rt_streq(name, ".") && !rt_streq(name, "..") && rt_strlen(path) + 24 < outsz) {
         if (proc_fd < 0 && (proc_fd = open_at_root("/proc", O_PATH | O_DIRECTORY, 0)) < 0) {
             int e = proc_fd;
             proc_fd = -1;
@@ -341,14 +342,14 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
         *what = s2 ? s2 : "mount";
         if (!s1)
             return -EINVAL;
-        if ((r = target_path(s1, tgt, sizeof tgt, &tfd)) == 0)
+        if ((r = target_path(s1, tgt, sizeof tgt, &tfd, 1)) == 0)
             r = xmount(s0, tgt, s2, (unsigned long)op->a, s3);
         break;
     case SBX_OP_REMOUNT:
         *what = "remount";
         if (!s0)
             return -EINVAL;
-        if ((r = target_path(s0, tgt, sizeof tgt, &tfd)) == 0)
+        if ((r = target_path(s0, tgt, sizeof tgt, &tfd, 1)) == 0)
             r = xmount(NULL, tgt, NULL, MS_REMOUNT | MS_BIND | (unsigned long)op->a, NULL);
         break;
     case SBX_OP_MKDIR:
@@ -393,7 +394,7 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t nfds, 
         if (!s0 || op->a >= nfds)
             return -EBADF;
         /* move_mount does not follow a magic link at its target: pass the fd */
-        if ((r = target_path(s0, tgt, sizeof tgt, &tfd)) == 0) {
+        if ((r = target_path(s0, tgt, sizeof tgt, &tfd, 0)) == 0) {
             if (tfd >= 0)
                 r = (int)SYS5(SYS_move_mount, FIRST_TREE_FD + (int)op->a, "", tfd, "",
                               MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);

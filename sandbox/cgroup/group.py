@@ -112,7 +112,8 @@ class Group(ABC):
 
     def _read_many(self, paths: list[str]) -> list[str]:
         """_r() of each path, in two C calls (sandbox/fsbatch.py)."""
-        self._open_files([p for p in paths if p not in self._files], os.O_RDONLY)
+        missing = (errno.ENOENT, errno.ENODEV)  # ENODEV: a group removed meanwhile (kernfs)
+        self._open_files([p for p in paths if p not in self._files], os.O_RDONLY, missing)
         fds = [self._files.get(p, -1) for p in paths]
         out = []
         for got in fsbatch.pread_many(fds):
@@ -124,14 +125,14 @@ class Group(ABC):
                 raise OSError(-got, os.strerror(-got))
         return out
 
-    def _open_files(self, paths: list[str], flags: int) -> None:
+    def _open_files(self, paths: list[str], flags: int, missing: tuple[int, ...] = (errno.ENOENT,)) -> None:
         """Open these files into _files at once; missing ones are skipped
         (not on this kernel or host: memsw, pids.peak...)."""
         err = None
         for p, fd in zip(paths, fsbatch.open_many(paths, flags), strict=True):
             if fd >= 0:
                 self._files[p] = fd
-            elif fd != -errno.ENOENT and err is None:
+            elif -fd not in missing and err is None:
                 err = OSError(-fd, os.strerror(-fd), p)
         if err is not None:
             raise err

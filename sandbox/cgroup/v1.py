@@ -272,7 +272,7 @@ class V1Group(Group):
         _fs.kill_listed(f"{self._dir('pids')}/cgroup.procs")
 
     def _rmdirs(self, tries: int) -> bool:
-        ok = True
+        ok, err = True, None
         items = list(self.dirs.items())
         # the first try of all of them in one C call; a busy one is tried again as before
         for (c, d), r in zip(items, fsbatch.rmdir_many([d for _, d in items]), strict=True):
@@ -280,6 +280,8 @@ class V1Group(Group):
                 del self.dirs[c]
             elif r == -errno.EBUSY:
                 ok = False
-            else:
-                raise OSError(-r, os.strerror(-r), d)
+            elif err is None:
+                err = OSError(-r, os.strerror(-r), d)  # after the others: dirs stays exact
+        if err is not None:
+            raise err
         return ok
