@@ -1,0 +1,55 @@
+"""sandbox.fsbatch: many file calls in one C call, each result its own
+value or -errno, in order, a failure not stopping the others."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from sandbox import fsbatch
+
+
+def test_mkdir_and_rmdir_report_each_path(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert fsbatch.mkdir_many([str(a), str(a), str(b)]) == [0, -errno.EEXIST, 0]
+    assert oct(a.stat().st_mode & 0o777) == oct(0o755 & ~_umask())
+    assert fsbatch.rmdir_many([str(a), str(tmp_path / "none"), str(tmp_path / "full"), str(b)]) == [
+        0,
+        -errno.ENOENT,
+        -errno.ENOTEMPTY,
+        0,
+    ]
+    assert not a.exists() and not b.exists()
+
+
+def test_open_pread_close(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"12345\n")
+    fds = fsbatch.open_many([str(f), str(tmp_path / "none"), str(f)], os.O_RDONLY)
+    assert fds[1] == -errno.ENOENT and fds[0] >= 0 and fds[2] >= 0
+    assert os.get_inheritable(fds[0]) is False  # O_CLOEXEC
+    assert fsbatch.pread_many([fds[0], -1, fds[2]], size=3) == [b"123", -errno.EBADF, b"123"]
+    assert fsbatch.pread_many([fds[0]]) == [b"12345\n"]  # at offset 0 each time
+    fsbatch.close_many([fds[0], fds[2]])
+    for fd in (fds[0], fds[2]):
+        try:
+            os.fstat(fd)
+        except OSError as e:
+            assert e.errno == errno.EBADF
+        else:
+            raise AssertionError(f"fd {fd} is still open")
+
+
+def test_empty_batches() -> None:
+    assert fsbatch.open_many([], os.O_RDONLY) == []
+    assert fsbatch.pread_many([]) == []
+    fsbatch.close_many([])
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
