@@ -35,6 +35,7 @@ TARGET = 2
 KEEP = 4  # closed sandboxes' groups kept for the next ones
 RETRIES = 40  # x RETRY_DELAY
 RETRY_DELAY = 0.025
+DISPOSE_DELAY = 0.005  # seconds before a disposed group is removed
 
 
 class Pool:
@@ -87,7 +88,9 @@ class Pool:
     def dispose(self, g: Group) -> None:
         g.on_spare_taken = None
         with self._cond:
-            self._trash.append((g, 0, 0.0))
+            # not at once: the caller's next steps (its close, its next start)
+            # are Python work this thread's would contend with for the lock
+            self._trash.append((g, 0, time.monotonic() + DISPOSE_DELAY))
             self._wake()
 
     def _run(self) -> None:
