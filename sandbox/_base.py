@@ -53,13 +53,26 @@ def _network_netns() -> int:
     return fd
 
 
+INIT_GONE = "the sandbox is gone: its init exited"
+REPLY_CLOSED = "the sandbox's init closed the reply channel: it died or was closed"
+OVERSIZED = "an oversized reply from the sandbox"
+
+
+def decode_reply(data: bytes) -> protocol.Reply:
+    """A reply from the sandbox (untrusted): ProtocolError when malformed."""
+    try:
+        return protocol.decode(data)
+    except protocol.Malformed as e:
+        raise ProtocolError(f"a malformed reply from the sandbox: {e}") from None
+
+
 def send_request(ctl: socket.socket, msg: bytes, fds: Sequence[int]) -> None:
     """One request and its fds, as one atomic SEQPACKET message: safe from
     several threads at once."""
     try:
         ctl.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     except (BrokenPipeError, ConnectionResetError) as e:
-        raise SandboxClosed("the sandbox is gone: its init exited") from e
+        raise SandboxClosed(INIT_GONE) from e
 
 
 def recv_reply(sock: socket.socket) -> tuple[protocol.Reply, int | None]:
@@ -82,17 +95,17 @@ def recv_reply(sock: socket.socket) -> tuple[protocol.Reply, int | None]:
     if not data:
         if fd is not None:
             os.close(fd)
-        raise SandboxClosed("the sandbox's init closed the reply channel: it died or was closed")
+        raise SandboxClosed(REPLY_CLOSED)
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         if fd is not None:
             os.close(fd)
-        raise ProtocolError("an oversized reply from the sandbox")
+        raise ProtocolError(OVERSIZED)
     try:
-        return protocol.decode(data), fd
-    except protocol.Malformed as e:
+        return decode_reply(data), fd
+    except ProtocolError:
         if fd is not None:
             os.close(fd)
-        raise ProtocolError(f"a malformed reply from the sandbox: {e}") from None
+        raise
 
 
 def setup_error(reply: protocol.Reply) -> Exception:

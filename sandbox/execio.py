@@ -15,7 +15,8 @@ import errno
 import os
 from collections.abc import Callable
 
-from . import _core, protocol
+from . import _core
+from ._base import INIT_GONE, OVERSIZED, REPLY_CLOSED, decode_reply
 from ._core import ffi, lib
 from .collector import Collector
 from .errors import ProtocolError, SandboxClosed, SandboxError
@@ -37,7 +38,7 @@ def send(launched: _core.Launched, msg: bytes, pipes: int, extra: list[int]) -> 
             rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(extra), mine)
             extra.clear()  # closed by the call
     if rc == -errno.EPIPE:
-        raise SandboxClosed("the sandbox is gone: its init exited")
+        raise SandboxClosed(INIT_GONE)
     if rc < 0:
         raise OSError(-rc, f"sending an exec request: {os.strerror(-rc)}")
     return mine[0], mine[1], mine[2], mine[3]
@@ -74,10 +75,7 @@ def collect(
                 if col.verdict is None:
                     col.verdict = "output_limit"
             if rc == lib.SBX_IO_RECORD:
-                try:
-                    reply = protocol.decode(ffi.buffer(io.rec, io.rec_len)[:])
-                except protocol.Malformed as e:
-                    raise ProtocolError(f"a malformed reply from the sandbox: {e}") from None
+                reply = decode_reply(ffi.buffer(io.rec, io.rec_len)[:])
                 col.on_reply(reply)  # a failed start raises its ExecError here
                 if col.exited is not None:
                     break
@@ -90,9 +88,9 @@ def collect(
                     col.killed = True
                     kill()  # more output is read and dropped until the exit record
             elif rc == lib.SBX_IO_CLOSED:
-                raise SandboxClosed("the sandbox's init closed the reply channel: it died or was closed")
+                raise SandboxClosed(REPLY_CLOSED)
             elif rc == -errno.EMSGSIZE:
-                raise ProtocolError("an oversized reply from the sandbox")
+                raise ProtocolError(OVERSIZED)
             elif rc < 0:
                 raise OSError(-rc, f"collecting an exec's output: {os.strerror(-rc)}")
             # SBX_IO_EINTR: Python ran the signal handlers on return; go on

@@ -32,6 +32,11 @@ def _run(op: int, items: Sequence[object], arg: int = 0) -> list[int]:
     return [ops[i].result for i in range(n)]
 
 
+def error(result: int, path: str | None = None) -> OSError:
+    """The OSError for a failed result (-errno)."""
+    return OSError(-result, os.strerror(-result), path)
+
+
 def open_many(paths: Sequence[str], flags: int) -> list[int]:
     """open() each path: its fd, or -errno."""
     return _run(lib.SBX_FS_OPEN, paths, flags)

@@ -4,9 +4,10 @@ thread, so that a start only takes it.
 
 What is kept is exactly what a start would make, and nothing has ever run
 in it: an init that runs its plan (mounts, pivot_root, hostname, the filter)
-and says READY, then waits for its first request; the start that takes it
-reads that READY (a failed setup makes that start launch its own).  A sandbox with secrets or
-a bridge network is never prepared ahead (secrets are per launch, leases
+and says READY, then waits for its first request.  The thread only
+launches (the next may be launched while the last sets up); the start that
+takes one reads its READY, and a failed setup makes that start launch its
+own.  A sandbox with secrets or a bridge network is never prepared ahead (secrets are per launch, leases
 per sandbox); neither are options seen only once: a spec is warmed from
 its second sandbox on, up to PER_SPEC ahead, a few specs at most
 (MAX_SPECS), and an unused warm sandbox is stopped after TTL seconds.  The

@@ -147,6 +147,7 @@ static int read_stream(struct sbx_io *io, int s, int *over)
     return 1;
 }
 
+/* 0: a record in rec; 1: EOF (the init is gone); -errno (-EAGAIN: none yet). */
 static int recv_record(struct sbx_io *io)
 {
     union {
@@ -171,7 +172,7 @@ static int recv_record(struct sbx_io *io)
         }
     }
     if (r == 0)
-        return SBX_IO_CLOSED + 100;
+        return 1;
     if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
         return -EMSGSIZE;
     io->rec_len = (int)r;
@@ -236,7 +237,7 @@ int sbx_io_wait(struct sbx_io *io, long long deadline_ns)
                 int k = recv_record(io);
                 if (k == -EAGAIN)
                     continue;
-                if (k == SBX_IO_CLOSED + 100)
+                if (k == 1)
                     return SBX_IO_CLOSED;
                 if (k < 0)
                     return k;

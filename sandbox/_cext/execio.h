@@ -16,7 +16,6 @@
 #define SBX_IO_CAP 2      /* a stream went over the cap (close_on_cap = 0): reported once */
 #define SBX_IO_CLOSED 3   /* the reply socket closed: the init is gone */
 #define SBX_IO_EINTR 4    /* a signal came: the caller runs its handlers, then calls again */
-#define SBX_IO_REC_MAX 4096
 
 struct sbx_io {
     int reply;                  /* the exec's reply socket; fds are ours, -1 where none */
@@ -32,7 +31,7 @@ struct sbx_io {
     unsigned char *buf[2];      /* kept output (malloc), len bytes of it */
     size_t len[2];
     size_t size[2];
-    unsigned char rec[4096];    /* SBX_IO_REC_MAX */
+    unsigned char rec[4096];    /* a longer record is an error (-EMSGSIZE) */
     int rec_len;
 };
 

@@ -122,7 +122,7 @@ class Group(ABC):
             elif -got in (errno.ENOENT, errno.ENODEV, errno.EBADF):
                 out.append("")  # missing here, or a removed group (as _r)
             else:
-                raise OSError(-got, os.strerror(-got))
+                raise fsbatch.error(got)
         return out
 
     def _open_files(self, paths: list[str], flags: int, missing: tuple[int, ...] = (errno.ENOENT,)) -> None:
@@ -133,7 +133,7 @@ class Group(ABC):
             if fd >= 0:
                 self._files[p] = fd
             elif -fd not in missing and err is None:
-                err = OSError(-fd, os.strerror(-fd), p)
+                err = fsbatch.error(fd, p)
         if err is not None:
             raise err
 

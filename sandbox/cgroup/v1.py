@@ -141,7 +141,7 @@ class V1Group(Group):
                 if r == 0:
                     self.dirs[c] = d
                 elif err is None:
-                    err = OSError(-r, os.strerror(-r), d)
+                    err = fsbatch.error(r, d)
             self._drop_attach()  # opened ahead of time without these hierarchies
             if err is not None:
                 raise err
@@ -239,7 +239,7 @@ class V1Group(Group):
         bad = next((fd for fd in fds if fd < 0), None)
         if bad is not None:
             fsbatch.close_many([fd for fd in fds if fd >= 0])
-            raise OSError(-bad, os.strerror(-bad), "a cgroup's tasks file")
+            raise fsbatch.error(bad, "a cgroup's tasks file")
         return fds
 
     def _dir(self, controller: str) -> str:
@@ -281,7 +281,7 @@ class V1Group(Group):
             elif r == -errno.EBUSY:
                 ok = False
             elif err is None:
-                err = OSError(-r, os.strerror(-r), d)  # after the others: dirs stays exact
+                err = fsbatch.error(r, d)  # after the others: dirs stays exact
         if err is not None:
             raise err
         return ok
