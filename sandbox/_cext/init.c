@@ -594,6 +594,9 @@ static unsigned char child_stack[64 * 1024] __attribute__((aligned(16)));
 /* The sandbox's /dev/null, opened once (serve): a stream an exec does not
  * pipe is a dup of it, one openat less per exec.  -1: opened per exec. */
 static int null_fd[2] = {-1, -1}; /* for reading (stdin), for writing */
+/* Set once in serve(): the init's ids are 0, 0 and no supplementary group
+ * (what the default user asks for); no_new_privs is set on the init. */
+static int init_is_root, init_nnp;
 
 static int child_fail(struct child *c, uint32_t stage, int err, const char *detail)
 {
@@ -652,12 +655,16 @@ static int child_main(void *arg)
     }
     if (r->caps && (e = (int)SYS2(SYS_prctl, PR_SET_KEEPCAPS, 1)) < 0)
         return child_fail(c, SBX_ST_CAPABILITIES, -e, "keepcaps");
-    if ((e = (int)SYS2(SYS_setgroups, r->ngroups, groups_buf)) < 0)
-        return child_fail(c, SBX_ST_GROUPS, -e, "setgroups");
-    if ((e = (int)SYS3(SYS_setresgid, r->gid, r->gid, r->gid)) < 0)
-        return child_fail(c, SBX_ST_GID, -e, "setgid");
-    if ((e = (int)SYS3(SYS_setresuid, r->uid, r->uid, r->uid)) < 0)
-        return child_fail(c, SBX_ST_UID, -e, "setuid");
+    /* The init's own ids (serve() checked them: 0, 0, no groups) need no
+     * change: three system calls less for the default user. */
+    if (!(init_is_root && r->uid == 0 && r->gid == 0 && r->ngroups == 0)) {
+        if ((e = (int)SYS2(SYS_setgroups, r->ngroups, groups_buf)) < 0)
+            return child_fail(c, SBX_ST_GROUPS, -e, "setgroups");
+        if ((e = (int)SYS3(SYS_setresgid, r->gid, r->gid, r->gid)) < 0)
+            return child_fail(c, SBX_ST_GID, -e, "setgid");
+        if ((e = (int)SYS3(SYS_setresuid, r->uid, r->uid, r->uid)) < 0)
+            return child_fail(c, SBX_ST_UID, -e, "setuid");
+    }
     /* Effective, permitted, inheritable: exactly r->caps; ambient too, so a
      * non-root user keeps them across execve. */
     struct {
@@ -670,15 +677,18 @@ static int child_main(void *arg)
                     {(uint32_t)(r->caps >> 32), (uint32_t)(r->caps >> 32), (uint32_t)(r->caps >> 32)}};
     if ((e = (int)SYS2(SYS_capset, &caphdr, capdata)) < 0)
         return child_fail(c, SBX_ST_CAPABILITIES, -e, "capset");
-    SYS2(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
+    /* The ambient set starts empty: serve() cleared the init's */
     for (int cap = 0; cap < 64 && r->caps; cap++)
         if ((r->caps & (1ull << cap)) && (e = (int)SYS3(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)) < 0)
             return child_fail(c, SBX_ST_CAPABILITIES, -e, "ambient");
-    if ((e = xchdir(c->cwd)) < 0)
+    /* The child starts in the init's working directory, "/" (its fs state
+     * is a copy: CLONE_VM without CLONE_FS). */
+    if (!rt_streq(c->cwd, "/") && (e = xchdir(c->cwd)) < 0)
         return child_fail(c, SBX_ST_CHDIR, -e, c->cwd);
     /* no_new_privs always: no setuid binary, no file capability gives back
-     * what was dropped above. */
-    if ((e = (int)SYS2(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1)) < 0)
+     * what was dropped above.  Set on the init once (serve()), which every
+     * child inherits; again here only if that failed. */
+    if (!init_nnp && (e = (int)SYS2(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1)) < 0)
         return child_fail(c, SBX_ST_NO_NEW_PRIVS, -e, "no_new_privs");
     /* Seccomp last: everything above may use syscalls the filter denies
      * (unless the init carries a filter that allows them all). */
@@ -1149,6 +1159,16 @@ static void serve(void)
         sys_exit(1);
     null_fd[0] = xopen("/dev/null", O_RDONLY | O_CLOEXEC, 0); /* past the pivot: the sandbox's */
     null_fd[1] = xopen("/dev/null", O_WRONLY | O_CLOEXEC, 0);
+    /* The init never execs; its children inherit these (see child_main). */
+    if (xchdir("/") < 0 || SYS2(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) < 0)
+        sys_exit(1);
+    init_nnp = SYS2(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1) == 0;
+    unsigned ids[2][3];
+    init_is_root = SYS3(SYS_getresuid, &ids[0][0], &ids[0][1], &ids[0][2]) == 0 &&
+                   SYS3(SYS_getresgid, &ids[1][0], &ids[1][1], &ids[1][2]) == 0 &&
+                   SYS2(SYS_getgroups, 0, 0) == 0;
+    for (int k = 0; k < 3 && init_is_root; k++)
+        init_is_root = ids[0][k] == 0 && ids[1][k] == 0;
     for (;;) {
         struct pollfd pf[3] = {{CTL_FD, POLLIN, 0}, {sfd, POLLIN, 0}, {notify_fd, POLLIN, 0}};
         long pr = SYS5(SYS_ppoll, pf, notify_fd >= 0 ? 3 : 2, 0, 0, 0);
