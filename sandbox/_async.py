@@ -130,7 +130,9 @@ class AsyncSandbox(SandboxBase):
     ) -> AsyncProcess:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         lim = check_limits("limits", limits)
-        u = await files.run_async(self._user_op(uspec), self._roundtrip)
+        u = self._plain_user(uspec)
+        if u is None:
+            u = await files.run_async(self._user_op(uspec), self._roundtrip)
         pty = await files.run_async(files.open_pty(), self._roundtrip) if tty else None
         sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, pty, lim)
         try:

@@ -44,6 +44,7 @@ NO_LIMITS = Limits()  # frozen: one for every sandbox without limits
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
 REPLY_SIZE = 4096
 FD_SPACE = socket.CMSG_SPACE(4 * 4)
+FIXED_MAX = 16  # users whose exec requests are kept encoded, per sandbox
 
 
 def _network_netns() -> int:
@@ -255,6 +256,8 @@ class SandboxBase:
         self._closed = False
         self._ids = itertools.count(1)
         self._userdb: tuple[bytes | None, bytes | None] | None = None
+        self._fixed: dict[users.User, protocol.ExecFixed] = {}  # see _exec_message
+        self._users: dict[str | None, users.User] = {}  # see _plain_user
         self._att: Attachment | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -445,26 +448,36 @@ class SandboxBase:
         req_id: int,
         limits: Limits,
     ) -> bytes:
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
-        env.update(self._spec.env)
-        env.update(extra)
-        try:
-            msg = protocol.encode_exec(
-                req_id,
-                argv,
-                [f"{k}={v}" for k, v in env.items()],
-                cwd,
-                user.uid,
-                user.gid,
-                list(user.groups),
-                limits.rlimits(),
-                fds_mask,
-                flags,
-                self._spec.caps,
+        # The environment, ids and rlimits of an exec with the sandbox's own
+        # limits and no extra env are the same every time: encoded once per
+        # user (~8 us of an exec's ~60 us of Python, measured in a loop)
+        plain = not extra and limits is self._limits
+        fixed = self._fixed.get(user) if plain else None
+        if fixed is None:
+            env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
+            env.update(self._spec.env)
+            env.update(extra)
+            fixed = protocol.exec_fixed(
+                user.uid, user.gid, list(user.groups), limits.rlimits(), [f"{k}={v}" for k, v in env.items()]
             )
+            if plain:
+                if len(self._fixed) >= FIXED_MAX:
+                    self._fixed.clear()
+                self._fixed[user] = fixed
+        try:
+            return protocol.encode_exec_fixed(req_id, fixed, argv, cwd, fds_mask, flags, self._spec.caps)
         except ValueError as e:
             raise ConfigError("argv", f"{e}; pass large data through stdin or files") from None
-        return msg
+
+    def _plain_user(self, spec: str | None) -> users.User | None:
+        """The exec user of a spec that needs no lookup in the sandbox's
+        files (none, or numeric ids), resolved once; None for a name."""
+        u = self._users.get(spec)
+        if u is None and not users.needs_lookup(spec):
+            u = self._users[spec] = users.resolve("user", spec)
+            if len(self._users) > FIXED_MAX:
+                self._users.clear()
+        return u
 
     def _user_op(self, spec: str | None) -> files.Op[users.User]:
         """The exec user; names are looked up in the sandbox's own files."""

@@ -125,7 +125,7 @@ class Sandbox(SandboxBase):
     ) -> Process:
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         lim = check_limits("limits", limits)
-        u = files.run_sync(self._user_op(uspec), self._roundtrip)
+        u = self._plain_user(uspec) or files.run_sync(self._user_op(uspec), self._roundtrip)
         pty = files.run_sync(files.open_pty(), self._roundtrip) if tty else None
         sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, pty, lim)
         try:
@@ -157,7 +157,7 @@ class Sandbox(SandboxBase):
         args, extra, wd, uspec, t = self._exec_args(argv, env, cwd, user, timeout)
         lim = check_limits("limits", limits)
         launched = self._running()
-        u = files.run_sync(self._user_op(uspec), self._roundtrip)
+        u = self._plain_user(uspec) or files.run_sync(self._user_op(uspec), self._roundtrip)
         # quiet: no start record, only the exit record (one wakeup less)
         streams = (PIPE if data is not None else DEVNULL, PIPE, PIPE)
         sp = self._prepare_spawn(streams, u, t, args, extra, wd, True, None, lim, make_pipes=False)

@@ -15,7 +15,7 @@ import errno
 import os
 from collections.abc import Callable
 
-from . import _core
+from . import _core, protocol
 from ._base import INIT_GONE, OVERSIZED, REPLY_CLOSED, decode_reply
 from ._core import ffi, lib
 from .collector import Collector
@@ -75,6 +75,17 @@ def collect(
                 if col.verdict is None:
                     col.verdict = "output_limit"
             if rc == lib.SBX_IO_RECORD:
+                if io.exited:  # decoded and checked in C
+                    col.on_exited(
+                        protocol.Exited(
+                            io.ex_status,
+                            io.ex_utime_us / 1e6,
+                            io.ex_stime_us / 1e6,
+                            io.ex_maxrss_kb * 1024,
+                            io.ex_syscall,
+                        )
+                    )
+                    break
                 reply = decode_reply(ffi.buffer(io.rec, io.rec_len)[:])
                 col.on_reply(reply)  # a failed start raises its ExecError here
                 if col.exited is not None:

@@ -24,6 +24,7 @@ import os
 import re
 import resource
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
 from .errors import ConfigError
 from .sizes import parse_seconds, parse_size
@@ -128,7 +129,7 @@ class Limits:
         """At the output cap the stream is closed (not the command killed)."""
         return self.output_action == "close"
 
-    @property
+    @cached_property  # asked per exec; the fields are frozen
     def needs_cgroup(self) -> bool:
         """Whether a command under these limits runs in a cgroup of its own:
         for the cgroup limits, for the exact CPU count of cpu_time, and for a

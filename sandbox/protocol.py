@@ -86,6 +86,47 @@ class Reply:
     body: bytes
 
 
+@dataclass(frozen=True)
+class ExecFixed:
+    """The part of an exec request that depends on the user, the limits and
+    the environment only: encoded once for the execs that repeat them."""
+
+    uid: int
+    gid: int
+    ngroups: int
+    nrlimits: int
+    tables: bytes  # the groups, then the rlimits
+    env: bytes  # "K=V\0" each
+    envc: int
+
+
+def exec_fixed(
+    uid: int, gid: int, groups: list[int], rlimits: list[tuple[int, int, int]], env: list[str]
+) -> ExecFixed:
+    tables = b"".join(struct.pack("=I", g) for g in groups)
+    tables += b"".join(RLIMIT.pack(r, 0, cur, mx) for r, cur, mx in rlimits)
+    strings = b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in env)
+    return ExecFixed(uid, gid, len(groups), len(rlimits), tables, strings, len(env))
+
+
+def encode_exec_fixed(
+    req_id: int, fixed: ExecFixed, argv: list[str], cwd: str, fds_mask: int, flags: int = 0, caps: int = 0
+) -> bytes:
+    f = fixed
+    msg = b"".join(
+        (
+            HDR.pack(REQ_EXEC, req_id),
+            EXEC_REQ.pack(f.uid, f.gid, f.ngroups, f.nrlimits, len(argv), f.envc, fds_mask, flags, caps),
+            f.tables,
+            *(s.encode("utf-8", "surrogateescape") + b"\0" for s in (cwd, *argv)),
+            f.env,
+        )
+    )
+    if len(msg) > MSG_MAX:
+        raise ValueError(f"the command and its environment take {len(msg)} bytes, more than {MSG_MAX}")
+    return msg
+
+
 def encode_exec(
     req_id: int,
     argv: list[str],
@@ -99,14 +140,8 @@ def encode_exec(
     flags: int = 0,
     caps: int = 0,
 ) -> bytes:
-    body = EXEC_REQ.pack(uid, gid, len(groups), len(rlimits), len(argv), len(env), fds_mask, flags, caps)
-    body += b"".join(struct.pack("=I", g) for g in groups)
-    body += b"".join(RLIMIT.pack(r, 0, cur, mx) for r, cur, mx in rlimits)
-    body += b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in [cwd, *argv, *env])
-    msg = HDR.pack(REQ_EXEC, req_id) + body
-    if len(msg) > MSG_MAX:
-        raise ValueError(f"the command and its environment take {len(msg)} bytes, more than {MSG_MAX}")
-    return msg
+    fixed = exec_fixed(uid, gid, groups, rlimits, env)
+    return encode_exec_fixed(req_id, fixed, argv, cwd, fds_mask, flags, caps)
 
 
 def encode_kill(req_id: int, target: int, sig: int) -> bytes:

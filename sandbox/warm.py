@@ -270,12 +270,25 @@ _pools: dict[int, WarmPool] = {}
 _lock = threading.Lock()
 
 
+_pid = os.getpid()  # kept by the fork hook: pool() is called per exec
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def pool() -> WarmPool:
-    with _lock:
-        p = _pools.get(os.getpid())
-        if p is None:
-            p = _pools[os.getpid()] = WarmPool()
-        return p
+    p = _pools.get(_pid)
+    if p is None:
+        with _lock:
+            p = _pools.get(_pid)
+            if p is None:
+                p = _pools[_pid] = WarmPool()
+    return p
 
 
 def shutdown() -> None:

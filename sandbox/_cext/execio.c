@@ -157,6 +157,7 @@ static int recv_record(struct sbx_io *io)
     struct iovec iov = {io->rec, sizeof io->rec};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
                         .msg_controllen = sizeof u.buf};
+    io->exited = 0;
     ssize_t r = recvmsg(io->reply, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (r < 0)
         return errno == EAGAIN ? -EAGAIN : -errno;
@@ -177,6 +178,25 @@ static int recv_record(struct sbx_io *io)
         return -EMSGSIZE;
     io->rec_len = (int)r;
     return 0;
+}
+
+/* The exit record in rec, into the ex_ fields (untrusted: checked as
+ * protocol.decode_exited does; one that fails is left to the caller). */
+static void decode_exited(struct sbx_io *io)
+{
+    struct sbx_exited ex;
+    io->exited = 0;
+    if (io->rec_len != (int)(sizeof(struct sbx_msg_hdr) + sizeof ex))
+        return;
+    memcpy(&ex, io->rec + sizeof(struct sbx_msg_hdr), sizeof ex);
+    if (ex.utime_us < 0 || ex.stime_us < 0 || ex.maxrss_kb < 0 || ex.syscall < -2)
+        return;
+    io->ex_status = ex.status;
+    io->ex_syscall = ex.syscall;
+    io->ex_utime_us = ex.utime_us;
+    io->ex_stime_us = ex.stime_us;
+    io->ex_maxrss_kb = ex.maxrss_kb;
+    io->exited = 1;
 }
 
 /* After the exit record: what the command left in the pipes, without
@@ -244,8 +264,11 @@ int sbx_io_wait(struct sbx_io *io, long long deadline_ns)
                 if (io->rec_len >= (int)sizeof(struct sbx_msg_hdr)) {
                     uint32_t type;
                     memcpy(&type, io->rec, sizeof type);
-                    if (type == SBX_REP_EXITED && (k = drain(io)) < 0)
-                        return k;
+                    if (type == SBX_REP_EXITED) {
+                        decode_exited(io);
+                        if ((k = drain(io)) < 0)
+                            return k;
+                    }
                 }
                 return SBX_IO_RECORD;
             } else if (who[i] == 2) {

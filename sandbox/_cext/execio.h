@@ -33,6 +33,12 @@ struct sbx_io {
     size_t size[2];
     unsigned char rec[4096];    /* a longer record is an error (-EMSGSIZE) */
     int rec_len;
+    /* An exit record, decoded here (the common end of an exec) where it is
+     * well formed: its size, no negative accounting.  exited = 0 for any
+     * other record, which the caller decodes itself. */
+    int exited;
+    int ex_status, ex_syscall;
+    long long ex_utime_us, ex_stime_us, ex_maxrss_kb;
 };
 
 /* Make the pipes whose bits are set in `pipes` (0 stdin, 1 stdout, 2 stderr)
