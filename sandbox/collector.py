@@ -235,6 +235,8 @@ class Collector:
         """After the exit record: read the exec cgroup's counts; after a kill
         of ours, end whatever the command left (processes that left its
         session too), then remove the cgroup where nothing is left in it."""
+        if self.group is None and self.watch_id is None:
+            return  # no cgroup, never watched: nothing to race with
         watchdog.unwatch(self)
         with self._lock:  # not while the watchdog kills it
             g, self.group = self.group, None

@@ -37,7 +37,11 @@ from . import _core, layout, netpool
 from .spec import Spec
 
 TTL = 10.0
-PER_SPEC = 2
+# Ahead per spec.  Back-to-back on 2 CPUs, a launch's setup competes with
+# the caller's cycles and took more than two of them (~3.6 ms) in 35-45% of
+# starts, which then waited ~0.5 ms for READY; three ahead: 9-17% (measured,
+# /work/notes/s5-depth.py).  Each waiting one is an idle init and its mounts.
+PER_SPEC = 3
 MAX_SPECS = 4
 SEEN_MAX = 64
 READY_TIMEOUT = 30.0
@@ -193,9 +197,9 @@ class WarmPool:
                     if len(entries) < PER_SPEC and spec not in self._wanted and spec in self._ready:
                         # up to PER_SPEC ahead, this one at once: back-to-back,
                         # a sandbox's setup takes longer than a cycle, so that
-                        # the one taken should have been launched two cycles
-                        # before (each exec's kick then launches one, as one
-                        # is taken)
+                        # the one taken should have been launched PER_SPEC
+                        # cycles before (each exec's kick then launches one,
+                        # as one is taken)
                         self._wanted[spec] = None
                         self._holds[spec] = hold
                         self._catch_up.add(spec)
