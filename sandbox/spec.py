@@ -96,7 +96,8 @@ def check_env(option: str, env: object) -> list[tuple[str, str]]:
 
 def check_argv(argv: object) -> list[str]:
     # a list or a tuple first: the Sequence check is an ABC's (slow, per exec)
-    if type(argv) not in (list, tuple) and (isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence)):
+    plain = isinstance(argv, (list, tuple))
+    if not plain and (isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence)):
         raise ConfigError("argv", f'expected a list of strings such as ["ls", "-l"], got {argv!r}')
     if not argv:
         raise ConfigError("argv", "is empty: give at least the program to run")
