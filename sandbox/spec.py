@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from . import capabilities
 from .errors import ConfigError, HostError
@@ -99,14 +100,15 @@ def check_argv(argv: object) -> list[str]:
     plain = isinstance(argv, (list, tuple))
     if not plain and (isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence)):
         raise ConfigError("argv", f'expected a list of strings such as ["ls", "-l"], got {argv!r}')
-    if not argv:
+    seq = cast("Sequence[object]", argv)
+    if not seq:
         raise ConfigError("argv", "is empty: give at least the program to run")
-    for i, a in enumerate(argv):
+    for i, a in enumerate(seq):
         if not isinstance(a, str) or "\0" in a:
             raise ConfigError(f"argv[{i}]", f"must be a string without NUL, got {a!r}")
-    if not argv[0]:
+    if not seq[0]:
         raise ConfigError("argv[0]", "is empty: name the program to run")
-    return list(argv)
+    return cast("list[str]", list(seq))
 
 
 def check_abs_path(option: str, value: object) -> str:
