@@ -32,7 +32,7 @@ from .errors import (
 from .limits import Limits, check_limits
 from .reaper import reaper
 from .sizes import parse_seconds
-from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, check_abs_path, check_argv, check_env, make_spec
+from .spec import DEFAULT_DISK, DEFAULT_PATH, Mount, Spec, check_abs_path, check_argv, check_env, make_spec
 from .spec import IdMap as IdMap
 from .watchdog import watchdog
 
@@ -44,7 +44,8 @@ NO_LIMITS = Limits()  # frozen: one for every sandbox without limits
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
 REPLY_SIZE = 4096
 FD_SPACE = socket.CMSG_SPACE(4 * 4)
-FIXED_MAX = 16  # users whose exec requests are kept encoded, per sandbox
+FIXED_MAX = 64  # exec requests kept encoded (see _exec_message)
+USERS_MAX = 16  # resolved exec users kept per sandbox (see _plain_user)
 
 
 def _network_netns() -> int:
@@ -57,6 +58,9 @@ def _network_netns() -> int:
 INIT_GONE = "the sandbox is gone: its init exited"
 REPLY_CLOSED = "the sandbox's init closed the reply channel: it died or was closed"
 OVERSIZED = "an oversized reply from the sandbox"
+
+
+_FIXED: dict[tuple[int, int, users.User], tuple[Spec, Limits, protocol.ExecFixed]] = {}
 
 
 def decode_reply(data: bytes) -> protocol.Reply:
@@ -256,7 +260,6 @@ class SandboxBase:
         self._closed = False
         self._ids = itertools.count(1)
         self._userdb: tuple[bytes | None, bytes | None] | None = None
-        self._fixed: dict[users.User, protocol.ExecFixed] = {}  # see _exec_message
         self._users: dict[str | None, users.User] = {}  # see _plain_user
         self._att: Attachment | None = None
 
@@ -450,9 +453,13 @@ class SandboxBase:
     ) -> bytes:
         # The environment, ids and rlimits of an exec with the sandbox's own
         # limits and no extra env are the same every time: encoded once per
-        # user (~8 us of an exec's ~60 us of Python, measured in a loop)
+        # user, for every sandbox of the same (kept) Spec and Limits (~8 us
+        # of an exec's ~60 us of Python, measured in a loop)
         plain = not extra and limits is self._limits
-        fixed = self._fixed.get(user) if plain else None
+        key = (id(self._spec), id(limits), user)
+        hit = _FIXED.get(key) if plain else None
+        # the entry holds the Spec and the Limits: their ids are not reused meanwhile
+        fixed = hit[2] if hit is not None and hit[0] is self._spec and hit[1] is limits else None
         if fixed is None:
             env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
             env.update(self._spec.env)
@@ -461,9 +468,9 @@ class SandboxBase:
                 user.uid, user.gid, list(user.groups), limits.rlimits(), [f"{k}={v}" for k, v in env.items()]
             )
             if plain:
-                if len(self._fixed) >= FIXED_MAX:
-                    self._fixed.clear()
-                self._fixed[user] = fixed
+                if len(_FIXED) >= FIXED_MAX:
+                    _FIXED.clear()
+                _FIXED[key] = (self._spec, limits, fixed)
         try:
             return protocol.encode_exec_fixed(req_id, fixed, argv, cwd, fds_mask, flags, self._spec.caps)
         except ValueError as e:
@@ -475,7 +482,7 @@ class SandboxBase:
         u = self._users.get(spec)
         if u is None and not users.needs_lookup(spec):
             u = self._users[spec] = users.resolve("user", spec)
-            if len(self._users) > FIXED_MAX:
+            if len(self._users) > USERS_MAX:
                 self._users.clear()
         return u
 
