@@ -84,17 +84,19 @@ def test_each_exec_gets_its_own_environment(sandbox_host, busybox_rootfs) -> Non
     # exec requests are kept encoded per Spec, Limits and user
     # (SandboxBase._exec_message): nothing may leak between them
     show = ["sh", "-c", 'echo "$A|$B|$HOME|$HOSTNAME"']
-    with Sandbox(rootfs=busybox_rootfs, env={"A": "1"}, hostname="one") as one:
-        with Sandbox(rootfs=busybox_rootfs, env={"A": "2"}, hostname="two") as two:
-            for _ in range(2):
-                assert one.exec(show).stdout_text == "1||/root|one\n"
-                assert two.exec(show).stdout_text == "2||/root|two\n"
-                assert one.exec(show, env={"B": "x", "A": "y"}).stdout_text == "y|x|/root|one\n"
-                assert one.exec(show).stdout_text == "1||/root|one\n"
-                assert one.exec(show, user="1000").stdout_text == "1||/|one\n"
-                assert one.exec(show, limits={"open_files": 64}).stdout_text == "1||/root|one\n"
-                assert one.exec(["sh", "-c", "ulimit -n"], limits={"open_files": 64}).stdout_text == "64\n"
-                assert one.exec(["sh", "-c", "ulimit -n"]).stdout_text != "64\n"
+    with (
+        Sandbox(rootfs=busybox_rootfs, env={"A": "1"}, hostname="one") as one,
+        Sandbox(rootfs=busybox_rootfs, env={"A": "2"}, hostname="two") as two,
+    ):
+        for _ in range(2):
+            assert one.exec(show).stdout_text == "1||/root|one\n"
+            assert two.exec(show).stdout_text == "2||/root|two\n"
+            assert one.exec(show, env={"B": "x", "A": "y"}).stdout_text == "y|x|/root|one\n"
+            assert one.exec(show).stdout_text == "1||/root|one\n"
+            assert one.exec(show, user="1000").stdout_text == "1||/|one\n"
+            assert one.exec(show, limits={"open_files": 64}).stdout_text == "1||/root|one\n"
+            assert one.exec(["sh", "-c", "ulimit -n"], limits={"open_files": 64}).stdout_text == "64\n"
+            assert one.exec(["sh", "-c", "ulimit -n"]).stdout_text != "64\n"
 
 
 def test_cwd_option(sb) -> None:
