@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import HostError, LaunchError
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 try:
     from ._sandbox_cext import ffi as ffi  # also for execio.py and fsbatch.py
@@ -90,8 +90,14 @@ class Launched:
     ctl: socket.socket
     netns: int | None = None  # the network namespace it runs in, when it may be used again
     # Held while a C call sends on ctl by its number (sandbox/execio.py):
-    # closed meanwhile, the number could be reused by another socket.
+    # closed meanwhile, the number could be reused by another socket.  Also
+    # guards the reply channels below.
     sending: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # exec()'s reply channels, which the init keeps (sandbox/execio.py): free
+    # ones as (number, our end), numbers whose socket is gone, the next new one
+    channels: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    dropped: list[int] = field(default_factory=list, repr=False)
+    next_channel: int = 0
 
 
 def _close_fd(fd: int) -> None:
@@ -135,6 +141,9 @@ def collect(launched: Launched) -> None:
     os.close(launched.pidfd)
     with launched.sending:
         launched.ctl.close()
+        for _, fd in launched.channels:
+            os.close(fd)
+        launched.channels.clear()
     netns, launched.netns = launched.netns, None
     if netns is not None:
         netns_sink(netns)

@@ -23,42 +23,83 @@ from .errors import ProtocolError, SandboxClosed, SandboxError
 from .result import ExecResult
 
 
-def send(launched: _core.Launched, msg: bytes, pipes: int, extra: list[int]) -> tuple[int, int, int, int]:
-    """Send an exec request with a new reply socket and the pipes of `pipes`
-    (bit 0 stdin, 1 stdout, 2 stderr), then the fds of `extra`, which the
-    call closes and removes from the list.  Our ends: (reply, stdin, stdout,
-    stderr), -1 where none."""
+def send(
+    launched: _core.Launched, msg: bytes, pipes: int, extra: list[int]
+) -> tuple[tuple[int, int, int, int], int]:
+    """Send an exec request with the pipes of `pipes` (bit 0 stdin, 1
+    stdout, 2 stderr), then the fds of `extra`, which the call closes and
+    removes from the list.  Its replies come on a reply channel of the
+    sandbox's, or on a new one the init keeps (protocol.EXEC_KEEP), or past
+    MAX_CHANNELS at once on a socket of its own.  Returns our ends
+    (reply, stdin, stdout, stderr; -1 where none) and the channel's number
+    (-1: none), which `collect` gives back."""
     mine = ffi.new("int[4]")
     ex = ffi.new("int[]", extra) if extra else ffi.NULL
     with launched.sending:  # its ctl is not closed meanwhile (_core.collect)
+        chan, fd, flags = -1, -1, 0
+        if pipes or extra:  # the init drops a request that comes with no fd
+            if launched.channels:
+                chan, fd = launched.channels.pop()
+                flags = protocol.EXEC_REUSE
+            elif launched.dropped:
+                chan, flags = launched.dropped.pop(), protocol.EXEC_KEEP
+            elif launched.next_channel < protocol.MAX_CHANNELS:
+                chan, flags = launched.next_channel, protocol.EXEC_KEEP
+                launched.next_channel += 1
         ctl = launched.ctl.fileno()
         if ctl < 0:
             rc = -errno.EPIPE  # closed by now
+            if fd >= 0:
+                os.close(fd)
+            for x in extra:
+                os.close(x)
         else:
-            rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(extra), mine)
-            extra.clear()  # closed by the call
+            flags |= chan << 8 if chan >= 0 else 0
+            rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(extra), mine, fd, flags)
+            if rc < 0 and chan >= 0:
+                launched.dropped.append(chan)  # our end was closed by the call
+        extra.clear()  # closed
     if rc == -errno.EPIPE:
         raise SandboxClosed(INIT_GONE)
     if rc < 0:
         raise OSError(-rc, f"sending an exec request: {os.strerror(-rc)}")
-    return mine[0], mine[1], mine[2], mine[3]
+    return (mine[0], mine[1], mine[2], mine[3]), chan
+
+
+def _give_back(launched: _core.Launched, chan: int, fd: int | None) -> None:
+    """A channel after its exec: free again with our end `fd` (its last
+    record read), or dropped (None: our end is closed)."""
+    with launched.sending:
+        if fd is not None and launched.ctl.fileno() >= 0:
+            launched.channels.append((chan, fd))
+            return
+        launched.dropped.append(chan)
+    if fd is not None:
+        os.close(fd)  # the sandbox is gone
 
 
 def collect(
     col: Collector,
-    fds: tuple[int, int, int, int],
+    sent: tuple[tuple[int, int, int, int], int],
+    req_id: int,
+    launched: _core.Launched,
     data: bytes | None,
     kill: Callable[[], None],
     first: Callable[[], None] | None = None,
 ) -> ExecResult:
     """Feed `data` to stdin and collect stdout and stderr until the exit
-    record; `kill` ends the command (for a deadline or an output cap).  The
-    fds are closed on return.  `first` runs before the wait, where an
-    exception ends the command as an interruption does."""
+    record of request `req_id`; `kill` ends the command (for a deadline or
+    an output cap).  `sent`: what `send` returned; the fds are closed on
+    return, but a channel's, which goes back to `launched` once its exit
+    record was read.  `first` runs before the wait, where an exception ends
+    the command as an interruption does."""
+    fds, chan = sent
     io = None
+    clean = False  # the exit record read: nothing more comes on the channel
     try:
         io = ffi.new("struct sbx_io *")
         io.reply, io.in_fd, io.out_fd[0], io.out_fd[1] = fds  # sbx_io_free closes them
+        io.req_id = req_id
         keep = ffi.from_buffer(data) if data else None  # alive while the loop runs
         if keep is not None:
             io.input, io.input_len = keep, len(data or b"")
@@ -75,7 +116,8 @@ def collect(
                 if col.verdict is None:
                     col.verdict = "output_limit"
             if rc == lib.SBX_IO_RECORD:
-                if io.exited:  # decoded and checked in C
+                if io.exited:  # decoded and checked in C (its id too)
+                    clean = True
                     col.on_exited(
                         protocol.Exited(
                             io.ex_status,
@@ -120,6 +162,14 @@ def collect(
                 pass
         raise
     finally:
+        if chan >= 0:
+            keep = None
+            if clean and io is not None:
+                keep, io.reply = io.reply, -1  # not closed by sbx_io_free
+            elif io is None:
+                os.close(fds[0])
+                fds = (-1, *fds[1:])
+            _give_back(launched, chan, keep)
         if io is not None:
             lib.sbx_io_free(io)
         else:

@@ -27,6 +27,9 @@ REP_OK = 107
 
 EXEC_NO_STARTED = 1  # exec request flag: no STARTED record (exec() needs none)
 EXEC_TTY = 2  # exec request flag: fd 0 is a terminal, to become the controlling one
+EXEC_KEEP = 4  # exec request flag: the init keeps its reply socket as a channel (proto.h)
+EXEC_REUSE = 8  # exec request flag: no reply socket, the channel is it
+MAX_CHANNELS = 8  # reply channels per sandbox
 
 DETAIL_MAX = 240
 MSG_MAX = 256 * 1024

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,6 +16,9 @@
 #include "proto.h"
 
 #define CHUNK 65536
+/* An exec request: the message header, then struct sbx_exec_req */
+#define HEAD (sizeof(struct sbx_msg_hdr) + sizeof(struct sbx_exec_req))
+#define FLAGS_AT (sizeof(struct sbx_msg_hdr) + offsetof(struct sbx_exec_req, flags))
 #define DRAIN_READS 4096 /* after the exit: reads per stream, at most (as collector.drain) */
 
 static void close_fd(int *fd)
@@ -26,23 +30,26 @@ static void close_fd(int *fd)
 }
 
 int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
-                  const int *extra, int nextra, int *mine)
+                  const int *extra, int nextra, int *mine, int channel_fd, uint32_t flags_or)
 {
     int theirs[4 + 253]; /* SCM_RIGHTS takes at most 253 fds */
     int n = 0, err = 0;
     for (int i = 0; i < 4; i++)
         mine[i] = -1;
-    if (nextra < 0 || nextra > 253 - 4) {
-        err = EINVAL;
+    mine[0] = channel_fd; /* -1, or a channel: the init has its end, nothing to send */
+    if (nextra < 0 || nextra > 253 - 4 || len < HEAD || (channel_fd >= 0 && !(pipes & 7) && !nextra)) {
+        err = EINVAL; /* a request without fds would be dropped by the init */
         goto out;
     }
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-        err = errno;
-        goto out;
+    if (channel_fd < 0) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+            err = errno;
+            goto out;
+        }
+        mine[0] = sv[0];
+        theirs[n++] = sv[1];
     }
-    mine[0] = sv[0];
-    theirs[n++] = sv[1];
     for (int s = 0; s < 3; s++) {
         if (!(pipes & (1 << s)))
             continue;
@@ -69,8 +76,15 @@ int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
         struct cmsghdr align;
     } u;
     memset(&u, 0, sizeof u);
-    struct iovec iov = {(void *)msg, len};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+    /* the request's flags get flags_or (the channel's) in a copy of its head */
+    unsigned char head[HEAD];
+    memcpy(head, msg, HEAD);
+    uint32_t fl;
+    memcpy(&fl, head + FLAGS_AT, sizeof fl);
+    fl |= flags_or;
+    memcpy(head + FLAGS_AT, &fl, sizeof fl);
+    struct iovec iov[2] = {{head, HEAD}, {(void *)(msg + HEAD), len - HEAD}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf,
                         .msg_controllen = CMSG_SPACE(n * sizeof(int))};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
@@ -185,8 +199,12 @@ static int recv_record(struct sbx_io *io)
 static void decode_exited(struct sbx_io *io)
 {
     struct sbx_exited ex;
+    struct sbx_msg_hdr h;
     io->exited = 0;
-    if (io->rec_len != (int)(sizeof(struct sbx_msg_hdr) + sizeof ex))
+    if (io->rec_len != (int)(sizeof h + sizeof ex))
+        return;
+    memcpy(&h, io->rec, sizeof h);
+    if (h.id != io->req_id)
         return;
     memcpy(&ex, io->rec + sizeof(struct sbx_msg_hdr), sizeof ex);
     if (ex.utime_us < 0 || ex.stime_us < 0 || ex.maxrss_kb < 0 || ex.syscall < -2)

@@ -19,6 +19,7 @@
 
 struct sbx_io {
     int reply;                  /* the exec's reply socket; fds are ours, -1 where none */
+    uint32_t req_id;            /* the request's id: an exit record of another is not decoded */
     int in_fd;
     int out_fd[2];              /* stdout, stderr */
     const unsigned char *input; /* stdin data, written as the pipe takes it */
@@ -44,10 +45,13 @@ struct sbx_io {
 /* Make the pipes whose bits are set in `pipes` (0 stdin, 1 stdout, 2 stderr)
  * and the reply socket, and send the request with [reply, the pipes' far ends,
  * extra...].  Our ends go to mine[0..3] (reply, stdin, stdout, stderr; -1
- * where none).  The far ends and `extra` are closed in every case.  0, or
- * -errno (-EPIPE: the init is gone); on failure nothing is left open. */
+ * where none).  The far ends and `extra` are closed in every case.
+ * channel_fd >= 0: our end of a reply channel the init keeps (proto.h,
+ * SBX_EXEC_REUSE), used instead of a new socket and not sent.  flags_or goes
+ * into the request's flags (a channel's bits).  0, or -errno (-EPIPE: the
+ * init is gone); on failure nothing is left open (channel_fd is closed). */
 int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
-                  const int *extra, int nextra, int *mine);
+                  const int *extra, int nextra, int *mine, int channel_fd, uint32_t flags_or);
 /* Move stdin and output until something for the caller: SBX_IO_*, or -errno.
  * The fds are sbx_exec_send's (our pipe ends are non-blocking).
  * After an EXITED record the output left in the pipes is read too.

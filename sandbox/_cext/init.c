@@ -557,10 +557,12 @@ struct slot {
     uint32_t id;
     int pid;
     int reply;
+    int channel; /* reply is channels[channel], kept after the exec; -1: its own */
     int syscall; /* see sbx_exited.syscall */
     int held[2]; /* our copies of its stdout and stderr pipes (-1: none), see do_exec */
 };
 static struct slot slots[MAX_EXECS];
+static int channels[SBX_MAX_CHANNELS]; /* reply channels (proto.h), -1 where none */
 
 static struct slot *find_slot_pid(int pid)
 {
@@ -851,9 +853,19 @@ static void kill_exec(int pid, int sig)
             xclose(kill_fds[k].fd);
 }
 
+/* A running exec that replies on this channel, or NULL. */
+static struct slot *channel_user(int chan)
+{
+    for (int i = 0; i < MAX_EXECS; i++)
+        if (slots[i].pid > 0 && slots[i].channel == chan)
+            return &slots[i];
+    return NULL;
+}
+
 static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds, int nfds)
 {
-    int reply = fds[0];
+    /* base: where the streams start in fds (after the reply socket, if one came) */
+    int reply = fds[0], base = 1, chan = -1;
     int stream[3] = {-1, -1, -1};
     struct sbx_exec_req r;
     if (len < sizeof r) {
@@ -861,15 +873,45 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
         goto out;
     }
     memcpy(&r, body, sizeof r);
+    if (r.flags & (SBX_EXEC_KEEP | SBX_EXEC_REUSE)) {
+        chan = (int)SBX_EXEC_CHANNEL_OF(r.flags);
+        int both = (r.flags & SBX_EXEC_KEEP) && (r.flags & SBX_EXEC_REUSE);
+        if (both || chan >= SBX_MAX_CHANNELS ||
+            ((r.flags & SBX_EXEC_REUSE) && (channels[chan] < 0 || channel_user(chan)))) {
+            /* nowhere to say so for a REUSE: the host's wait ends with the
+             * sandbox, as for any request the init cannot answer */
+            if (r.flags & SBX_EXEC_KEEP)
+                send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_REQUEST, EINVAL, "bad channel", NULL);
+            chan = -1;
+            base = (r.flags & SBX_EXEC_REUSE) ? 0 : 1;
+            if (!base)
+                reply = -1;
+            goto out;
+        }
+        if (r.flags & SBX_EXEC_REUSE) {
+            reply = channels[chan];
+            base = 0;
+        } else {
+            /* The host dropped its end of the last socket: an exec it gave
+             * up on (interrupted) may still run on it, which then owns it
+             * (closed at its end); else it goes now. */
+            struct slot *old = channel_user(chan);
+            if (old)
+                old->channel = -1;
+            else if (channels[chan] >= 0)
+                xclose(channels[chan]);
+            channels[chan] = reply;
+        }
+    }
     size_t need = sizeof r + (size_t)r.ngroups * 4 + (size_t)r.nrlimits * sizeof(struct sbx_rlimit);
     int nstreams = __builtin_popcount(r.fds & 7);
     int ncgroup = (int)((r.fds >> 8) & 0xff);
     if (r.ngroups > MAX_GROUPS || r.nrlimits > MAX_RLIMITS || need > len || r.argc == 0 ||
-        r.argc > MAX_ARGS || r.envc > MAX_ARGS || nstreams + ncgroup != nfds - 1) {
+        r.argc > MAX_ARGS || r.envc > MAX_ARGS || nstreams + ncgroup != nfds - base) {
         send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_REQUEST, EINVAL, "bad request", NULL);
         goto out;
     }
-    for (int k = 0, next = 1; k < 3; k++)
+    for (int k = 0, next = base; k < 3; k++)
         if (r.fds & (1u << k))
             stream[k] = fds[next++];
     struct slot *s = find_slot_pid(0);
@@ -899,7 +941,7 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
 
     struct child c = {.r = &r,
                       .stream = stream,
-                      .cgroup = fds + 1 + nstreams,
+                      .cgroup = fds + base + nstreams,
                       .ncgroup = ncgroup,
                       .cwd = cwd,
                       .argv = argv,
@@ -922,6 +964,7 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     s->id = id;
     s->pid = (int)pid;
     s->reply = reply;
+    s->channel = chan;
     s->syscall = -1;
     reply = -1;
     s->held[0] = s->held[1] = -1;
@@ -934,7 +977,7 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
         for (int k = 1; k < 3; k++)
             if (stream[k] >= 0) {
                 s->held[k - 1] = stream[k];
-                for (int i = 1; i < nfds; i++)
+                for (int i = base; i < nfds; i++)
                     if (fds[i] == stream[k])
                         fds[i] = -1;
             }
@@ -942,11 +985,11 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
 out:
     /* every fd that came with the request but the reply socket: streams and
      * cgroup files (a malformed request's too) */
-    for (int k = 1; k < nfds; k++)
+    for (int k = base; k < nfds; k++)
         if (fds[k] >= 0)
             xclose(fds[k]);
-    if (reply >= 0)
-        xclose(reply);
+    if (reply >= 0 && chan < 0)
+        xclose(reply); /* a channel stays, whatever became of this exec */
 }
 
 static void reap(void)
@@ -968,7 +1011,9 @@ static void reap(void)
             .maxrss_kb = ru.ru_maxrss,
         };
         send_msg(s->reply, SBX_REP_EXITED, s->id, &ex, sizeof ex, -1);
-        xclose(s->reply);
+        if (s->channel < 0)
+            xclose(s->reply);
+        s->channel = -1;
         for (int k = 0; k < 2; k++)
             if (s->held[k] >= 0)
                 xclose(s->held[k]);
@@ -1302,7 +1347,9 @@ __attribute__((noreturn, used)) void start_c(long *sp)
     if (nfds)
         xclose_range(FIRST_TREE_FD, FIRST_TREE_FD + nfds - 1);
     for (int i = 0; i < MAX_EXECS; i++)
-        slots[i].reply = slots[i].held[0] = slots[i].held[1] = -1;
+        slots[i].reply = slots[i].held[0] = slots[i].held[1] = slots[i].channel = -1;
+    for (int i = 0; i < SBX_MAX_CHANNELS; i++)
+        channels[i] = -1;
 #ifdef SBX_TIMING
     {
         struct sbx_msg_hdr th = {SBX_REP_READY, 0};

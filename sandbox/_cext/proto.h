@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SBX_ABI_VERSION 4
+#define SBX_ABI_VERSION 5
 #define SBX_PLAN_MAGIC 0x50584253u /* "SBXP" */
 #define SBX_DETAIL_MAX 240
 #define SBX_MSG_MAX (256 * 1024)
@@ -130,6 +130,17 @@ struct sbx_exec_req {
 /* sbx_exec_req.flags */
 #define SBX_EXEC_NO_STARTED 1u /* exec(): no STARTED record, only EXEC_FAIL or EXITED */
 #define SBX_EXEC_TTY 2u        /* stdin is a pty slave: make it the controlling terminal */
+/* Reply channels (exec() only): a reply socket the init keeps after the
+ * exec, as channel number SBX_EXEC_CHANNEL_OF(flags), for the host's next
+ * execs, which then send no socket (a socketpair and three closes less per
+ * exec).  KEEP: fds[0] becomes that channel (replacing any socket it had);
+ * REUSE: no reply socket comes with the request, the channel is it.  The
+ * host uses a channel for one exec at a time, and again only once it read
+ * that exec's last record. */
+#define SBX_EXEC_KEEP 4u
+#define SBX_EXEC_REUSE 8u
+#define SBX_EXEC_CHANNEL_OF(flags) (((flags) >> 8) & 0xffu)
+#define SBX_MAX_CHANNELS 8
 
 struct sbx_rlimit {
     uint32_t resource;

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import sandbox
 from sandbox import CommandNotFound, Limits, Sandbox, warm
 from tests.conftest import sh, sh_ok
 
@@ -88,13 +89,23 @@ def test_stdin_given_to_a_command_that_reads_part_of_it(sb) -> None:
 def test_no_fd_is_left_whichever_way_an_exec_ends(sandbox_host, busybox_rootfs) -> None:
     # no warm pool at work meanwhile: its sandboxes' control sockets come and go
     warm.shutdown()
+    outside = _fds()
     with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
         _no_fd_left(sb)
+    assert sandbox.wait_closed()
+    assert _fds() == outside  # its control socket and reply channels too
+
+
+def _channels(sb) -> set[str]:
+    """The sandbox's free reply channels (our ends): an exec that ends
+    otherwise than by its exit record drops its channel, the next makes
+    another (sandbox/execio.py)."""
+    return {f"{fd} {os.readlink(f'/proc/self/fd/{fd}')}" for _, fd in sb._launched.channels}
 
 
 def _no_fd_left(sb) -> None:
     sh_ok(sb, "true")  # anything opened once (the user database...) is open now
-    before = _fds()
+    before = _fds() - _channels(sb)
     for _ in range(5):
         sh_ok(sb, "echo out; echo err >&2")
         assert sh(sb, "sleep 5", timeout=0.05).reason == "timeout"
@@ -105,4 +116,60 @@ def _no_fd_left(sb) -> None:
         r = sh(sb, "yes | head -c 3000000", limits=Limits(output="1M", output_action="close"))
         assert (r.reason, len(r.stdout)) == ("output_limit", 1 << 20)
         sb.exec(["cat"], stdin=b"z" * 100000)
-    assert _fds() == before
+    assert len(sb._launched.channels) == 1  # one exec at a time: one channel
+    assert _fds() - _channels(sb) == before
+
+
+def test_sequential_execs_share_one_reply_channel(sb) -> None:
+    # the init keeps the reply socket after an exec (protocol.EXEC_KEEP): the
+    # next exec sends none, and its replies come on the same one
+    sh_ok(sb, "true")
+    (chan, fd), = sb._launched.channels
+    inode = os.readlink(f"/proc/self/fd/{fd}")
+    for i in range(20):
+        assert sh(sb, f"echo {i}; exit {i % 3}").stdout == f"{i}\n".encode()
+    assert [(c, os.readlink(f"/proc/self/fd/{f}")) for c, f in sb._launched.channels] == [(chan, inode)]
+
+
+def test_concurrent_execs_past_the_channels(sb) -> None:
+    # more execs at once than channels: the rest get sockets of their own
+    from sandbox import protocol
+
+    n = protocol.MAX_CHANNELS + 4
+    results: list[bytes] = []
+    go = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        go.wait()
+        results.append(sh(sb, f"sleep 0.2; echo {i}").stdout)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == sorted(f"{i}\n".encode() for i in range(n))
+    assert len(sb._launched.channels) == protocol.MAX_CHANNELS
+    assert sh(sb, "echo again").stdout == b"again\n"
+
+
+def test_an_exec_after_an_abandoned_one_on_its_channel(sb) -> None:
+    # an exec given up on drops its channel while its command may still run:
+    # the next exec makes the channel anew, and the old command's exit
+    # record goes nowhere (the init gives the old socket to the old exec)
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    sh_ok(sb, "true")
+    timer = threading.Timer(0.2, lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1))
+    old = signal.signal(signal.SIGUSR1, lambda *_: interrupt())
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            sh(sb, "exec sleep 30")
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, old)
+    for i in range(5):
+        assert sh(sb, f"echo {i}").stdout == f"{i}\n".encode()
+    assert len(sb._launched.channels) == 1

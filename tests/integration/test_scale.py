@@ -77,6 +77,7 @@ def test_100_concurrent_sandboxes_in_threads(sandbox_host, busybox_rootfs, clean
 
 def test_many_execs_in_one_sandbox(sandbox_host, busybox_rootfs, clean_after) -> None:
     with Sandbox(rootfs=busybox_rootfs) as sb:
+        assert sb.exec(["true"]).ok  # its reply channel is made, and kept (sandbox/execio.py)
         fds = open_fds()
         for _ in range(2000):
             assert sb.exec(["true"]).ok

@@ -130,6 +130,11 @@ def test_constants(c_facts: dict[str, int]) -> None:
     assert c_facts["def SBX_DETAIL_MAX"] == protocol.DETAIL_MAX
     assert c_facts["def SBX_MSG_MAX"] == protocol.MSG_MAX
     assert c_facts["def SBX_F_OPTIONAL"] == plan.F_OPTIONAL
+    assert c_facts["def SBX_EXEC_NO_STARTED"] == protocol.EXEC_NO_STARTED
+    assert c_facts["def SBX_EXEC_TTY"] == protocol.EXEC_TTY
+    assert c_facts["def SBX_EXEC_KEEP"] == protocol.EXEC_KEEP
+    assert c_facts["def SBX_EXEC_REUSE"] == protocol.EXEC_REUSE
+    assert c_facts["def SBX_MAX_CHANNELS"] == protocol.MAX_CHANNELS
 
 
 def test_plan_operations(c_facts: dict[str, int]) -> None:
