@@ -28,7 +28,7 @@ from ._base import (
     stdin_bytes,
 )
 from .collector import Collector, drain
-from .errors import ExecError, LaunchError, ProtocolError, SandboxClosed, SandboxError
+from .errors import ExecError, ProtocolError, SandboxClosed, SandboxError
 from .files import AsyncFiles
 from .limits import Limits, check_limits
 from .result import ExecResult
@@ -51,15 +51,13 @@ class AsyncSandbox(SandboxBase):
     async def start(self) -> AsyncSandbox:
         launched = self._launch()
         while True:
+            timeout = self._ready_timeout()
             try:
-                with anyio.fail_after(START_TIMEOUT):
+                with anyio.fail_after(timeout):
                     await anyio.wait_readable(launched.ctl)
                 err = self._first_reply(launched)
-            except TimeoutError as e:
-                self._reap(launched)
-                raise LaunchError(
-                    "setup", 110, "", f"the init did not finish its setup in {START_TIMEOUT} s"
-                ) from e
+            except TimeoutError:
+                err = self._not_ready(timeout)
             except BaseException:
                 self._reap(launched)
                 raise

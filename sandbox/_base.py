@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 REDACT_MIN = 4  # bytes
 NO_LIMITS = Limits()  # frozen: one for every sandbox without limits
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
+# ... for a warm one (made ahead): one stuck in its setup is replaced by a
+# cold launch after this long, where the start waited START_TIMEOUT for it
+WARM_READY_TIMEOUT = 2.0
 REPLY_SIZE = 4096
 FD_SPACE = socket.CMSG_SPACE(4 * 4)
 FIXED_MAX = 64  # exec requests kept encoded (see _exec_message)
@@ -294,8 +297,16 @@ class SandboxBase:
             os.close(fd)
         return None if reply.type == protocol.REP_READY else setup_error(reply)
 
+    def _ready_timeout(self) -> float:
+        return WARM_READY_TIMEOUT if self._was_warm else START_TIMEOUT
+
+    @staticmethod
+    def _not_ready(timeout: float) -> LaunchError:
+        """No READY in `timeout` seconds: for `_setup_failed`."""
+        return LaunchError("setup", 110, "", f"the init did not finish its setup in {timeout:g} s")
+
     def _setup_failed(self, launched: _core.Launched, err: BaseException) -> _core.Launched:
-        """The first reply was not READY.  A warm sandbox's failure (made
+        """The first reply was not READY (or none came).  A warm sandbox's failure (made
         ahead, by another thread, maybe at a worse time) is not the caller's:
         it is launched cold instead, and a failure then is its own."""
         if not self._was_warm:

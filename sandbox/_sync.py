@@ -25,7 +25,7 @@ from ._base import (
     stdin_bytes,
 )
 from .collector import Collector, drain
-from .errors import LaunchError, ProtocolError, SandboxError
+from .errors import ProtocolError, SandboxError
 from .files import Files
 from .limits import Limits, check_limits
 from .result import ExecResult
@@ -53,10 +53,9 @@ class Sandbox(SandboxBase):
         launched = self._launch()
         while True:
             try:
-                if not _wait_readable(launched.ctl, START_TIMEOUT):
-                    why = f"the init did not finish its setup in {START_TIMEOUT} s"
-                    raise LaunchError("setup", 110, "", why)
-                err = self._first_reply(launched)
+                timeout = self._ready_timeout()
+                ready = _wait_readable(launched.ctl, timeout)
+                err = self._first_reply(launched) if ready else self._not_ready(timeout)
             except BaseException:
                 self._reap(launched)
                 raise

@@ -101,3 +101,45 @@ def test_a_warm_sandbox_whose_setup_failed_is_replaced_by_a_cold_start(busybox_r
         assert not sb._was_warm  # taken warm, then launched cold
     assert len(taken) == 1 and taken[0] is not None
     assert taken[0].ctl.fileno() == -1  # the failed one was reaped: its fds are closed
+
+
+@pytest.mark.parametrize("front", ["sync", "asyncio", "trio"])
+def test_a_warm_sandbox_stuck_in_its_setup_is_replaced_by_a_cold_start(
+    busybox_rootfs, monkeypatch, front: str
+) -> None:
+    """A warm sandbox whose READY does not come within WARM_READY_TIMEOUT is
+    reaped and the start launches its own (it waited START_TIMEOUT before)."""
+    import select
+
+    import anyio
+
+    from sandbox import AsyncSandbox, _base
+    from sandbox.spec import make_spec
+
+    taken = []
+
+    def take(self, spec):
+        # a real init, whose READY is read here: the start then waits for one
+        launched = warm.start_ahead(make_spec(rootfs=busybox_rootfs))
+        assert launched is not None
+        assert select.select([launched.ctl], [], [], 30)[0]
+        launched.ctl.recv(4096)
+        taken.append(launched)
+        return launched
+
+    monkeypatch.setattr(warm.WarmPool, "take", take)
+    monkeypatch.setattr(_base, "WARM_READY_TIMEOUT", 0.2)
+    if front == "sync":
+        with Sandbox(rootfs=busybox_rootfs) as sb:
+            assert sb.exec(["cat", "/etc/hostname"]).stdout == b"sandbox\n"
+            assert not sb._was_warm  # taken warm, then launched cold
+    else:
+
+        async def main() -> None:
+            async with AsyncSandbox(rootfs=busybox_rootfs) as sb:
+                assert (await sb.exec(["cat", "/etc/hostname"])).stdout == b"sandbox\n"
+                assert not sb._was_warm
+
+        anyio.run(main, backend=front)
+    assert len(taken) == 1
+    assert taken[0].ctl.fileno() == -1  # the stuck one was reaped: its fds are closed
