@@ -466,7 +466,8 @@ class SandboxBase:
         # limits and no extra env are the same every time: encoded once per
         # user, for every sandbox of the same (kept) Spec and Limits (~8 us
         # of an exec's ~60 us of Python, measured in a loop)
-        plain = not extra and limits is self._limits
+        # (not with secrets: the entry would keep the Spec, and them, in memory)
+        plain = not extra and limits is self._limits and not self._spec.secrets
         key = (id(self._spec), id(limits), user)
         hit = _FIXED.get(key) if plain else None
         # the entry holds the Spec and the Limits: their ids are not reused meanwhile
