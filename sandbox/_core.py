@@ -243,10 +243,20 @@ def launch(
 
 def make_netns() -> int:
     """A new network namespace with `lo` up, as an fd; -errno on failure."""
-    return int(lib.sbx_make_netns())
+    return int(lib.sbx_make_netns(ffi.NULL))
 
 
-def netns_idle(fd: int) -> bool:
-    """Whether nothing is left in this network namespace: no socket of any
-    family, no TIME_WAIT, no fragment queue (an unreadable one counts as busy)."""
-    return int(lib.sbx_netns_idle(fd)) == 1
+def make_checked_netns() -> tuple[int, tuple[int, int]]:
+    """make_netns, with the namespace's sockstat and sockstat6 files opened
+    inside it, for `netns_idle`: (fd, (sockstat, sockstat6)); (-errno, (-1,
+    -1)) on failure.  The two hold the namespace: close them with its fd."""
+    stats = ffi.new("int[2]")
+    fd = int(lib.sbx_make_netns(stats))
+    return fd, (int(stats[0]), int(stats[1]))
+
+
+def netns_idle(stats: tuple[int, int]) -> bool:
+    """Whether nothing is left in the network namespace whose sockstat files
+    `stats` are (from make_checked_netns): no socket of any family, no
+    TIME_WAIT, no fragment queue (an unreadable one counts as busy)."""
+    return int(lib.sbx_netns_idle(*stats)) == 1

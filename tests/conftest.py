@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,7 +240,8 @@ def sh_ok(sb: object, script: str, **kw: object) -> str:
 # What the package keeps open process-wide once it has started a sandbox:
 # the sealed init memfd, user namespaces carrying id maps, and a pool of
 # ready network namespaces (refilled by a background thread, which also
-# holds a few fds for a moment while it makes one).
+# holds a few fds for a moment while it makes one), each with its two
+# sockstat files (those are told apart by the pool's own record of them).
 PROCESS_WIDE_FDS = ("/memfd:sandbox-init", "user:[", "net:[")
 
 
@@ -263,16 +265,28 @@ def _live_cgroup_file(path: str) -> bool:
     return path.startswith("/sys/fs/cgroup/") and os.path.exists(os.path.dirname(path))
 
 
+def _pooled_netns_files() -> set[int]:
+    """The sockstat files of the network namespaces the pool holds (see
+    sandbox/netpool.py): process-wide as those namespaces are."""
+    netpool = sys.modules.get("sandbox.netpool")
+    if netpool is None:
+        return set()
+    return {f for pair in list(netpool.pool._stats.values()) for f in pair}
+
+
 def fd_leaks(before: dict[int, str], grace: float = 2.0) -> dict[int, str]:
     """fds open now that were not in `before` (process-wide ones aside);
     polls up to `grace` s so that fds of a background refill settle."""
     deadline = time.monotonic() + grace
     while True:
-        now = open_fds()
+        now, pooled = open_fds(), _pooled_netns_files()
         new = {
             n: t
             for n, t in now.items()
-            if before.get(n) != t and not t.startswith(PROCESS_WIDE_FDS) and not _live_cgroup_file(t)
+            if before.get(n) != t
+            and not t.startswith(PROCESS_WIDE_FDS)
+            and not _live_cgroup_file(t)
+            and n not in pooled
         }
         if not new or time.monotonic() >= deadline:
             return new

@@ -5,15 +5,21 @@ sandbox before is left in them (sandbox/netpool.py)."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from sandbox import Limits, Sandbox, _core, netpool
 from sandbox import cgroup as sandbox_cgroup
+from sandbox.network import links
 from tests.conftest import require, sh, sh_ok
+
+T = TypeVar("T")
 
 # perl: a TCP connection over loopback, closed by the client first, which
 # leaves the client's end in TIME_WAIT (60 s) inside the namespace.
@@ -49,6 +55,44 @@ def _netns(sb: Sandbox, held: list[int]) -> int:
     fd = os.open(f"/proc/{sb.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     held.append(fd)
     return os.fstat(fd).st_ino
+
+
+def _in_netns(netns_fd: int, make: Callable[[], T]) -> T:
+    """What `make` returns, called by a thread that joins the network
+    namespace (and ends there)."""
+    out: list[T] = []
+
+    def join() -> None:
+        links._setns(netns_fd)
+        out.append(make())
+
+    t = threading.Thread(target=join)
+    t.start()
+    t.join()
+    assert out, "the thread failed"
+    return out[0]
+
+
+def _stats_of(netns_fd: int, held: list[int]) -> tuple[int, int]:
+    """The namespace's sockstat and sockstat6, opened (and held) anew: the
+    pool's own are closed with it."""
+    paths = ("/proc/thread-self/net/sockstat", "/proc/thread-self/net/sockstat6")
+    stats = _in_netns(netns_fd, lambda: tuple(os.open(p, os.O_RDONLY | os.O_CLOEXEC) for p in paths))
+    held.extend(stats)
+    return stats[0], stats[1]
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _open_as(fd: int, ident: tuple[int, int]) -> bool:
+    """Whether fd is still open on the file it was (`ident`)."""
+    try:
+        return _identity(fd) == ident
+    except OSError:
+        return False
 
 
 def _own_groups(sb: Sandbox) -> list[str]:
@@ -104,20 +148,112 @@ def test_a_netns_with_a_socket_left_is_not_used_again(sandbox_host, debian_rootf
         r = sb.exec(["perl", "-e", TIME_WAIT], timeout=30)
         assert r.ok, r.stderr
         assert b"tw 1" in r.stdout, r.stdout
-    assert not _core.netns_idle(held[0])
+    assert not _core.netns_idle(_stats_of(held[0], held))
     for _ in range(12):
         with Sandbox(rootfs=debian_rootfs, warm=False) as sb:
             assert _netns(sb, held) != used
         time.sleep(0.002)
 
 
-def test_a_fresh_netns_is_idle(sandbox_host) -> None:
-    fd = _core.make_netns()
-    assert fd >= 0
+def test_a_reused_netns_is_checked_again(sandbox_host, debian_rootfs: Path, held) -> None:
+    """The sockstat files opened when a namespace was made still count its
+    sockets once it serves another sandbox: busy while one is open in it,
+    idle when none is, and kept from the next sandbox when one is left."""
+    require(netpool.pool.reuse, "SANDBOX_NETNS_REUSE=0")
+    seen: set[int] = set()
+    reused = None
+    for _ in range(24):
+        with Sandbox(rootfs=debian_rootfs, warm=False) as sb:
+            ino = _netns(sb, held)
+            if ino in seen:
+                reused = ino
+                assert sb._launched is not None and sb._launched.netns is not None
+                stats = netpool.pool._stats[sb._launched.netns]
+                assert _core.netns_idle(stats)
+                pid = sh_ok(
+                    sb,
+                    "perl -MSocket -e 'socket(my $s, PF_INET6, SOCK_DGRAM, 0) or die; "
+                    'open(my $f, ">", "/tmp/up.new") or die; print $f $$; close $f; '
+                    'rename("/tmp/up.new", "/tmp/up"); sleep 100\' > /dev/null 2>&1 & '
+                    "until [ -e /tmp/up ]; do sleep 0.01; done; cat /tmp/up",
+                    timeout=30,
+                ).strip()
+                assert not _core.netns_idle(stats)  # the socket of a command still running
+                sh_ok(sb, f"kill {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.01; done", timeout=30)
+                assert _core.netns_idle(stats)
+                r = sb.exec(["perl", "-e", TIME_WAIT], timeout=30)
+                assert r.ok and b"tw 1" in r.stdout, (r.stdout, r.stderr)
+                assert not _core.netns_idle(stats)
+                break
+            seen.add(ino)
+        time.sleep(0.002)  # lets the pool's thread check what came back
+    assert reused is not None, "no namespace was used again"
+    for _ in range(12):
+        with Sandbox(rootfs=debian_rootfs, warm=False) as sb:
+            assert _netns(sb, held) != reused  # its TIME_WAIT keeps it out
+        time.sleep(0.002)
+
+
+def test_a_fresh_netns_is_idle_until_a_socket_is_made_in_it(sandbox_host) -> None:
+    """Its sockstat files, opened inside it, are read from here (the host's
+    namespace) and count its sockets only."""
+    fd, stats = _core.make_checked_netns()
+    assert fd >= 0 and min(stats) >= 0
     try:
-        assert _core.netns_idle(fd)
+        assert _core.netns_idle(stats)
+        s = _in_netns(fd, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        assert not _core.netns_idle(stats)
+        s.close()
+        assert _core.netns_idle(stats)
     finally:
-        os.close(fd)
+        for f in (fd, *stats):
+            os.close(f)
+
+
+def test_the_pool_closes_a_namespaces_files_with_it(sandbox_host, monkeypatch) -> None:
+    """Every namespace the pool made, and both its sockstat files, are
+    closed once it is gone: taken for a bridge (the caller closes the
+    namespace), given back after shutdown(), or held at shutdown().  Each
+    namespace stays held by the test, so its fd numbers cannot be reused for
+    the same files."""
+    p = netpool.NetnsPool(target=2)
+    made: list[tuple[int, tuple[int, int]]] = []
+    files: list[tuple[int, tuple[int, int]]] = []  # (fd, identity) of each
+    real = _core.make_checked_netns
+
+    def recording() -> tuple[int, tuple[int, int]]:
+        fd, stats = real()
+        if fd >= 0 and threading.current_thread() in (threading.main_thread(), p._thread):
+            made.append((os.dup(fd), stats))  # the dup holds the namespace
+            files.extend((f, _identity(f)) for f in (fd, *stats))
+        return fd, stats
+
+    monkeypatch.setattr(_core, "make_checked_netns", recording)
+    try:
+        first = p.take()
+        p.launched()
+        assert first is not None and _core.netns_idle(p._stats[first])
+        p.give_back(first)
+        deadline = time.monotonic() + 10
+        while (len(p._ready) < 2 or p._returned) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the thread checks it and fills the pool up to 2
+        assert len(p._ready) == 2 and not p._returned
+        for _ in range(3):  # two from the pool (its files closed at once), one made
+            bridge = p.take(returned=False)
+            p.launched()
+            assert bridge is not None and bridge not in p._stats
+            os.close(bridge)
+        late = p.take()
+        p.launched()
+        assert late is not None
+    finally:
+        p.shutdown()
+    p.give_back(late)
+    assert p._stats == {} and not p._ready and not p._returned
+    assert len(made) >= 2, made  # the take's own and the thread's
+    assert [f for f, ident in files if _open_as(f, ident)] == []
+    for dup, _ in made:
+        os.close(dup)
 
 
 def test_reuse_off_gives_every_sandbox_a_new_netns(
