@@ -391,26 +391,41 @@ static void drop_cwd_fd(void)
     cwd_fd = -1;
 }
 
+/* Filesystems whose mount(2) resolves no path but its target (source and
+ * options name no file): for them the working directory can change. */
+static int names_no_file(const char *fstype)
+{
+    static const char *const types[] = {"proc", "devpts", "mqueue", "tmpfs"};
+    for (size_t i = 0; fstype && i < sizeof types / sizeof *types; i++)
+        if (rt_streq(fstype, types[i]))
+            return 1;
+    return 0;
+}
+
 /* mount(2), for all but binds: new filesystems (proc, devpts, mqueue).
  * Onto a directory resolved in the root, from that directory as the working
  * directory: the target is ".", which needs no lookup at all, and names
- * exactly the directory.  Through "/proc/self/fd/N" the first of these
- * mounts cost ~9 us more here (it instantiates the init's /proc/<pid>
- * entries), later ones ~1.5 us; fsopen + fsconfig + fsmount + move_mount
+ * exactly the directory.  The first "/proc/self/fd/N" of a plan makes the
+ * init's /proc/<pid> entries (flushed again at its exit): with only these
+ * three mounts still going through it, a whole sandbox cycle cost ~40 us
+ * more CPU here than with none.  fsopen + fsconfig + fsmount + move_mount
  * cost more than this for proc, and more than mount(2) for devpts and
  * mqueue (a call per option).  The working directory is put back at once,
- * or the plan stops (its relative paths would resolve elsewhere).  A target
- * fchdir refuses (a file: mount(2) says ENOTDIR too) goes the old way. */
+ * or the plan stops (its relative paths would resolve elsewhere).  Other
+ * mounts (a source or options that may be relative paths: overlay, a bind
+ * with other flags), and a target fchdir refuses (a file: mount(2) says
+ * ENOTDIR too), go the old way. */
 static int mount_at(const char *src, const char *fstype, unsigned long flags, const char *data,
                     const struct target *t, uint32_t opindex)
 {
     char path[256];
     const char *p;
-    if (!*t->name && cwd_fd < 0) {
+    int here = !*t->name && !(flags & (MS_BIND | MS_MOVE)) && names_no_file(fstype);
+    if (here && cwd_fd < 0) {
         int fd = xopen(".", O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
         cwd_fd = fd < 0 ? -1 : fd;
     }
-    if (!*t->name && cwd_fd >= 0 && SYS1(SYS_fchdir, t->fd) == 0) {
+    if (here && cwd_fd >= 0 && SYS1(SYS_fchdir, t->fd) == 0) {
         int r = xmount(src, ".", fstype, flags, data);
         int e = (int)SYS1(SYS_fchdir, cwd_fd);
         if (e < 0)
