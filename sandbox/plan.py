@@ -103,6 +103,9 @@ class Plan:
         self._add(OP_CHDIR, path)
 
     def remount(self, path: str, flags: int, optional: bool = False) -> None:
+        """A bind remount of the mount at `path`: of MS_RDONLY, MS_NOSUID,
+        MS_NODEV and MS_NOEXEC (no other flag), those in `flags` are set and
+        the others cleared (the init does it with mount_setattr)."""
         self._add(OP_REMOUNT, path, a=flags, flags=F_OPTIONAL if optional else 0)
 
     def _add_binary(self, op: int, payload: bytes, flags: int = 0) -> None:
