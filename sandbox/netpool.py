@@ -37,7 +37,13 @@ from collections import deque
 from . import _core
 
 TARGET = 4
-LOW = 2  # made anyway below this many
+LOW = 2  # made anyway below this many (unless one handed back waits for its check)
+# Kept when handed back idle, ready and waiting for a check together.  More
+# are out at once than TARGET back-to-back (the warm pool's sandboxes ahead,
+# the running one, the dying ones): with TARGET as the cap, the pool dropped
+# returned ones and made new ones in turn, 91 made in 500 cycles (~0.7 ms of
+# CPU each, made and destroyed), against none once warm with this cap.
+KEEP = 16
 
 
 class NetnsPool:
@@ -96,7 +102,7 @@ class NetnsPool:
         or closed, by the thread."""
         with self._cond:
             self._out = max(0, self._out - 1)
-            if self.reuse and self._thread is not None and len(self._returned) < self._target:
+            if self.reuse and self._thread is not None and len(self._returned) + len(self._ready) < KEEP:
                 self._returned.append(fd)
                 self._cond.notify()
                 return
@@ -128,7 +134,9 @@ class NetnsPool:
         # no namespace is out: one that is comes back, and one made meanwhile
         # would make it one too many (made and destroyed for nothing)
         n = len(self._ready)
-        return n < LOW or (n < self._target and (self._out == 0 or not self.reuse))
+        if n < LOW:
+            return not (self._returned and self.reuse)  # that one is checked first
+        return n < self._target and (self._out == 0 or not self.reuse)
 
     def _fill(self) -> None:
         while True:
@@ -142,7 +150,7 @@ class NetnsPool:
                 stats = self._stats.get(back)  # none: not one of ours, not checked
                 idle = stats is not None and _core.netns_idle(stats)  # two preads (see above)
                 with self._cond:
-                    if idle and len(self._ready) < self._target:
+                    if idle and len(self._ready) < KEEP:
                         self._ready.append(back)
                         back = None
                 if back is not None:

@@ -256,6 +256,30 @@ def test_the_pool_closes_a_namespaces_files_with_it(sandbox_host, monkeypatch) -
         os.close(dup)
 
 
+def test_idle_namespaces_handed_back_are_kept_past_the_target(sandbox_host) -> None:
+    """More namespaces out at once than the pool's target (warm sandboxes
+    ahead, dying ones): all that come back idle are kept, up to KEEP, so
+    that none is destroyed only to be made again a moment later."""
+    p = netpool.NetnsPool(target=2)
+    try:
+        out = []
+        for _ in range(6):
+            fd = p.take()
+            p.launched()
+            assert fd is not None
+            out.append(fd)
+        for fd in out:
+            p.give_back(fd)
+        deadline = time.monotonic() + 10
+        while p._returned and time.monotonic() < deadline:
+            time.sleep(0.01)  # the thread checks them
+        with p._cond:
+            assert set(out) <= set(p._ready)  # every one kept, not closed
+            assert len(p._ready) <= netpool.KEEP
+    finally:
+        p.shutdown()
+
+
 def test_reuse_off_gives_every_sandbox_a_new_netns(
     sandbox_host, busybox_rootfs: Path, monkeypatch, held
 ) -> None:
