@@ -72,3 +72,20 @@ def pread_many(fds: Sequence[int], size: int = 4096) -> list[bytes | int]:
         r = ops[i].result
         out.append(ffi.buffer(buf + i * size, r)[:] if r >= 0 else r)
     return out
+
+
+def write_many(items: Sequence[tuple[int, bytes]]) -> list[int]:
+    """One write() of each (fd, data): the length written, or -errno (a
+    cgroupfs file takes a value in one write)."""
+    n = len(items)
+    if n == 0:
+        return []
+    ops = ffi.new("struct sbx_fsop[]", n)
+    keep = []  # the buffers, alive for the call
+    for i, (fd, data) in enumerate(items):
+        b = ffi.new("char[]", data)
+        keep.append(b)
+        o = ops[i]
+        o.op, o.fd, o.buf, o.len = lib.SBX_FS_WRITE, fd, b, len(data)
+    lib.sbx_fs_run(ops, n)
+    return [ops[i].result for i in range(n)]

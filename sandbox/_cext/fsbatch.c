@@ -29,6 +29,9 @@ int sbx_fs_run(struct sbx_fsop *ops, int n)
         case SBX_FS_PREAD:
             r = pread(o->fd, o->buf, (size_t)o->len, 0);
             break;
+        case SBX_FS_WRITE:
+            r = write(o->fd, o->buf, (size_t)o->len);
+            break;
         default:
             r = -1;
             errno = EINVAL;

@@ -13,6 +13,7 @@
 #define SBX_FS_OPEN 3  /* open(path, arg | O_CLOEXEC): result is the fd */
 #define SBX_FS_CLOSE 4 /* close(fd) */
 #define SBX_FS_PREAD 5 /* pread(fd, buf, len, 0): result is the length */
+#define SBX_FS_WRITE 6 /* write(fd, buf, len): result is the length written */
 
 struct sbx_fsop {
     int op;

@@ -81,6 +81,7 @@ class Group(ABC):
         self.children: list[Group] = []
         self.on_spare_taken: Callable[[Group], None] | None = None
         self._files: dict[str, int] = {}  # path -> an fd kept open (see prepare)
+        self._pending: list[tuple[str, str]] | None = None  # _w()s of an apply() under way
         self.applied = Limits()  # what apply() wrote so far
         self.sandbox = False  # a sandbox's own group (the pool may keep it for the next)
         self._attach: list[int] | None = None
@@ -94,7 +95,22 @@ class Group(ABC):
         return fd
 
     def _w(self, path: str, value: str) -> None:
+        if self._pending is not None:
+            self._pending.append((path, value))  # apply() writes them at its end
+            return
         os.write(self._fd(path, os.O_WRONLY), value.encode())
+
+    def _flush(self, writes: list[tuple[str, str]]) -> None:
+        """The limit writes of one apply(), in order, in two C calls (opens,
+        then writes): the pool's thread made a spare's three writes with six
+        Python calls, each giving the interpreter lock to the caller's thread
+        and waiting to get it back.  The first failure is raised."""
+        todo = list(dict.fromkeys(p for p, _ in writes if p not in self._files))
+        self._open_files(todo, os.O_WRONLY, missing=())  # a missing file raises, as os.open did
+        got = fsbatch.write_many([(self._files[p], v.encode()) for p, v in writes])
+        for (p, _), r in zip(writes, got, strict=True):
+            if r < 0:
+                raise fsbatch.error(r, p)
 
     def _r(self, path: str) -> str:
         try:
@@ -188,7 +204,13 @@ class Group(ABC):
 
     def apply(self, limits: Limits) -> None:
         """Write these limits (those that are set) into the group."""
-        self._apply(limits)
+        self._pending = []
+        try:
+            self._apply(limits)
+            writes = self._pending
+        finally:
+            self._pending = None
+        self._flush(writes)
         self.applied = self.applied.merge(limits)
 
     @abstractmethod

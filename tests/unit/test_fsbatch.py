@@ -53,3 +53,17 @@ def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
+
+
+def test_write_many_writes_each_in_order(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    fa = os.open(a, os.O_WRONLY | os.O_CREAT, 0o600)
+    fb = os.open(b, os.O_WRONLY | os.O_CREAT, 0o600)
+    r = os.open(tmp_path, os.O_RDONLY)  # a directory: write() gives EBADF
+    try:
+        assert fsbatch.write_many([(fa, b"1"), (r, b"x"), (fb, b"22"), (fa, b"333")]) == [1, -errno.EBADF, 2, 3]
+    finally:
+        for fd in (fa, fb, r):
+            os.close(fd)
+    assert (a.read_bytes(), b.read_bytes()) == (b"1333", b"22")
+    assert fsbatch.write_many([]) == []
