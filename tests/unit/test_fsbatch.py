@@ -61,7 +61,8 @@ def test_write_many_writes_each_in_order(tmp_path: Path) -> None:
     fb = os.open(b, os.O_WRONLY | os.O_CREAT, 0o600)
     r = os.open(tmp_path, os.O_RDONLY)  # a directory: write() gives EBADF
     try:
-        assert fsbatch.write_many([(fa, b"1"), (r, b"x"), (fb, b"22"), (fa, b"333")]) == [1, -errno.EBADF, 2, 3]
+        got = fsbatch.write_many([(fa, b"1"), (r, b"x"), (fb, b"22"), (fa, b"333")])
+        assert got == [1, -errno.EBADF, 2, 3]
     finally:
         for fd in (fa, fb, r):
             os.close(fd)
