@@ -139,9 +139,12 @@ def test_concurrent_execs_past_the_channels(sb) -> None:
     results: list[bytes] = []
     go = threading.Barrier(n)
 
+    # each command ends only once all have started: n execs are in flight at once
+    wait_all = f'touch /tmp/in.{{i}}; until [ "$(ls /tmp/in.* | wc -l)" -ge {n} ]; do sleep 0.01; done'
+
     def one(i: int) -> None:
         go.wait()
-        results.append(sh(sb, f"sleep 0.2; echo {i}").stdout)
+        results.append(sh(sb, wait_all.format(i=i) + f"; echo {i}", timeout=60).stdout)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
