@@ -139,7 +139,8 @@ def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]
         p.mkfile(target, optional=spec.read_only)
         p.mount(name, target, "", MS_BIND, optional=spec.read_only)
         if spec.read_only:
-            p.remount(target, MS_RDONLY, optional=True)
+            # a bind remount sets exactly the flags given: keep the tmpfs's nosuid, nodev
+            p.remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)
 
     for m in spec.mounts:
         attrs = _core.MOUNT_ATTR_NOSUID | _core.MOUNT_ATTR_NODEV

@@ -165,17 +165,28 @@ def test_no_sysfs_no_cgroupfs(default_sb, probe) -> None:
     assert errnos(r) == {"open_wr=/sys/fs/cgroup/release_agent": "ENOENT", "mount_cgroup": "EPERM"}
 
 
-def test_every_mount_is_nosuid_and_nodev(default_sb) -> None:
-    """nosuid everywhere; nodev everywhere but where device nodes must work
-    (/dev, /dev/pts and the /dev/null binds over masked files)."""
-    mounts = sb_mounts(default_sb)
+def _not_nosuid_nodev(sb: Any) -> dict[str, tuple[str, str]]:
+    """The mounts without nosuid, or without nodev where no device node must
+    work (/dev, /dev/pts and the /dev/null binds over masked files)."""
     devices = {"/dev", "/dev/pts"} | set(MASKED_FILES)
     bad = {}
-    for point, (fstype, opts) in mounts.items():
+    for point, (fstype, opts) in sb_mounts(sb).items():
         o = opts.split(",")
         if "nosuid" not in o or ("nodev" not in o and point not in devices):
             bad[point] = (fstype, opts)
-    assert bad == {}
+    return bad
+
+
+def test_every_mount_is_nosuid_and_nodev(default_sb) -> None:
+    assert _not_nosuid_nodev(default_sb) == {}
+
+
+def test_every_mount_of_a_read_only_sandbox_is_nosuid_and_nodev(rootfs: Path) -> None:
+    # its /etc/hostname and /etc/hosts binds are remounted read-only: with
+    # nosuid and nodev kept (a bind remount sets the flags it is given)
+    with Sandbox(rootfs=rootfs, read_only=True) as sb:
+        assert _not_nosuid_nodev(sb) == {}
+        assert "ro" in sb_mounts(sb)["/etc/hostname"][1].split(",")
 
 
 def test_masks_are_no_writable_host_inode(default_sb, probe) -> None:
