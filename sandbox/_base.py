@@ -468,10 +468,10 @@ class SandboxBase:
         # of an exec's ~60 us of Python, measured in a loop)
         # (not with secrets: the entry would keep the Spec, and them, in memory)
         plain = not extra and limits is self._limits and not self._spec.secrets
+        # the entry holds the Spec and the Limits: their ids are not reused meanwhile
         key = (id(self._spec), id(limits), user)
         hit = _FIXED.get(key) if plain else None
-        # the entry holds the Spec and the Limits: their ids are not reused meanwhile
-        fixed = hit[2] if hit is not None and hit[0] is self._spec and hit[1] is limits else None
+        fixed = hit[2] if hit is not None else None
         if fixed is None:
             env = {"PATH": DEFAULT_PATH, "HOSTNAME": self._spec.hostname, "HOME": user.home}
             env.update(self._spec.env)

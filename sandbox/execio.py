@@ -163,13 +163,10 @@ def collect(
         raise
     finally:
         if chan >= 0:
-            keep = None
+            kept = None
             if clean and io is not None:
-                keep, io.reply = io.reply, -1  # not closed by sbx_io_free
-            elif io is None:
-                os.close(fds[0])
-                fds = (-1, *fds[1:])
-            _give_back(launched, chan, keep)
+                kept, io.reply = io.reply, -1  # not closed by sbx_io_free
+            _give_back(launched, chan, kept)  # else our end is closed below
         if io is not None:
             lib.sbx_io_free(io)
         else:

@@ -762,6 +762,7 @@ struct slot {
 };
 static struct slot slots[MAX_EXECS];
 static int channels[SBX_MAX_CHANNELS]; /* reply channels (proto.h), -1 where none */
+static struct slot *chan_user[SBX_MAX_CHANNELS]; /* the exec running on each, or NULL */
 
 static struct slot *find_slot_pid(int pid)
 {
@@ -1052,15 +1053,6 @@ static void kill_exec(int pid, int sig)
             xclose(kill_fds[k].fd);
 }
 
-/* A running exec that replies on this channel, or NULL. */
-static struct slot *channel_user(int chan)
-{
-    for (int i = 0; i < MAX_EXECS; i++)
-        if (slots[i].pid > 0 && slots[i].channel == chan)
-            return &slots[i];
-    return NULL;
-}
-
 static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds, int nfds)
 {
     /* base: where the streams start in fds (after the reply socket, if one came) */
@@ -1076,7 +1068,7 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
         chan = (int)SBX_EXEC_CHANNEL_OF(r.flags);
         int both = (r.flags & SBX_EXEC_KEEP) && (r.flags & SBX_EXEC_REUSE);
         if (both || chan >= SBX_MAX_CHANNELS ||
-            ((r.flags & SBX_EXEC_REUSE) && (channels[chan] < 0 || channel_user(chan)))) {
+            ((r.flags & SBX_EXEC_REUSE) && (channels[chan] < 0 || chan_user[chan]))) {
             /* nowhere to say so for a REUSE: the host's wait ends with the
              * sandbox, as for any request the init cannot answer */
             if (r.flags & SBX_EXEC_KEEP)
@@ -1094,10 +1086,11 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
             /* The host dropped its end of the last socket: an exec it gave
              * up on (interrupted) may still run on it, which then owns it
              * (closed at its end); else it goes now. */
-            struct slot *old = channel_user(chan);
-            if (old)
+            struct slot *old = chan_user[chan];
+            if (old) {
                 old->channel = -1;
-            else if (channels[chan] >= 0)
+                chan_user[chan] = NULL;
+            } else if (channels[chan] >= 0)
                 xclose(channels[chan]);
             channels[chan] = reply;
         }
@@ -1164,6 +1157,8 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
     s->pid = (int)pid;
     s->reply = reply;
     s->channel = chan;
+    if (chan >= 0)
+        chan_user[chan] = s;
     s->syscall = -1;
     reply = -1;
     s->held[0] = s->held[1] = -1;
@@ -1212,6 +1207,8 @@ static void reap(void)
         send_msg(s->reply, SBX_REP_EXITED, s->id, &ex, sizeof ex, -1);
         if (s->channel < 0)
             xclose(s->reply);
+        else
+            chan_user[s->channel] = NULL;
         s->channel = -1;
         for (int k = 0; k < 2; k++)
             if (s->held[k] >= 0)
