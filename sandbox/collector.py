@@ -234,7 +234,8 @@ class Collector:
     def settle(self) -> None:
         """After the exit record: read the exec cgroup's counts; after a kill
         of ours, end whatever the command left (processes that left its
-        session too), then remove the cgroup where nothing is left in it."""
+        session too); then the cgroup goes back to its sandbox where it is
+        clean (Group.recycle), or is removed where nothing is left in it."""
         if self.group is None and self.watch_id is None:
             return  # no cgroup, never watched: nothing to race with
         watchdog.unwatch(self)
@@ -245,6 +246,8 @@ class Collector:
         self.usage = g.usage()
         if self._reason() not in ("exited", "signaled"):
             g.kill()  # a limit ended it: nothing of it may run on
+        elif g.recycle(self.usage):
+            return  # its sandbox's spare again, for the next exec
         cgroup.dispose(g)  # in the background; one with a process left stays until the sandbox's close
 
     def _reason(self) -> str:

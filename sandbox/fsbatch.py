@@ -46,6 +46,11 @@ def close_many(fds: Sequence[int]) -> None:
     _run(lib.SBX_FS_CLOSE, fds)
 
 
+def dup_many(fds: Sequence[int]) -> list[int]:
+    """A close-on-exec duplicate of each fd: the new fd, or -errno."""
+    return _run(lib.SBX_FS_DUP, fds)
+
+
 def mkdir_many(paths: Sequence[str]) -> list[int]:
     """mkdir() each path (mode 0755): 0 or -errno."""
     return _run(lib.SBX_FS_MKDIR, paths)

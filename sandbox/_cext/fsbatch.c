@@ -32,6 +32,9 @@ int sbx_fs_run(struct sbx_fsop *ops, int n)
         case SBX_FS_WRITE:
             r = write(o->fd, o->buf, (size_t)o->len);
             break;
+        case SBX_FS_DUP:
+            r = fcntl(o->fd, F_DUPFD_CLOEXEC, 3);
+            break;
         default:
             r = -1;
             errno = EINVAL;

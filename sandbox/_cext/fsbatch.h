@@ -14,6 +14,7 @@
 #define SBX_FS_CLOSE 4 /* close(fd) */
 #define SBX_FS_PREAD 5 /* pread(fd, buf, len, 0): result is the length */
 #define SBX_FS_WRITE 6 /* write(fd, buf, len): result is the length written */
+#define SBX_FS_DUP 7   /* fcntl(fd, F_DUPFD_CLOEXEC, 3): result is the new fd */
 
 struct sbx_fsop {
     int op;

@@ -4,7 +4,8 @@ about 0.4 ms of mkdir and 0.1 ms of rmdir per group here (measured), for a
 start that should take about 2 ms.
 
 The pool keeps TARGET empty sandbox groups, each with a spare exec child,
-and refills a sandbox's spare when an exec takes it.  Groups handed back
+and refills a sandbox's spare when an exec takes it and its group does not
+come back clean (Group.recycle).  Groups handed back
 (`dispose`) are removed in order, children first; one that still holds
 processes is tried again a little later (its processes are being killed
 with their pid namespace), up to a limit.  `shutdown()` (also at exit)
@@ -12,8 +13,8 @@ removes everything the pool holds; a process killed before that leaves
 its groups to `gc`.
 
 A closed sandbox's own group is used again, for the next sandbox with the
-same cgroup limits (up to KEEP of them): once its exec groups are removed
-it holds nothing but those limits (a sandbox's processes are all in exec
+same cgroup limits (up to KEEP of them), with its spare: once its other
+exec groups are removed it holds nothing but those limits (a sandbox's processes are all in exec
 groups or gone; none reads its counts), and a judge's sandboxes all have
 the same limits.  That saves its mkdir, rmdir and limit writes (~0.6 ms of
 CPU per sandbox here, the memory limit's write alone ~50 us).  What its
@@ -71,6 +72,7 @@ class Pool:
             g = self._make()  # the pool is empty (a burst): made here, as without a pool
             g.on_spare_taken = self._want_spare
         g.sandbox = True
+        g.closed = False
         if limits_key(g.applied) != key:
             try:
                 g.apply(limits)
@@ -87,6 +89,7 @@ class Pool:
 
     def dispose(self, g: Group) -> None:
         g.on_spare_taken = None
+        g.closed = True  # its execs' groups are not taken back now (Group.recycle)
         with self._cond:
             # not at once: the caller's next steps (its close, its next start)
             # are Python work this thread's would contend with for the lock

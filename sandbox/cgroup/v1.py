@@ -215,7 +215,14 @@ class V1Group(Group):
             f"{m}/memory.oom_control",
             f"{p}/pids.events",
             f"{p}/pids.peak",
+            f"{m}/memory.usage_in_bytes",
         ]
+
+    def _reset_counts(self) -> bool:
+        # cpuacct.usage takes "0" for all its counts (usage_user and _sys too);
+        # memory.max_usage_in_bytes takes "0" for "the usage now"
+        a, m = self._dir("cpuacct"), self._dir("memory")
+        return self._zero([f"{a}/cpuacct.usage", f"{m}/memory.max_usage_in_bytes"])
 
     def _targets(self) -> list[str]:
         """The groups an exec of this group enters, one per hierarchy: its
@@ -266,6 +273,7 @@ class V1Group(Group):
             oom_kills=_fs.parse_keyed(texts[4]).get("oom_kill", 0),
             pids_refused=_fs.parse_keyed(texts[5]).get("max", 0),
             pids_peak=_fs.to_int(texts[6], -1),
+            memory_now=_fs.to_int(texts[7], -1),
         )
 
     def kill(self) -> None:

@@ -14,8 +14,10 @@ and cgroup namespace)."""
 
 from __future__ import annotations
 
+import errno
 import os
 
+from .. import fsbatch
 from ..errors import HostError
 from ..limits import UNLIMITED, Limits
 from . import _fs
@@ -80,6 +82,10 @@ class V2Group(Group):
     def __init__(self, parent: str, name: str, limits: Limits, top: bool = False) -> None:
         super().__init__()
         self.dir = os.path.join(parent, name)
+        # cpu.stat cannot be reset: its counts when the group was recycled
+        # (usec: usage, user, system), taken off what it says later
+        self._cpu_base = (0, 0, 0)
+        self._cpu_last = (0, 0, 0)
         os.mkdir(self.dir)
         try:
             if top:
@@ -115,6 +121,11 @@ class V2Group(Group):
 
     def prepare_start(self, sandbox: bool = False) -> None:
         d = self.dir
+        if not sandbox:
+            # read and written (reset) through one fd: its peak is the fd's own
+            # (kernels before 6.12: read-only, and then the group is not recycled)
+            refused = (errno.ENOENT, errno.EACCES, errno.EPERM)
+            self._open_files([f"{d}/memory.peak"], os.O_RDWR, missing=refused)
         self.prepare(
             [f"{d}/memory.max", f"{d}/memory.swap.max", f"{d}/pids.max", f"{d}/cpu.max"],
             self._usage_files(),
@@ -123,28 +134,40 @@ class V2Group(Group):
 
     def _usage_files(self) -> list[str]:
         """What usage() reads, in its order."""
-        names = ("cpu.stat", "memory.peak", "memory.events", "pids.events", "pids.peak")
+        names = ("cpu.stat", "memory.peak", "memory.events", "pids.events", "pids.peak", "memory.current")
         return [f"{self.dir}/{f}" for f in names]
+
+    def _reset_counts(self) -> bool:
+        # a write to memory.peak resets the peak that fd reads (kernel 6.12+);
+        # the fd must be the one usage() reads through (prepare_start)
+        fd = self._files.get(f"{self.dir}/memory.peak")
+        if fd is None or fsbatch.write_many([(fd, b"reset")]) != [5]:
+            return False
+        self._cpu_base = self._cpu_last
+        return True
 
     def _open_attach(self) -> list[int]:
         return [os.open(f"{self.dir}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)]
 
     def cpu_seconds(self) -> float:
-        return self._keyed(f"{self.dir}/cpu.stat").get("usage_usec", 0) / 1e6
+        return (self._keyed(f"{self.dir}/cpu.stat").get("usage_usec", 0) - self._cpu_base[0]) / 1e6
 
     def pids_refused(self) -> int:
         return self._keyed(f"{self.dir}/pids.events").get("max", 0)
 
     def usage(self) -> Usage:
-        cpu, peak, events, pids, pids_peak = self._read_many(self._usage_files())
+        cpu, peak, events, pids, pids_peak, now = self._read_many(self._usage_files())
         st = _fs.parse_keyed(cpu)
+        self._cpu_last = (st.get("usage_usec", 0), st.get("user_usec", 0), st.get("system_usec", 0))
+        _, user0, sys0 = self._cpu_base
         return Usage(
-            cpu_user=st.get("user_usec", 0) / 1e6,
-            cpu_sys=st.get("system_usec", 0) / 1e6,
+            cpu_user=(self._cpu_last[1] - user0) / 1e6,
+            cpu_sys=(self._cpu_last[2] - sys0) / 1e6,
             max_memory=_fs.to_int(peak),
             oom_kills=_fs.parse_keyed(events).get("oom_kill", 0),
             pids_refused=_fs.parse_keyed(pids).get("max", 0),
             pids_peak=_fs.to_int(pids_peak, -1),
+            memory_now=_fs.to_int(now, -1),
         )
 
     def kill(self) -> None:

@@ -237,8 +237,10 @@ def test_the_pool_closes_a_namespaces_files_with_it(sandbox_host, monkeypatch) -
         deadline = time.monotonic() + 10
         while (len(p._ready) < 2 or p._returned) and time.monotonic() < deadline:
             time.sleep(0.01)  # the thread checks it and fills the pool up to 2
-        assert len(p._ready) == 2 and not p._returned
-        for _ in range(3):  # two from the pool (its files closed at once), one made
+        # 2 or 3: the given-back one is kept past the target (KEEP) when the
+        # thread had already made two while it was checked
+        assert len(p._ready) >= 2 and not p._returned
+        for _ in range(4):  # from the pool (their files closed at once), then made
             bridge = p.take(returned=False)
             p.launched()
             assert bridge is not None and bridge not in p._stats
