@@ -202,10 +202,12 @@ class Group(ABC):
         """Write "0" to each of these files (a counter's reset), through
         write fds kept open after the first time; False on any failure."""
         todo = [p for p in paths if p not in self._reset_files]
-        for p, fd in zip(todo, fsbatch.open_many(todo, os.O_WRONLY), strict=True):
-            if fd < 0:
-                return False
-            self._reset_files[p] = fd
+        opened = fsbatch.open_many(todo, os.O_WRONLY)
+        for p, fd in zip(todo, opened, strict=True):
+            if fd >= 0:
+                self._reset_files[p] = fd  # closed with the group's other fds
+        if any(fd < 0 for fd in opened):
+            return False
         return all(r == 1 for r in fsbatch.write_many([(self._reset_files[p], b"0") for p in paths]))
 
     @abstractmethod
@@ -275,7 +277,11 @@ class Group(ABC):
             return  # one came back meanwhile (recycle)
         g = self._new_child(self._next_name(), self._held())
         g.parent = self
-        g.prepare_start()
+        try:
+            g.prepare_start()
+        except BaseException:
+            g.remove()
+            raise
         with self._lock:
             if self._spare is None:
                 self._spare = g
@@ -330,15 +336,15 @@ class Group(ABC):
         ):
             self._spare_wanted(p)
             return False
+        # all under the sandbox's lock: a close sets `closed` under it, and
+        # the pool removes (and closes the fds of) an exec's group that is not
+        # the spare only after that; a reset through closed fds could write
+        # into whatever file reused their numbers
         with p._lock:
-            take = p._spare is None and not p.closed and self.exists()
-        if not take or not self._reset_counts():
-            self._spare_wanted(p)
-            return False
-        with p._lock:
-            if p._spare is None and not p.closed:
+            if p._spare is None and not p.closed and self.exists() and self._reset_counts():
                 p._spare = self
                 return True
+        self._spare_wanted(p)
         return False
 
     @staticmethod

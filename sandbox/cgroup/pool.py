@@ -89,7 +89,8 @@ class Pool:
 
     def dispose(self, g: Group) -> None:
         g.on_spare_taken = None
-        g.closed = True  # its execs' groups are not taken back now (Group.recycle)
+        with g._lock:
+            g.closed = True  # its execs' groups are not taken back now (Group.recycle)
         with self._cond:
             # not at once: the caller's next steps (its close, its next start)
             # are Python work this thread's would contend with for the lock

@@ -90,6 +90,12 @@ class V2Group(Group):
         try:
             if top:
                 _enable(self.dir, [*WANTED, *(["cpuset"] if "cpuset" in _controllers(self.dir) else [])])
+            else:
+                # an exec's: memory.peak read and written (reset) through one
+                # fd, whose peak is its own (before 6.12 the file is read-only,
+                # and then the group is not recycled)
+                refused = (errno.ENOENT, errno.EACCES, errno.EPERM)
+                self._open_files([f"{self.dir}/memory.peak"], os.O_RDWR, missing=refused)
             self.apply(limits)
         except BaseException:
             self.remove()
@@ -121,11 +127,6 @@ class V2Group(Group):
 
     def prepare_start(self, sandbox: bool = False) -> None:
         d = self.dir
-        if not sandbox:
-            # read and written (reset) through one fd: its peak is the fd's own
-            # (kernels before 6.12: read-only, and then the group is not recycled)
-            refused = (errno.ENOENT, errno.EACCES, errno.EPERM)
-            self._open_files([f"{d}/memory.peak"], os.O_RDWR, missing=refused)
         self.prepare(
             [f"{d}/memory.max", f"{d}/memory.swap.max", f"{d}/pids.max", f"{d}/cpu.max"],
             self._usage_files(),
@@ -150,7 +151,8 @@ class V2Group(Group):
         return [os.open(f"{self.dir}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)]
 
     def cpu_seconds(self) -> float:
-        return (self._keyed(f"{self.dir}/cpu.stat").get("usage_usec", 0) - self._cpu_base[0]) / 1e6
+        used = self._keyed(f"{self.dir}/cpu.stat").get("usage_usec")
+        return 0.0 if used is None else (used - self._cpu_base[0]) / 1e6  # None: removed meanwhile
 
     def pids_refused(self) -> int:
         return self._keyed(f"{self.dir}/pids.events").get("max", 0)
@@ -158,11 +160,13 @@ class V2Group(Group):
     def usage(self) -> Usage:
         cpu, peak, events, pids, pids_peak, now = self._read_many(self._usage_files())
         st = _fs.parse_keyed(cpu)
-        self._cpu_last = (st.get("usage_usec", 0), st.get("user_usec", 0), st.get("system_usec", 0))
-        _, user0, sys0 = self._cpu_base
+        user = sys_ = 0
+        if st:  # else removed meanwhile (its sandbox closed): nothing to take off
+            self._cpu_last = (st.get("usage_usec", 0), st.get("user_usec", 0), st.get("system_usec", 0))
+            user, sys_ = self._cpu_last[1] - self._cpu_base[1], self._cpu_last[2] - self._cpu_base[2]
         return Usage(
-            cpu_user=(self._cpu_last[1] - user0) / 1e6,
-            cpu_sys=(self._cpu_last[2] - sys0) / 1e6,
+            cpu_user=user / 1e6,
+            cpu_sys=sys_ / 1e6,
             max_memory=_fs.to_int(peak),
             oom_kills=_fs.parse_keyed(events).get("oom_kill", 0),
             pids_refused=_fs.parse_keyed(pids).get("max", 0),
