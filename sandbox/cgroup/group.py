@@ -30,7 +30,7 @@ class Usage:
     oom_kills: int  # processes the OOM killer ended in it
     pids_refused: int  # forks refused by its pids limit
     pids_peak: int | None
-    memory_now: int = -1  # bytes charged at the read (-1: not read)
+    memory_now: int  # bytes charged at the read (-1: unknown)
 
 
 def sandbox_name(seq: int) -> str:
@@ -93,7 +93,6 @@ class Group(ABC):
         self.children: list[Group] = []
         self.on_spare_taken: Callable[[Group], None] | None = None
         self._files: dict[str, int] = {}  # path -> an fd kept open (see prepare)
-        self._reset_files: dict[str, int] = {}  # path -> a write fd kept open (see _zero)
         self._pending: list[tuple[str, str]] | None = None  # _w()s of an apply() under way
         self.applied = Limits()  # what apply() wrote so far
         self.sandbox = False  # a sandbox's own group (the pool may keep it for the next)
@@ -193,22 +192,25 @@ class Group(ABC):
         fsbatch.close_many(fds or [])
 
     def _close_files(self) -> None:
-        fsbatch.close_many([*self._files.values(), *self._reset_files.values(), *(self._attach or [])])
+        fsbatch.close_many([*self._files.values(), *(self._attach or [])])
         self._files.clear()
-        self._reset_files.clear()
         self._attach = None
 
-    def _zero(self, paths: list[str]) -> bool:
-        """Write "0" to each of these files (a counter's reset), through
-        write fds kept open after the first time; False on any failure."""
-        todo = [p for p in paths if p not in self._reset_files]
-        opened = fsbatch.open_many(todo, os.O_WRONLY)
-        for p, fd in zip(todo, opened, strict=True):
-            if fd >= 0:
-                self._reset_files[p] = fd  # closed with the group's other fds
-        if any(fd < 0 for fd in opened):
+    def _open_resettable(self, paths: list[str]) -> None:
+        """At an exec's group's making: open these counters read-write, for
+        usage() to read and _reset to write through (a v2 memory.peak's
+        reset holds for the fd it was written to).  One the kernel will not
+        open for writing (EACCES: no reset, e.g. memory.peak before 6.12)
+        is opened on use read-only, and then the group is not recycled."""
+        self._open_files(paths, os.O_RDWR, missing=(errno.ENOENT, errno.EACCES, errno.EPERM))
+
+    def _reset(self, paths: list[str], value: bytes) -> bool:
+        """Write `value` to each of these counters (_open_resettable's);
+        False on any failure."""
+        fds = [fd for p in paths if (fd := self._files.get(p)) is not None]
+        if len(fds) != len(paths):
             return False
-        return all(r == 1 for r in fsbatch.write_many([(self._reset_files[p], b"0") for p in paths]))
+        return all(r == len(value) for r in fsbatch.write_many([(fd, value) for fd in fds]))
 
     @abstractmethod
     def _open_attach(self) -> list[int]: ...
@@ -351,8 +353,9 @@ class Group(ABC):
     def _spare_wanted(p: Group | None) -> None:
         """A sandbox that ran more than one exec will likely run another:
         its spare is made ahead when its last exec's group goes."""
-        want = p is not None and p._execs >= 2 and p._spare is None and not p.closed
-        if want and p is not None and p.on_spare_taken is not None:
+        if p is None or p._execs < 2 or p._spare is not None or p.closed:
+            return
+        if p.on_spare_taken is not None:
             p.on_spare_taken(p)
 
     def _reset_counts(self) -> bool:

@@ -5,18 +5,18 @@ start that should take about 2 ms.
 
 The pool keeps TARGET empty sandbox groups, each with a spare exec child,
 and refills a sandbox's spare when an exec takes it and its group does not
-come back clean (Group.recycle).  Groups handed back
-(`dispose`) are removed in order, children first; one that still holds
-processes is tried again a little later (its processes are being killed
-with their pid namespace), up to a limit.  `shutdown()` (also at exit)
+come back clean (Group.recycle).  Groups handed back (`dispose`) are
+removed in order, children first; one that still holds processes is tried
+again a little later (its processes are being killed with their pid
+namespace), up to a limit.  `shutdown()` (also at exit)
 removes everything the pool holds; a process killed before that leaves
 its groups to `gc`.
 
 A closed sandbox's own group is used again, for the next sandbox with the
 same cgroup limits (up to KEEP of them), with its spare: once its other
-exec groups are removed it holds nothing but those limits (a sandbox's processes are all in exec
-groups or gone; none reads its counts), and a judge's sandboxes all have
-the same limits.  That saves its mkdir, rmdir and limit writes (~0.6 ms of
+exec groups are removed it holds nothing but those limits (a sandbox's
+processes are all in exec groups or gone; none reads its counts), and a
+judge's sandboxes all have the same limits.  That saves its mkdir, rmdir and limit writes (~0.6 ms of
 CPU per sandbox here, the memory limit's write alone ~50 us).  What its
 exec groups left charged (page cache, reclaimable) counts against the next
 sandbox's memory limit until it is reclaimed, as it would in its parent."""

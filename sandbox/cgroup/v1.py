@@ -97,6 +97,8 @@ class V1Group(Group):
         self._attach_dirs: list[str] = []  # the groups the attach fds enter
         try:
             self._ensure_needed(limits)
+            if parent is not None:
+                self._open_resettable(self._resettable())
             self.apply(limits)
         except BaseException:
             self.remove()
@@ -218,11 +220,13 @@ class V1Group(Group):
             f"{m}/memory.usage_in_bytes",
         ]
 
-    def _reset_counts(self) -> bool:
+    def _resettable(self) -> list[str]:
         # cpuacct.usage takes "0" for all its counts (usage_user and _sys too);
         # memory.max_usage_in_bytes takes "0" for "the usage now"
-        a, m = self._dir("cpuacct"), self._dir("memory")
-        return self._zero([f"{a}/cpuacct.usage", f"{m}/memory.max_usage_in_bytes"])
+        return [f"{self._dir('cpuacct')}/cpuacct.usage", f"{self._dir('memory')}/memory.max_usage_in_bytes"]
+
+    def _reset_counts(self) -> bool:
+        return self._reset(self._resettable(), b"0")
 
     def _targets(self) -> list[str]:
         """The groups an exec of this group enters, one per hierarchy: its

@@ -14,10 +14,8 @@ and cgroup namespace)."""
 
 from __future__ import annotations
 
-import errno
 import os
 
-from .. import fsbatch
 from ..errors import HostError
 from ..limits import UNLIMITED, Limits
 from . import _fs
@@ -91,11 +89,7 @@ class V2Group(Group):
             if top:
                 _enable(self.dir, [*WANTED, *(["cpuset"] if "cpuset" in _controllers(self.dir) else [])])
             else:
-                # an exec's: memory.peak read and written (reset) through one
-                # fd, whose peak is its own (before 6.12 the file is read-only,
-                # and then the group is not recycled)
-                refused = (errno.ENOENT, errno.EACCES, errno.EPERM)
-                self._open_files([f"{self.dir}/memory.peak"], os.O_RDWR, missing=refused)
+                self._open_resettable([f"{self.dir}/memory.peak"])  # an exec's
             self.apply(limits)
         except BaseException:
             self.remove()
@@ -139,10 +133,8 @@ class V2Group(Group):
         return [f"{self.dir}/{f}" for f in names]
 
     def _reset_counts(self) -> bool:
-        # a write to memory.peak resets the peak that fd reads (kernel 6.12+);
-        # the fd must be the one usage() reads through (prepare_start)
-        fd = self._files.get(f"{self.dir}/memory.peak")
-        if fd is None or fsbatch.write_many([(fd, b"reset")]) != [5]:
+        # a write to memory.peak resets the peak that fd reads (kernel 6.12+)
+        if not self._reset([f"{self.dir}/memory.peak"], b"reset"):
             return False
         self._cpu_base = self._cpu_last
         return True

@@ -72,13 +72,17 @@ def live_cmdlines(sb: Sandbox) -> list[str]:
 def inside_cgroups(sb: Sandbox, **kw: object) -> dict[str, str]:
     """/proc/self/cgroup of an exec: {controllers: path} for the lines that
     are ours (a sandbox-... path)."""
-    out = sh_ok(sb, "cat /proc/self/cgroup", timeout=SAFE, **kw)
+    return our_cgroups(sh_ok(sb, "cat /proc/self/cgroup", timeout=SAFE, **kw))
+
+
+def our_cgroups(text: str) -> dict[str, str]:
+    """{controllers: path} of the lines of a /proc/PID/cgroup that are ours."""
     found = {}
-    for line in out.splitlines():
+    for line in text.splitlines():
         _, controllers, path = line.split(":", 2)
         if "/sandbox-" in path:
             found[controllers] = path
-    assert found, out
+    assert found, text
     return found
 
 
@@ -611,8 +615,7 @@ def exec_group(sb: Sandbox, argv: list[str] | None = None) -> str:
     /proc/self/cgroup, read by `cat` itself: no shell forks first)."""
     r = sb.exec(argv or ["cat", "/proc/self/cgroup"], timeout=SAFE)
     assert r.ok, r
-    paths = {c: p for _, c, p in (ln.split(":", 2) for ln in r.stdout_text.splitlines()) if "/sandbox-" in p}
-    return group_names(paths)[1]
+    return group_names(our_cgroups(r.stdout_text))[1]
 
 
 def test_every_exec_has_its_own_cgroup_removed_after_it(cgroups, busybox_rootfs) -> None:
@@ -629,10 +632,8 @@ def test_every_exec_has_its_own_cgroup_removed_after_it(cgroups, busybox_rootfs)
         p = sb.spawn(["sh", "-c", "cat /proc/self/cgroup; echo end; sleep 100"])
         try:
             assert p.stdout is not None
-            lines = [ln.decode().strip() for ln in iter(p.stdout.readline, b"end\n")]
-            running = group_names(
-                {c: path for _, c, path in (ln.split(":", 2) for ln in lines) if "/sandbox-" in path}
-            )
+            lines = [ln.decode() for ln in iter(p.stdout.readline, b"end\n")]
+            running = group_names(our_cgroups("".join(lines)))
             assert running[0] == sb1
             assert [d for d in host_dirs(sb1) if d.endswith(f"/{running[1]}")], host_dirs(sb1)
             # ... and no other exec runs in it meanwhile
