@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -170,3 +170,51 @@ def test_exec_roundtrip(benchmark: BenchmarkFixture, rootfs: str, mode: str) -> 
             rounds=1000 if mode == "back-to-back" else None,
             warmup=20,
         )
+
+
+# -- the exec round trip on a busy machine ----------------------------------------
+
+LOADED = "under load"
+
+
+@pytest.fixture
+def cpu_hogs(rootfs: str) -> Iterator[None]:
+    """One busy loop per CPU, the whole time, as a judge's other submissions
+    would be; inside a sandbox of their own, with limits and a timeout."""
+    n = os.cpu_count() or 1
+    with Sandbox(rootfs=rootfs, limits=Limits(cpus=float(n), pids=n + 4, memory="64M")) as hogs:
+        procs = [hogs.spawn(["sh", "-c", "while :; do :; done"], timeout=300) for _ in range(n)]
+        try:
+            time.sleep(0.2)  # running on every CPU
+            yield
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+
+
+def _measure_loaded(benchmark: BenchmarkFixture, fn: Callable[[], object], runner: str) -> None:
+    benchmark.group = f"exec round trip, {LOADED}"
+    benchmark.extra_info.update(runner=runner, mode=LOADED, idle_s=0.0)
+    benchmark.pedantic(fn, rounds=300, warmup_rounds=20, iterations=1)
+
+
+def test_exec_roundtrip_loaded(benchmark: BenchmarkFixture, rootfs: str, cpu_hogs: None) -> None:
+    """The exec round trip while every CPU is busy with a loop of another
+    sandbox (whose cgroup holds them to their fair share)."""
+    with Sandbox(rootfs=rootfs) as sb:
+
+        def run() -> None:
+            r = sb.exec(TRUE)
+            assert r.exit_code == 0, r
+
+        _measure_loaded(benchmark, run, "sandbox")
+
+
+def test_fork_exec_loaded(benchmark: BenchmarkFixture, cpu_hogs: None) -> None:
+    """The floor under the same load: a plain vfork+exec of the host's /bin/true."""
+
+    def run() -> None:
+        subprocess.run(TRUE, check=True)
+
+    _measure_loaded(benchmark, run, "fork-exec")

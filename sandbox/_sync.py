@@ -160,14 +160,9 @@ class Sandbox(SandboxBase):
         # quiet: no start record, only the exit record (one wakeup less)
         streams = (PIPE if data is not None else DEVNULL, PIPE, PIPE)
         sp = self._prepare_spawn(streams, u, t, args, extra, wd, True, None, lim, make_pipes=False)
-        try:
-            sent = execio.send(launched, sp.msg, sp.mask & 7, sp.theirs)  # empties sp.theirs
-        except BaseException:
-            sp.abort()
-            raise
         # the next warm sandbox is made while this exec runs
         kick = _warm.pool().kick if self._warm else None
-        r = execio.collect(sp.col, sent, sp.req_id, launched, data, lambda: self._kill_exec(sp.req_id), kick)
+        r = execio.run(sp, launched, data, lambda: self._kill_exec(sp.req_id), kick)
         return r.check() if check else r
 
     def _kill_exec(self, req_id: int, sig: int = signal.SIGKILL) -> None:

@@ -250,9 +250,11 @@ class Collector:
             return  # its sandbox's spare again, for the next exec
         cgroup.dispose(g)  # in the background; one with a process left stays until the sandbox's close
 
-    def _reason(self) -> str:
+    def _reason(self, code: int | None = None) -> str:
+        """Why the command ended; `code`: its waitstatus_to_exitcode, where known."""
         assert self.exited is not None
-        code = os.waitstatus_to_exitcode(self.exited.status)
+        if code is None:
+            code = os.waitstatus_to_exitcode(self.exited.status)
         sig = -code if code < 0 else None
         u = self.usage
         if self.verdict is not None:
@@ -280,7 +282,8 @@ class Collector:
         self.settle()
         code = os.waitstatus_to_exitcode(self.exited.status)
         sig = -code if code < 0 else None
-        out, err = b"".join(self.out), b"".join(self.err)
+        out = b"".join(self.out) if self.out else b""
+        err = b"".join(self.err) if self.err else b""
         for secret in self.redact:
             if secret:
                 out = out.replace(secret, REDACTED)
@@ -294,7 +297,7 @@ class Collector:
             signal=sig,
             stdout=out,
             stderr=err,
-            reason=self._reason(),
+            reason=self._reason(code),
             wall_time=(self.ended or time.monotonic()) - self.started,
             cpu_time=cpu_user + cpu_sys,
             max_rss=self.exited.maxrss,

@@ -1,6 +1,7 @@
 """exec()'s host side in C (sandbox/_cext/execio.c): its pipes and reply
 socket are made and sent in one call, its stdin written and its output
-collected in another, until the exit record.  The Python version (still
+collected in another, until the exit record; nothing but the calls comes
+between the two.  The Python version (still
 used by spawn() and the async front end) took ~25 system calls per exec,
 each releasing and retaking the interpreter lock, which a busy background
 thread of ours (the warm pool, the cgroup pool) then held for a while; and
@@ -16,24 +17,19 @@ import os
 from collections.abc import Callable
 
 from . import _core, protocol
-from ._base import INIT_GONE, OVERSIZED, REPLY_CLOSED, decode_reply
+from ._base import INIT_GONE, OVERSIZED, REPLY_CLOSED, Spawning, decode_reply
 from ._core import ffi, lib
-from .collector import Collector
 from .errors import ProtocolError, SandboxClosed, SandboxError
 from .result import ExecResult
 
 
-def send(
-    launched: _core.Launched, msg: bytes, pipes: int, extra: list[int]
-) -> tuple[tuple[int, int, int, int], int]:
+def _send(launched: _core.Launched, io: object, msg: bytes, pipes: int, extra: list[int]) -> int:
     """Send an exec request with the pipes of `pipes` (bit 0 stdin, 1
     stdout, 2 stderr), then the fds of `extra`, which the call closes and
-    removes from the list.  Its replies come on a reply channel of the
-    sandbox's, or on a new one the init keeps (protocol.EXEC_KEEP), or past
-    MAX_CHANNELS at once on a socket of its own.  Returns our ends
-    (reply, stdin, stdout, stderr; -1 where none) and the channel's number
-    (-1: none), which `collect` gives back."""
-    mine = ffi.new("int[4]")
+    removes from the list; our ends go into `io`.  Its replies come on a
+    reply channel of the sandbox's, or on a new one the init keeps
+    (protocol.EXEC_KEEP), or past MAX_CHANNELS at once on a socket of its
+    own.  Returns the channel's number (-1: none), which `_give_back` takes."""
     ex = ffi.new("int[]", extra) if extra else ffi.NULL
     with launched.sending:  # its ctl is not closed meanwhile (_core.collect)
         chan, fd, flags = -1, -1, 0
@@ -46,6 +42,7 @@ def send(
             elif launched.next_channel < protocol.MAX_CHANNELS:
                 chan, flags = launched.next_channel, protocol.EXEC_KEEP
                 launched.next_channel += 1
+        flags |= protocol.EXEC_WAITS  # we wait as soon as it is sent
         ctl = launched.ctl.fileno()
         if ctl < 0:
             rc = -errno.EPIPE  # closed by now
@@ -55,7 +52,7 @@ def send(
                 os.close(x)
         else:
             flags |= chan << 8 if chan >= 0 else 0
-            rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(extra), mine, fd, flags)
+            rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(extra), io, fd, flags)
             if rc < 0 and chan >= 0:
                 launched.dropped.append(chan)  # our end was closed by the call
         extra.clear()  # closed
@@ -63,7 +60,7 @@ def send(
         raise SandboxClosed(INIT_GONE)
     if rc < 0:
         raise OSError(-rc, f"sending an exec request: {os.strerror(-rc)}")
-    return (mine[0], mine[1], mine[2], mine[3]), chan
+    return chan
 
 
 def _give_back(launched: _core.Launched, chan: int, fd: int | None) -> None:
@@ -78,34 +75,39 @@ def _give_back(launched: _core.Launched, chan: int, fd: int | None) -> None:
         os.close(fd)  # the sandbox is gone
 
 
-def collect(
-    col: Collector,
-    sent: tuple[tuple[int, int, int, int], int],
-    req_id: int,
+def run(
+    sp: Spawning,
     launched: _core.Launched,
     data: bytes | None,
     kill: Callable[[], None],
     first: Callable[[], None] | None = None,
 ) -> ExecResult:
-    """Feed `data` to stdin and collect stdout and stderr until the exit
-    record of request `req_id`; `kill` ends the command (for a deadline or
-    an output cap).  `sent`: what `send` returned; the fds are closed on
+    """Send the exec request of `sp` (made with make_pipes=False: the pipes
+    of `sp.mask & 7` are made here, as `_send` says), feed `data` to its
+    stdin and collect stdout and stderr until its exit record; `kill` ends
+    the command (for a deadline or an output cap).  Every fd is closed on
     return, but a channel's, which goes back to `launched` once its exit
-    record was read.  `first` runs before the wait, where an exception ends
-    the command as an interruption does."""
-    fds, chan = sent
-    io = None
-    clean = False  # the exit record read: nothing more comes on the channel
+    record was read.  `first` runs after the send, where an exception ends
+    the command as an interruption does.  Everything the wait needs is
+    ready before the send: the init yields its CPU to us until we sleep
+    (do_exec in init.c), so nothing should come in between."""
+    col = sp.col
     try:
-        io = ffi.new("struct sbx_io *")
-        io.reply, io.in_fd, io.out_fd[0], io.out_fd[1] = fds  # sbx_io_free closes them
-        io.req_id = req_id
+        io = ffi.new("struct sbx_io *")  # sbx_io_free closes its fds
+        io.reply = io.in_fd = io.out_fd[0] = io.out_fd[1] = -1
+        io.req_id = sp.req_id
         keep = ffi.from_buffer(data) if data else None  # alive while the loop runs
         if keep is not None:
             io.input, io.input_len = keep, len(data or b"")
         cap = col.limits.output
         io.cap = -1 if cap is None else int(cap)
         io.close_on_cap = 1 if col.limits.closes_output else 0
+        chan = _send(launched, io, sp.msg, sp.mask & 7, sp.theirs)  # empties sp.theirs
+    except BaseException:
+        sp.abort()  # never sent: nothing runs
+        raise
+    clean = False  # the exit record read: nothing more comes on the channel
+    try:
         if first is not None:
             first()
         while True:
@@ -164,13 +166,8 @@ def collect(
     finally:
         if chan >= 0:
             kept = None
-            if clean and io is not None:
+            if clean:
                 kept, io.reply = io.reply, -1  # not closed by sbx_io_free
             _give_back(launched, chan, kept)  # else our end is closed below
-        if io is not None:
-            lib.sbx_io_free(io)
-        else:
-            for fd in fds:
-                if fd >= 0:
-                    os.close(fd)
+        lib.sbx_io_free(io)
     return col.result()

@@ -29,6 +29,7 @@ EXEC_NO_STARTED = 1  # exec request flag: no STARTED record (exec() needs none)
 EXEC_TTY = 2  # exec request flag: fd 0 is a terminal, to become the controlling one
 EXEC_KEEP = 4  # exec request flag: the init keeps its reply socket as a channel (proto.h)
 EXEC_REUSE = 8  # exec request flag: no reply socket, the channel is it
+EXEC_WAITS = 16  # exec request flag: the sender sleeps for the reply at once (proto.h)
 MAX_CHANNELS = 8  # reply channels per sandbox
 
 DETAIL_MAX = 240

@@ -30,13 +30,14 @@ static void close_fd(int *fd)
 }
 
 int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
-                  const int *extra, int nextra, int *mine, int channel_fd, uint32_t flags_or)
+                  const int *extra, int nextra, struct sbx_io *io, int channel_fd, uint32_t flags_or)
 {
     int theirs[4 + 253]; /* SCM_RIGHTS takes at most 253 fds */
     int n = 0, err = 0;
+    int *mine[4] = {&io->reply, &io->in_fd, &io->out_fd[0], &io->out_fd[1]};
     for (int i = 0; i < 4; i++)
-        mine[i] = -1;
-    mine[0] = channel_fd; /* -1, or a channel: the init has its end, nothing to send */
+        *mine[i] = -1;
+    *mine[0] = channel_fd; /* -1, or a channel: the init has its end, nothing to send */
     if (nextra < 0 || nextra > 253 - 4 || len < HEAD || (channel_fd >= 0 && !(pipes & 7) && !nextra)) {
         err = EINVAL; /* a request without fds would be dropped by the init */
         goto out;
@@ -47,7 +48,7 @@ int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
             err = errno;
             goto out;
         }
-        mine[0] = sv[0];
+        *mine[0] = sv[0];
         theirs[n++] = sv[1];
     }
     for (int s = 0; s < 3; s++) {
@@ -59,11 +60,11 @@ int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
             goto out;
         }
         /* stdin: we write, the command reads; stdout/stderr the other way */
-        mine[1 + s] = s == 0 ? p[1] : p[0];
+        *mine[1 + s] = s == 0 ? p[1] : p[0];
         theirs[n++] = s == 0 ? p[0] : p[1];
         /* ours non-blocking (its own open file, the command's end stays
          * blocking): sbx_io_wait then never sets it */
-        if (fcntl(mine[1 + s], F_SETFL, O_NONBLOCK) < 0) {
+        if (fcntl(*mine[1 + s], F_SETFL, O_NONBLOCK) < 0) {
             err = errno;
             goto out;
         }
@@ -107,7 +108,7 @@ out:
         close(extra[i]);
     if (err) {
         for (int i = 0; i < 4; i++)
-            close_fd(&mine[i]);
+            close_fd(mine[i]);
         return -err;
     }
     return 0;

@@ -44,14 +44,17 @@ struct sbx_io {
 
 /* Make the pipes whose bits are set in `pipes` (0 stdin, 1 stdout, 2 stderr)
  * and the reply socket, and send the request with [reply, the pipes' far ends,
- * extra...].  Our ends go to mine[0..3] (reply, stdin, stdout, stderr; -1
- * where none).  The far ends and `extra` are closed in every case.
+ * extra...].  Our ends go to io's reply, in_fd and out_fd (-1 where none),
+ * which is then ready for sbx_io_wait: the caller's wait follows the send
+ * with nothing in between (the init, woken by the request, gives the CPU
+ * back until we sleep; see do_exec in init.c).  The far ends and `extra`
+ * are closed in every case.
  * channel_fd >= 0: our end of a reply channel the init keeps (proto.h,
  * SBX_EXEC_REUSE), used instead of a new socket and not sent.  flags_or goes
  * into the request's flags (a channel's bits).  0, or -errno (-EPIPE: the
  * init is gone); on failure nothing is left open (channel_fd is closed). */
 int sbx_exec_send(int ctl, const unsigned char *msg, size_t len, int pipes,
-                  const int *extra, int nextra, int *mine, int channel_fd, uint32_t flags_or);
+                  const int *extra, int nextra, struct sbx_io *io, int channel_fd, uint32_t flags_or);
 /* Move stdin and output until something for the caller: SBX_IO_*, or -errno.
  * The fds are sbx_exec_send's (our pipe ends are non-blocking).
  * After an EXITED record the output left in the pipes is read too.

@@ -139,6 +139,11 @@ struct sbx_exec_req {
  * that exec's last record. */
 #define SBX_EXEC_KEEP 4u
 #define SBX_EXEC_REUSE 8u
+/* The host's thread goes to sleep waiting for the reply as soon as it has
+ * sent this (exec() in C, sandbox/execio.py): the init yields its CPU to it
+ * before the fork (do_exec in init.c).  Not for a sender that goes on
+ * running (spawn(), an event loop): the init would wait for it. */
+#define SBX_EXEC_WAITS 16u
 #define SBX_EXEC_CHANNEL_OF(flags) (((flags) >> 8) & 0xffu)
 #define SBX_MAX_CHANNELS 8
 

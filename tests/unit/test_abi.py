@@ -134,6 +134,7 @@ def test_constants(c_facts: dict[str, int]) -> None:
     assert c_facts["def SBX_EXEC_TTY"] == protocol.EXEC_TTY
     assert c_facts["def SBX_EXEC_KEEP"] == protocol.EXEC_KEEP
     assert c_facts["def SBX_EXEC_REUSE"] == protocol.EXEC_REUSE
+    assert c_facts["def SBX_EXEC_WAITS"] == protocol.EXEC_WAITS
     assert c_facts["def SBX_MAX_CHANNELS"] == protocol.MAX_CHANNELS
 
 
