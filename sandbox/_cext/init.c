@@ -1457,9 +1457,11 @@ static void serve(void)
         if (notify_fd >= 0 && (pf[2].revents & POLLIN))
             on_notification();
         if (pf[1].revents) {
+            /* One read takes it: SIGCHLD is all the fd watches, and one
+             * instance of it is pending at most (a later one makes the fd
+             * readable again); reap() takes every child that ended. */
             struct signalfd_siginfo si;
-            while (xread(sfd, &si, sizeof si) > 0)
-                ;
+            xread(sfd, &si, sizeof si);
             reap();
         }
         if (!pf[0].revents)
