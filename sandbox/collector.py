@@ -71,9 +71,23 @@ def _syscall_name(nr: int) -> str | None:
     return syscall_name(nr)
 
 
+_ncpu: tuple[float, float] = (0.0, 1.0)  # (when read, os.cpu_count())
+
+
+def _cpu_count() -> float:
+    """os.cpu_count(), read again once a second at most: it reads a sysfs
+    file (~40 us per exec with limits here, the interpreter lock contended),
+    and CPUs come and go rarely (hotplug)."""
+    global _ncpu
+    now = time.monotonic()
+    if now - _ncpu[0] > 1.0:
+        _ncpu = (now, float(os.cpu_count() or 1))
+    return _ncpu[1]
+
+
 def _cpus(limits: Limits) -> float:
     """How many CPUs the command can use at once: CPU time grows at most this fast."""
-    n = float(os.cpu_count() or 1)
+    n = _cpu_count()
     if limits.cpus is not None:
         n = min(n, limits.cpus)
     if limits.cpuset is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import os
 import resource
 import threading
@@ -412,9 +413,13 @@ def _cgroup_limits(a: Limits) -> tuple[object, ...]:
     return (a.memory, a.memory_swap, a.pids, a.cpus, a.cpuset)
 
 
+@functools.lru_cache(maxsize=256)
 def _without_held(limits: Limits, held: Limits, fields: tuple[tuple[str, ...], ...]) -> Limits:
     """`limits` without each group of fields whose values `held` has already
-    (a group's fields go together: memory_swap is written with memory)."""
+    (a group's fields go together: memory_swap is written with memory).
+    Asked twice per exec with the same few values: kept (Limits are frozen),
+    since a new Limits validates every field again (~0.1 ms a cycle here,
+    with the interpreter lock contended)."""
     same: dict[str, None] = {}
     for group in fields:
         if all(getattr(limits, f) == getattr(held, f) for f in group):
