@@ -19,6 +19,7 @@ Where each one is enforced:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -117,6 +118,9 @@ class Limits:
         """These limits with every field that `override` sets replaced."""
         if override is None:
             return self
+        return _merged(self, override)
+
+    def _merge(self, override: Limits) -> Limits:
         changes = {
             f.name: getattr(override, f.name)
             for f in fields(override)
@@ -157,6 +161,15 @@ class Limits:
         if self.stack is not None:
             out.append((resource.RLIMIT_STACK, int(self.stack), int(self.stack)))
         return out
+
+
+
+@functools.lru_cache(maxsize=256)
+def _merged(base: Limits, override: Limits) -> Limits:
+    """Limits.merge, kept: the same few pairs come with every exec (a
+    group's applied limits and the exec's), and a new Limits validates every
+    field again.  Limits are frozen, so a kept one is as good as a new one."""
+    return base._merge(override)
 
 
 def check_limits(option: str, value: object) -> Limits | None:
