@@ -159,9 +159,9 @@ class Sandbox(SandboxBase):
         u = self._plain_user(uspec) or files.run_sync(self._user_op(uspec), self._roundtrip)
         # quiet: no start record, only the exit record (one wakeup less)
         streams = (PIPE if data is not None else DEVNULL, PIPE, PIPE)
-        sp = self._prepare_spawn(streams, u, t, args, extra, wd, True, None, lim, make_pipes=False)
         # the next warm sandbox is made while this exec runs
         kick = _warm.pool().kick if self._warm else None
+        sp = self._prepare_spawn(streams, u, t, args, extra, wd, True, None, lim, make_pipes=False)
         r = execio.run(sp, launched, data, lambda: self._kill_exec(sp.req_id), kick)
         return r.check() if check else r
 

@@ -63,6 +63,8 @@ INIT_SYSCALLS: tuple[tuple[str, tuple[int | None, ...]], ...] = (
     ("signalfd4", ()),
     ("ioctl", (0, 0xC0502100)),  # SECCOMP_IOCTL_NOTIF_RECV, on the listener (the fd is not known here)
     ("clone", (_CLONE_VFORK_FLAGS, 0, 0, 0, 0)),
+    ("sched_yield", ()),  # before an exec's fork
+    ("pread64", ()),  # /proc/loadavg, before that yield
     ("exit", ()),
     ("exit_group", ()),
     # an exec's child, between the vfork and its execve

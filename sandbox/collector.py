@@ -8,6 +8,7 @@ that time comes, and kill the command when it returns a verdict."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import signal
 import threading
@@ -71,7 +72,7 @@ def _syscall_name(nr: int) -> str | None:
     return syscall_name(nr)
 
 
-_ncpu: tuple[float, float] = (0.0, 1.0)  # (when read, os.cpu_count())
+_ncpu: tuple[float, float] = (-math.inf, 1.0)  # (when read, os.cpu_count())
 
 
 def _cpu_count() -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from typing import Any
 
 from . import _core, protocol
 from ._base import INIT_GONE, OVERSIZED, REPLY_CLOSED, Spawning, decode_reply
@@ -23,17 +24,24 @@ from .errors import ProtocolError, SandboxClosed, SandboxError
 from .result import ExecResult
 
 
-def _send(launched: _core.Launched, io: object, msg: bytes, pipes: int, extra: list[int]) -> int:
+def _send(
+    launched: _core.Launched, io: Any, msg: bytes, pipes: int, extra: list[int], chan_out: list[int]
+) -> None:
     """Send an exec request with the pipes of `pipes` (bit 0 stdin, 1
     stdout, 2 stderr), then the fds of `extra`, which the call closes and
-    removes from the list; our ends go into `io`.  Its replies come on a
-    reply channel of the sandbox's, or on a new one the init keeps
-    (protocol.EXEC_KEEP), or past MAX_CHANNELS at once on a socket of its
-    own.  Returns the channel's number (-1: none), which `_give_back` takes."""
-    ex = ffi.new("int[]", extra) if extra else ffi.NULL
+    removes from the list (first: the C call closes them in every case);
+    our ends go into `io`.  Its replies come on a reply channel of the
+    sandbox's, or on a new one the init keeps (protocol.EXEC_KEEP), or past
+    MAX_CHANNELS at once on a socket of its own: the channel's number goes
+    into chan_out[0] once the request is sent (-1: none), for `_give_back`.
+    Whether it was sent is io.reply >= 0 (the call sets it on success only),
+    also for an interruption that comes just after the call."""
+    fds = list(extra)
+    extra.clear()
+    ex = ffi.new("int[]", fds) if fds else ffi.NULL
     with launched.sending:  # its ctl is not closed meanwhile (_core.collect)
         chan, fd, flags = -1, -1, 0
-        if pipes or extra:  # the init drops a request that comes with no fd
+        if pipes or fds:  # the init drops a request that comes with no fd
             if launched.channels:
                 chan, fd = launched.channels.pop()
                 flags = protocol.EXEC_REUSE
@@ -48,19 +56,19 @@ def _send(launched: _core.Launched, io: object, msg: bytes, pipes: int, extra: l
             rc = -errno.EPIPE  # closed by now
             if fd >= 0:
                 os.close(fd)
-            for x in extra:
+            for x in fds:
                 os.close(x)
         else:
             flags |= chan << 8 if chan >= 0 else 0
-            rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(extra), io, fd, flags)
-            if rc < 0 and chan >= 0:
-                launched.dropped.append(chan)  # our end was closed by the call
-        extra.clear()  # closed
+            rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(fds), io, fd, flags)
+        if rc >= 0:
+            chan_out[0] = chan  # (an interruption just before loses its number, no fd)
+        elif chan >= 0:
+            launched.dropped.append(chan)  # our end was closed by the call
     if rc == -errno.EPIPE:
         raise SandboxClosed(INIT_GONE)
     if rc < 0:
         raise OSError(-rc, f"sending an exec request: {os.strerror(-rc)}")
-    return chan
 
 
 def _give_back(launched: _core.Launched, chan: int, fd: int | None) -> None:
@@ -87,12 +95,17 @@ def run(
     stdin and collect stdout and stderr until its exit record; `kill` ends
     the command (for a deadline or an output cap).  Every fd is closed on
     return, but a channel's, which goes back to `launched` once its exit
-    record was read.  `first` runs after the send, where an exception ends
-    the command as an interruption does.  Everything the wait needs is
-    ready before the send: the init yields its CPU to us until we sleep
-    (do_exec in init.c), so nothing should come in between."""
+    record was read.  `first` runs just before the send.  Everything the
+    wait needs is ready before the send: the init yields its CPU to us
+    until we sleep (do_exec in init.c), so nothing comes in between."""
     col = sp.col
+    io = None
+    chan = [-1]
+    clean = False  # the exit record read: nothing more comes on the channel
     try:
+        # before the send: the init gives the CPU to this thread until it sleeps
+        if first is not None:
+            first()
         io = ffi.new("struct sbx_io *")  # sbx_io_free closes its fds
         io.reply = io.in_fd = io.out_fd[0] = io.out_fd[1] = -1
         io.req_id = sp.req_id
@@ -102,14 +115,7 @@ def run(
         cap = col.limits.output
         io.cap = -1 if cap is None else int(cap)
         io.close_on_cap = 1 if col.limits.closes_output else 0
-        chan = _send(launched, io, sp.msg, sp.mask & 7, sp.theirs)  # empties sp.theirs
-    except BaseException:
-        sp.abort()  # never sent: nothing runs
-        raise
-    clean = False  # the exit record read: nothing more comes on the channel
-    try:
-        if first is not None:
-            first()
+        _send(launched, io, sp.msg, sp.mask & 7, sp.theirs, chan)  # empties sp.theirs
         while True:
             deadline = None if col.killed else col.deadline
             rc = lib.sbx_io_wait(io, -1 if deadline is None else int(deadline * 1e9))
@@ -153,21 +159,23 @@ def run(
             if io.len[s]:
                 out.append(ffi.buffer(io.buf[s], io.len[s])[:])
             col.sizes[s + 1] = io.len[s]
-    except SandboxError:
-        raise
-    except BaseException:
+    except BaseException as e:
+        if io is None or io.reply < 0:
+            sp.abort()  # never sent: nothing runs
+            raise
         # interrupted (KeyboardInterrupt...): do not leave the command running
-        if col.exited is None:
+        if not isinstance(e, SandboxError) and col.exited is None:
             try:
                 kill()
             except SandboxError:
                 pass
         raise
     finally:
-        if chan >= 0:
+        if chan[0] >= 0:
             kept = None
-            if clean:
+            if clean and io is not None:
                 kept, io.reply = io.reply, -1  # not closed by sbx_io_free
-            _give_back(launched, chan, kept)  # else our end is closed below
-        lib.sbx_io_free(io)
+            _give_back(launched, chan[0], kept)  # else our end is closed below
+        if io is not None:
+            lib.sbx_io_free(io)
     return col.result()

@@ -663,10 +663,12 @@ static int run_binary_op(const struct sbx_op_hdr *op, const unsigned char *pay, 
             return -EINVAL;
         seccomp_len = (unsigned short)(len / 8);
         seccomp_inherited = (op->flags & SBX_F_INHERIT) ? -1 : 0; /* -1: load at the end of setup */
-        if (seccomp_inherited)
+        if (seccomp_inherited) {
             seccomp_filter = pay; /* msgbuf holds the plan until serve() */
-        else
+        } else {
             memcpy(seccomp_prog, pay, len);
+            seccomp_filter = seccomp_prog;
+        }
         seccomp_notify = seccomp_inherited && (op->flags & SBX_F_NOTIFY);
         return 0;
     }
@@ -831,6 +833,35 @@ static int child_fail(struct child *c, uint32_t stage, int err, const char *deta
 }
 
 static int exec_search(const char *file, char *const argv[], char *const envp[]);
+
+/* /proc/loadavg, opened once (serve()); -1: none */
+static int loadavg_fd = -1;
+
+/* Whether at most two tasks run or wait to run on the whole machine: we,
+ * and the host thread that sent the request (the fourth field of
+ * /proc/loadavg, "0.95 1.22 1.09 2/345 12345"). */
+static int few_running(void)
+{
+    char buf[128];
+    if (loadavg_fd < 0)
+        return 0;
+    long n = SYS4(SYS_pread64, loadavg_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *slash = rt_memchr(buf, '/', (size_t)n);
+    if (!slash)
+        return 0;
+    const char *p = slash;
+    while (p > buf && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    if (p == slash)
+        return 0;
+    long running = 0;
+    for (; p < slash; p++)
+        running = running * 10 + (*p - '0');
+    return running <= 2;
+}
 
 static int child_main(void *arg)
 {
@@ -1162,18 +1193,20 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
                       .argv = argv,
                       .failed = 0};
     /* Give the CPU away once before the fork, to a host that sleeps as
-     * soon as it has sent (SBX_EXEC_WAITS).  Its request woke us on its own
-     * CPU, where we usually preempted its thread a few system calls before
-     * that sleep; forked now, the child would find that CPU busy and start
-     * on the other one, idle (halted, under a hypervisor) and cold: 3 execs
-     * in 4 did here (ftrace, the CPUs of sched_process_fork and
-     * sched_process_exec).  After the yield the host thread is asleep, the
-     * child runs here while we wait for its exec, and the exec round trip
-     * is ~70 us shorter (fork to exec 200 -> 160 us, exec to exit 420 ->
-     * 375).  With nothing else to run the call returns at once.  A sender
-     * that goes on running (spawn(), an event loop) would keep us waiting
-     * for up to a time slice: not for those. */
-    if (r.flags & SBX_EXEC_WAITS)
+     * soon as it has sent (SBX_EXEC_WAITS), when nothing else runs.  Its
+     * request woke us on its own CPU, where we usually preempted its thread
+     * a few system calls before that sleep; forked now, the child would
+     * find that CPU busy and start on the other one, idle (halted, under a
+     * hypervisor) and cold: 3 execs in 4 did here (ftrace, the CPUs of
+     * sched_process_fork and sched_process_exec).  After the yield the host
+     * thread is asleep, the child runs here while we wait for its exec, and
+     * the exec round trip is ~60 us shorter (fork to exec 200 -> 160 us,
+     * exec to exit 420 -> 375; benchmarks/probes/forks.py).  With more
+     * running (other threads of the host, other sandboxes) the yield could
+     * hand the CPU to any of them for a time slice: a cycle with limits,
+     * whose pool threads are busy then, was ~0.3 ms slower with it.  A
+     * sender that goes on running (spawn(), an event loop) sets no flag. */
+    if ((r.flags & SBX_EXEC_WAITS) && few_running())
         SYS0(SYS_sched_yield);
     long pid = rt_vfork(child_main, child_stack + sizeof child_stack, &c);
     if (pid < 0) {
@@ -1437,6 +1470,7 @@ static void serve(void)
         sys_exit(1);
     null_fd[0] = xopen("/dev/null", O_RDONLY | O_CLOEXEC, 0); /* past the pivot: the sandbox's */
     null_fd[1] = xopen("/dev/null", O_WRONLY | O_CLOEXEC, 0);
+    loadavg_fd = xopen("/proc/loadavg", O_RDONLY | O_CLOEXEC, 0); /* the sandbox's /proc; -1: no yield */
     /* The init never execs; its children inherit these (see child_main). */
     if (xchdir("/") < 0 || SYS2(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) < 0)
         sys_exit(1);

@@ -222,18 +222,19 @@ def test_no_fd_above_2(default_sb, probe) -> None:
 
 def test_the_init_holds_no_host_fd(default_sb) -> None:
     """Seen from the host: the init's fds are its /dev/null stdio, the
-    control socket, its signalfd and the sandbox's own /dev/null (which
-    execs get for streams not piped); no host file, no layer tree."""
+    control socket, its signalfd, the sandbox's own /dev/null (which execs
+    get for streams not piped) and the sandbox's own /proc/loadavg (read
+    before an exec's fork); no host file, no layer tree."""
     pid = default_sb.pid
     targets = {int(n): os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
     assert sorted(targets)[:3] == [0, 1, 2], targets
     for n in (0, 1, 2):
         assert targets[n].endswith("/null"), targets
-    own_null = os.stat(f"/proc/{pid}/root/dev/null")
+    own = {t: os.stat(f"/proc/{pid}/root{t}") for t in ("/dev/null", "/proc/loadavg")}
     for n, t in targets.items():
         if n > 2 and not t.startswith(("socket:[", "anon_inode:")):
             st = os.stat(f"/proc/{pid}/fd/{n}")
-            assert t == "/dev/null" and (st.st_dev, st.st_ino) == (own_null.st_dev, own_null.st_ino), targets
+            assert t in own and (st.st_dev, st.st_ino) == (own[t].st_dev, own[t].st_ino), targets
 
 
 def test_init_environ_is_empty(default_sb) -> None:

@@ -68,7 +68,7 @@ def test_an_unknown_opcode_is_never_guessed() -> None:
 
 def test_a_filter_that_denies_what_the_init_needs_stays_per_exec() -> None:
     assert bpf.init_can_carry(insn(0x06, ALLOW)) is True
-    for name in ("wait4", "recvmsg", "setresuid", "execve"):
+    for name in ("wait4", "recvmsg", "setresuid", "execve", "sched_yield", "pread64"):
         assert bpf.init_can_carry(deny_one(name)) is False, name
 
 
