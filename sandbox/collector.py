@@ -297,8 +297,7 @@ class Collector:
         self.settle()
         code = os.waitstatus_to_exitcode(self.exited.status)
         sig = -code if code < 0 else None
-        out = b"".join(self.out) if self.out else b""
-        err = b"".join(self.err) if self.err else b""
+        out, err = b"".join(self.out), b"".join(self.err)
         for secret in self.redact:
             if secret:
                 out = out.replace(secret, REDACTED)

@@ -24,18 +24,17 @@ from .errors import ProtocolError, SandboxClosed, SandboxError
 from .result import ExecResult
 
 
-def _send(
-    launched: _core.Launched, io: Any, msg: bytes, pipes: int, extra: list[int], chan_out: list[int]
-) -> None:
+def _send(launched: _core.Launched, io: Any, msg: bytes, pipes: int, extra: list[int]) -> int:
     """Send an exec request with the pipes of `pipes` (bit 0 stdin, 1
     stdout, 2 stderr), then the fds of `extra`, which the call closes and
     removes from the list (first: the C call closes them in every case);
     our ends go into `io`.  Its replies come on a reply channel of the
     sandbox's, or on a new one the init keeps (protocol.EXEC_KEEP), or past
-    MAX_CHANNELS at once on a socket of its own: the channel's number goes
-    into chan_out[0] once the request is sent (-1: none), for `_give_back`.
-    Whether it was sent is io.reply >= 0 (the call sets it on success only),
-    also for an interruption that comes just after the call."""
+    MAX_CHANNELS at once on a socket of its own.  Returns the channel's
+    number (-1: none), for `_give_back`.  Whether it was sent is
+    io.reply >= 0 (the call sets it on success only), also for an
+    interruption that comes just after the call (which loses the channel's
+    number, no fd)."""
     fds = list(extra)
     extra.clear()
     ex = ffi.new("int[]", fds) if fds else ffi.NULL
@@ -61,14 +60,13 @@ def _send(
         else:
             flags |= chan << 8 if chan >= 0 else 0
             rc = lib.sbx_exec_send(ctl, msg, len(msg), pipes, ex, len(fds), io, fd, flags)
-        if rc >= 0:
-            chan_out[0] = chan  # (an interruption just before loses its number, no fd)
-        elif chan >= 0:
+        if rc < 0 and chan >= 0:
             launched.dropped.append(chan)  # our end was closed by the call
     if rc == -errno.EPIPE:
         raise SandboxClosed(INIT_GONE)
     if rc < 0:
         raise OSError(-rc, f"sending an exec request: {os.strerror(-rc)}")
+    return chan
 
 
 def _give_back(launched: _core.Launched, chan: int, fd: int | None) -> None:
@@ -100,7 +98,7 @@ def run(
     until we sleep (do_exec in init.c), so nothing comes in between."""
     col = sp.col
     io = None
-    chan = [-1]
+    chan = -1
     clean = False  # the exit record read: nothing more comes on the channel
     try:
         # before the send: the init gives the CPU to this thread until it sleeps
@@ -115,7 +113,7 @@ def run(
         cap = col.limits.output
         io.cap = -1 if cap is None else int(cap)
         io.close_on_cap = 1 if col.limits.closes_output else 0
-        _send(launched, io, sp.msg, sp.mask & 7, sp.theirs, chan)  # empties sp.theirs
+        chan = _send(launched, io, sp.msg, sp.mask & 7, sp.theirs)  # empties sp.theirs
         while True:
             deadline = None if col.killed else col.deadline
             rc = lib.sbx_io_wait(io, -1 if deadline is None else int(deadline * 1e9))
@@ -171,11 +169,11 @@ def run(
                 pass
         raise
     finally:
-        if chan[0] >= 0:
+        if chan >= 0:
             kept = None
             if clean and io is not None:
                 kept, io.reply = io.reply, -1  # not closed by sbx_io_free
-            _give_back(launched, chan[0], kept)  # else our end is closed below
+            _give_back(launched, chan, kept)  # else our end is closed below
         if io is not None:
             lib.sbx_io_free(io)
     return col.result()

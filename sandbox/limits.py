@@ -19,13 +19,12 @@ Where each one is enforced:
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
 import resource
 from dataclasses import dataclass, fields, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from .errors import ConfigError
 from .sizes import parse_seconds, parse_size
@@ -163,8 +162,7 @@ class Limits:
         return out
 
 
-
-@functools.lru_cache(maxsize=256)
+@lru_cache(maxsize=256)
 def _merged(base: Limits, override: Limits) -> Limits:
     """Limits.merge, kept: the same few pairs come with every exec (a
     group's applied limits and the exec's), and a new Limits validates every

@@ -48,9 +48,13 @@ def tracing(events: list[str], filters: dict[str, str] | None = None) -> Iterato
         _w("tracing_on", "1")
 
 
-def parse(line: str) -> tuple[str, int, int, float, str, str] | None:
-    """(comm, pid, cpu, time in us, event, rest) of a trace line."""
-    m = LINE.match(line)
-    if not m:
-        return None
-    return m[1], int(m[2]), int(m[3]), float(m[4]) * 1e6, m[5], m[6]
+# a process's fork, exec and exit (after its memory is gone)
+PROCESS_EVENTS = ["sched/sched_process_fork", "sched/sched_process_exec", "sched/sched_process_exit"]
+
+
+def events(lines: list[str]) -> Iterator[tuple[str, int, int, float, str, str]]:
+    """(comm, pid, cpu, time in us, event, rest) of each event line."""
+    for line in lines:
+        m = LINE.match(line)
+        if m:
+            yield m[1], int(m[2]), int(m[3]), float(m[4]) * 1e6, m[5], m[6]

@@ -13,22 +13,17 @@ import subprocess
 import sys
 from collections import defaultdict
 
-from _trace import parse, tracing
+from _trace import PROCESS_EVENTS, events, tracing
 
 
 def main() -> None:
-    events = ["sched/sched_process_fork", "sched/sched_process_exec", "sched/sched_process_exit"]
-    with tracing(events) as lines:
+    with tracing(PROCESS_EVENTS) as lines:
         subprocess.run(sys.argv[1:], check=False)
     parent: dict[int, str] = {}
     forked: dict[int, tuple[float, int]] = {}
     execd: dict[int, float] = {}
     res: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for line in lines:
-        p = parse(line)
-        if p is None:
-            continue
-        _, pid, cpu, ts, ev, rest = p
+    for _, pid, cpu, ts, ev, rest in events(lines):
         if ev == "sched_process_fork":
             child = int(re.search(r"child_pid=(\d+)", rest)[1])  # type: ignore[index]
             parent[child] = re.search(r"comm=(\S+)", rest)[1]  # type: ignore[index]

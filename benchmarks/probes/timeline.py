@@ -13,7 +13,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-from _trace import T, parse, tracing
+from _trace import PROCESS_EVENTS, T, events, tracing
 
 from sandbox import Sandbox
 
@@ -23,13 +23,12 @@ STEPS = ["S", "fork", "exec", "exit", "wake", "E"]
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    events = ["sched/sched_process_fork", "sched/sched_process_exec", "sched/sched_process_exit"]
-    events.append("sched/sched_wakeup")
+    traced = [*PROCESS_EVENTS, "sched/sched_wakeup"]
     with Sandbox(rootfs=ROOTFS) as sb:
         for _ in range(50):
             sb.exec(["/bin/true"])
-        mark = os.open(T + "trace_marker", os.O_WRONLY)
-        with tracing(events, {"sched/sched_wakeup": f"pid == {os.getpid()}"}) as lines:
+        with tracing(traced, {"sched/sched_wakeup": f"pid == {os.getpid()}"}) as lines:
+            mark = os.open(T + "trace_marker", os.O_WRONLY)  # tracefs is mounted now
             for _ in range(n):
                 os.write(mark, b"S")
                 sb.exec(["/bin/true"])
@@ -37,11 +36,7 @@ def main() -> None:
         os.close(mark)
     res: dict[str, list[float]] = defaultdict(list)
     cur: dict[str, float] | None = None
-    for line in lines:
-        p = parse(line)
-        if p is None:
-            continue
-        _, _, _, ts, ev, rest = p
+    for _, _, _, ts, ev, rest in events(lines):
         if ev == "tracing_mark_write":
             if rest.strip() == "S":
                 cur = {"S": ts}
