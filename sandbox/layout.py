@@ -125,7 +125,7 @@ def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]
     p.mount("shm", "/dev/shm", "", MS_BIND)
     p.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)
     # after /dev: the masks are binds of the sandbox's own, read-only /dev/null
-    _mask_proc(p, f"{root}/dev/null")
+    _mask_proc(p, "/dev/null")
     # /tmp and /dev/shm are directories of the staging tmpfs: the writable
     # layer, /tmp and shm share one `disk` budget (a tmpfs is RAM).
     p.mkdir("tmp", 0o1777)
@@ -185,9 +185,10 @@ READ_ONLY = ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq")
 
 
 def _mask_proc(p: Plan, null: str) -> None:
-    """`null`: the new root's /dev/null, relative to the staging dir (a bind
-    source resolves as a plain path: never the host's own /dev/null, whose
-    inode a sandbox could then touch)."""
+    """`null`: the new root's /dev/null.  Absolute sources, like targets,
+    resolve inside the new root (init.c, bind_mount): an image's symlink
+    cannot make a mask a host file, nor the read-only /proc/sys the host's
+    procfs; each is the sandbox's own."""
     for f in MASKED_FILES:
         p.mount(null, f, "", MS_BIND, optional=True)  # optional: absent on some kernels
     # one empty, read-only tmpfs (in the staging dir) bound onto each: a

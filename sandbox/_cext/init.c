@@ -350,10 +350,30 @@ static int bind_error(int r, int tree, const struct target *t)
     return r;
 }
 
+/* A bind's source in the new root (an absolute path once SBX_OP_ROOT ran),
+ * opened with O_PATH as open_at_root() resolves it: inside the root, its
+ * symlinks too.  As a plain path, an image's /dev -> ../../../../x made
+ * the masks' "r/dev/null" a host file of the image's choosing, and the
+ * read-only /proc/sys was the host's procfs (with any mount under it).
+ * Kept for the next bind of the same source onto a /proc entry (the masks:
+ * a dozen binds of /dev/null, one openat2): a mount there can only change
+ * which file of the root the path names, and only if the image leads /dev
+ * into /proc.  Dropped at any other operation. */
+static int src_fd = -1;
+static const char *src_path;
+
+static void drop_src(void)
+{
+    if (src_fd >= 0)
+        xclose(src_fd);
+    src_fd = -1;
+}
+
 /* mount(2) with MS_BIND [| MS_REC], as a clone of the source put onto the
- * target.  The source resolves as mount(2) resolves it (a plain path, its
- * last symlink followed), and the target as target_at() says.  The clone
- * has its source mount's flags, as a bind has. */
+ * target.  A source in the new root resolves as above; any other as
+ * mount(2) resolves it (a plain path, its last symlink followed: the
+ * staging directory's own files).  The target resolves as target_at()
+ * says.  The clone has its source mount's flags, as a bind has. */
 static int bind_mount(const char *src, int rec, const struct target *t)
 {
     int tree = -1;
@@ -362,9 +382,21 @@ static int bind_mount(const char *src, int rec, const struct target *t)
         spare_tree = -1;
     }
     drop_spare();
-    if (tree < 0)
+    if (src_fd >= 0 && !(rt_streq(src_path, src) && t->dfd == proc_fd))
+        drop_src();
+    if (tree < 0 && in_root(src)) {
+        if (src_fd < 0 && (src_fd = open_at_root(src, O_PATH, 0)) < 0) {
+            int e = src_fd;
+            src_fd = -1;
+            return e;
+        }
+        src_path = src;
+        tree = (int)SYS3(SYS_open_tree, src_fd, "",
+                         OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | (rec ? AT_RECURSIVE : 0));
+    } else if (tree < 0) {
         tree = (int)SYS3(SYS_open_tree, AT_FDCWD, src,
                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (rec ? AT_RECURSIVE : 0));
+    }
     if (tree < 0)
         return tree;
     unsigned at = target_at(t), flags = MOVE_MOUNT_F_EMPTY_PATH;
@@ -734,8 +766,10 @@ static uint32_t run_plan(const unsigned char *buf, size_t len)
             p = z + 1;
         }
         const char *what = "plan";
-        if (!is_bind(&op))
+        if (!is_bind(&op)) {
             drop_spare(); /* only the very next bind may take it */
+            drop_src();
+        }
 #ifdef SBX_TIMING
         struct timespec t0, t1;
         SYS2(SYS_clock_gettime, CLOCK_MONOTONIC, &t0);
@@ -754,6 +788,7 @@ static uint32_t run_plan(const unsigned char *buf, size_t len)
         off += op.len;
     }
     drop_spare();
+    drop_src();
     drop_cwd_fd();
     drop_proc_fd();
     return h.nfds;

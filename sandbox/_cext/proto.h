@@ -43,8 +43,9 @@ enum sbx_op {
     SBX_OP_MKFILE = 10,    /* s0 path; a = mode: an empty file to bind over, if missing */
     SBX_OP_MKDIR_SAFE = 11, /* s0: every missing component made, symlinks refused */
     SBX_OP_ROOT = 12,       /* s0: the new root; from here on, absolute paths of
-                               targets resolve inside it (RESOLVE_IN_ROOT), so
-                               symlinks in image content cannot lead outside */
+                               targets and of bind sources resolve inside it
+                               (RESOLVE_IN_ROOT), so symlinks in image content
+                               cannot lead outside */
     SBX_OP_SECCOMP = 13,    /* binary: the BPF program (struct sock_filter[]) every
                                exec loads last before execve */
     SBX_OP_SECRET = 14,     /* binary: struct sbx_secret, the content, then the path:

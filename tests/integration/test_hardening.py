@@ -148,6 +148,16 @@ def test_proc_sys_is_read_only(default_sb, probe) -> None:
             assert d in mounts and "ro" in mounts[d][1].split(","), (d, mounts.get(d))
 
 
+def test_read_only_proc_dirs_are_the_sandboxs_own_procfs(default_sb) -> None:
+    # a bind of the sandbox's own /proc/sys, never of the host's procfs (with
+    # whatever the host mounts under it, binfmt_misc for one)
+    present = [d for d in READ_ONLY if os.path.isdir(d)]
+    assert "/proc/sys" in present
+    out = sh_ok(default_sb, "stat -c '%d %n' /proc " + " ".join(present)).split()
+    devs = dict(zip(out[1::2], out[0::2], strict=True))
+    assert {d: devs[d] for d in present} == {d: devs["/proc"] for d in present}, devs
+
+
 def sb_mounts(sb: Any) -> dict[str, tuple[str, str]]:
     """{mount point: (fstype, options)}, the last mount on each point."""
     out = {}
