@@ -191,10 +191,14 @@ def _mask_proc(p: Plan, null: str) -> None:
     procfs; each is the sandbox's own."""
     for f in MASKED_FILES:
         p.mount(null, f, "", MS_BIND, optional=True)  # optional: absent on some kernels
-    # one empty, read-only tmpfs (in the staging dir) bound onto each: a
-    # bind copies its source mount's flags, and costs less than a superblock
+    # one empty directory of the staging tmpfs, made a read-only mount of its
+    # own, bound onto each: a bind copies its source mount's flags, and a
+    # mount costs less than a superblock: a tmpfs of its own took 37-50 us of
+    # CPU to mount and unmount here, a bind and mount_setattr 18-22 (a loop
+    # of each in a mount namespace)
     p.mkdir("empty", 0o555)
-    p.mount("tmpfs", "empty", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555")
+    p.mount("empty", "empty", "", MS_BIND)
+    p.remount("empty", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for d in MASKED_DIRS:
         p.mount("empty", d, "", MS_BIND, optional=True)
     for d in READ_ONLY:
