@@ -502,8 +502,8 @@ class SandboxBase:
         """The exec user; names are looked up in the sandbox's own files."""
         if users.needs_lookup(spec):
             if self._userdb is None:
-                pw = yield from files.read_bytes("/etc/passwd", True)
-                gr = yield from files.read_bytes("/etc/group", True)
+                pw = yield from files.read_bytes("/etc/passwd", True, users.MAX_DB)
+                gr = yield from files.read_bytes("/etc/group", True, users.MAX_DB)
                 self._userdb = (pw, gr)
             return users.resolve("user", spec, *self._userdb)
         return users.resolve("user", spec)

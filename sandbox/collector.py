@@ -135,7 +135,7 @@ class Collector:
 
     def feed(self, stream: int, data: bytes) -> bool:
         """Keep output up to the cap; True once the stream went over it."""
-        cap = self.limits.output
+        cap = self.limits.kept_output
         if cap is not None:
             room = int(cap) - self.sizes[stream]
             if len(data) > room:
@@ -151,7 +151,7 @@ class Collector:
     def passed(self, stream: int, data: bytes) -> bytes:
         """Output a caller streams on itself (the CLI): counted towards the cap
         but not kept; the part within the cap."""
-        cap = self.limits.output
+        cap = self.limits.passed_output
         if cap is None:
             return data
         room = max(int(cap) - self.sizes[stream], 0)

@@ -81,8 +81,8 @@ class CommandNotFound(ExecError):
 class FileOpError(SandboxError, OSError):
     """A `files` operation failed inside the sandbox."""
 
-    def __init__(self, op: str, path: str, err: int) -> None:
-        OSError.__init__(self, err, f"{op} {path}: {os_error_text(err)}")
+    def __init__(self, op: str, path: str, err: int, detail: str = "") -> None:
+        OSError.__init__(self, err, f"{op} {path}: {detail or os_error_text(err)}")
         self.path = path
 
     def __str__(self) -> str:

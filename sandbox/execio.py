@@ -110,8 +110,8 @@ def run(
         keep = ffi.from_buffer(data) if data else None  # alive while the loop runs
         if keep is not None:
             io.input, io.input_len = keep, len(data or b"")
-        cap = col.limits.output
-        io.cap = -1 if cap is None else int(cap)
+        cap = col.limits.kept_output
+        io.cap = -1 if cap is None else cap
         io.close_on_cap = 1 if col.limits.closes_output else 0
         chan = _send(launched, io, sp.msg, sp.mask & 7, sp.theirs)  # empties sp.theirs
         while True:

@@ -14,6 +14,7 @@ import fcntl
 import os
 import stat
 import struct
+import sys
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import TypeVar
@@ -38,6 +39,13 @@ def _open(op: str, path: str, flags: int, mode: int = 0o644) -> Op[int]:
     p = check_abs_path("path", path)
     reply, fd = yield protocol.encode_path(protocol.REQ_OPEN, 0, p, flags, mode)
     if reply.type == protocol.REP_FD and fd is not None:
+        # The init refuses anything but files and directories; a process
+        # that took it over (cap_add=CAP_SYS_PTRACE) could send a pipe,
+        # whose read would block here for good.
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind not in (stat.S_IFREG, stat.S_IFDIR):
+            os.close(fd)
+            raise ProtocolError(f"the sandbox answered an open of {p!r} with a file of type {kind:#o}")
         return fd
     if fd is not None:
         os.close(fd)
@@ -70,14 +78,38 @@ def open_pty() -> Op[tuple[int, int]]:
     return fd, int(slave)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while b := os.read(fd, 1 << 20):
+CHUNK = 1 << 20
+# What read_bytes() and read_text() read at most unless told: the sandbox
+# can make a file of any size (a sparse one costs it no disk), and the read
+# is host memory.  get() writes to the host's disk: it copies at most
+# MAX_GET bytes in all (holes and hardlinks are kept, and count once).
+MAX_READ = 64 << 20
+MAX_GET = 1 << 30
+
+
+def _too_big(op: str, path: str, max_size: int) -> FileOpError:
+    return FileOpError(
+        op, path, errno.EFBIG, f"more than max_size={max_size} bytes: pass a larger max_size (None: no limit)"
+    )
+
+
+def _read_all(fd: int, limit: int | None = None) -> bytes:
+    """Up to EOF, or the first `limit` bytes."""
+    chunks, n = [], 0
+    while (limit is None or n < limit) and (
+        b := os.read(fd, CHUNK if limit is None else min(CHUNK, limit - n))
+    ):
         chunks.append(b)
+        n += len(b)
     return b"".join(chunks)
 
 
-def read_bytes(path: str, missing_ok: bool = False) -> Op[bytes | None]:
+def read_bytes(
+    path: str, missing_ok: bool = False, limit: int | None = None, max_size: int | None = None
+) -> Op[bytes | None]:
+    """The file's content: only its first `limit` bytes if given (for what
+    the host parses itself); FileOpError (EFBIG) if it has more than
+    `max_size`."""
     try:
         fd = yield from _open("read", path, os.O_RDONLY)
     except FileOpError as e:
@@ -85,11 +117,53 @@ def read_bytes(path: str, missing_ok: bool = False) -> Op[bytes | None]:
             return None
         raise
     try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             raise FileOpError("read", path, errno.EISDIR)
-        return _read_all(fd)
+        if max_size is not None and st.st_size > max_size:
+            raise _too_big("read", path, max_size)
+        if max_size is not None:  # a file of /proc says size 0; one may grow meanwhile
+            limit = max_size + 1 if limit is None else min(limit, max_size + 1)
+        data = _read_all(fd, limit)
+        if max_size is not None and len(data) > max_size:
+            raise _too_big("read", path, max_size)
+        return data
     finally:
         os.close(fd)
+
+
+def _copy_out(src: int, dst: Path, room: int) -> int:
+    """A file of the sandbox onto the host, CHUNK at a time, its holes kept
+    as holes (SEEK_DATA): a sparse file costs the host no disk beyond its
+    data.  Its size; -1 (nothing left at dst beyond `room`) if it is larger
+    than `room`, also by growing meanwhile."""
+    if os.fstat(src).st_size > room:
+        return -1
+    with open(dst, "wb") as f:
+        out, off = f.fileno(), 0
+        while True:
+            try:
+                off = os.lseek(src, off, os.SEEK_DATA)
+                end = os.lseek(src, off, os.SEEK_HOLE)
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # ENXIO: no data past off
+                    raise
+                break
+            if end > room:
+                return -1
+            while off < end and (b := os.pread(src, min(CHUNK, end - off), off)):
+                view = memoryview(b)
+                while view:
+                    n = os.pwrite(out, view, off)
+                    off += n
+                    view = view[n:]
+            if off < end:
+                break  # shorter than it was: changed meanwhile
+        size = max(off, os.fstat(src).st_size)
+        if size > room:
+            return -1
+        os.ftruncate(out, size)
+        return size
 
 
 def write_bytes(path: str, data: bytes, mode: int = 0o644) -> Op[None]:
@@ -174,11 +248,26 @@ def put(host_path: str | os.PathLike[str], path: str) -> Op[None]:
 MAX_DEPTH = 64  # directories deeper than this are not copied out
 
 
-def get(path: str, host_path: str | os.PathLike[str], depth: int = 0) -> Op[None]:
+class _Copy:
+    """What one get() has copied: bytes left of its budget, and the files
+    of more than one link, where each was put (made again as links)."""
+
+    def __init__(self, max_size: int | None) -> None:
+        self.max_size = max_size
+        self.left = max_size
+        self.links: dict[tuple[int, int], Path] = {}
+
+
+def get(path: str, host_path: str | os.PathLike[str], max_size: int | None = MAX_GET) -> Op[None]:
     """Copy out plain files and directories only.  Each entry is opened with
     O_NOFOLLOW inside the sandbox: a symlink is skipped, never followed (a
-    link to "." would otherwise copy a tree without end)."""
-    dst = Path(host_path)
+    link to "." would otherwise copy a tree without end).  At most
+    `max_size` bytes in all (files' sizes, a hardlinked file once), or
+    FileOpError (EFBIG); what was copied until then stays."""
+    yield from _get(path, Path(host_path), 0, _Copy(max_size))
+
+
+def _get(path: str, dst: Path, depth: int, copy: _Copy) -> Op[None]:
     try:
         fd = yield from _open("get", path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileOpError as e:
@@ -186,12 +275,25 @@ def get(path: str, host_path: str | os.PathLike[str], depth: int = 0) -> Op[None
             return  # a symlink inside the tree
         raise
     try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             if depth >= MAX_DEPTH:
                 raise FileOpError("get", path, errno.ELOOP)
             names = sorted(os.listdir(fd))
         else:
-            dst.write_bytes(_read_all(fd))
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in copy.links:
+                os.link(copy.links[key], dst)  # the sandbox's one file, once on the host too
+                return
+            size = _copy_out(fd, dst, sys.maxsize if copy.left is None else copy.left)
+            if size < 0:
+                assert copy.max_size is not None
+                dst.unlink(missing_ok=True)
+                raise _too_big("get", path, copy.max_size)
+            if copy.left is not None:
+                copy.left -= size
+            if st.st_nlink > 1:
+                copy.links[key] = dst
             return
     finally:
         os.close(fd)
@@ -200,7 +302,7 @@ def get(path: str, host_path: str | os.PathLike[str], depth: int = 0) -> Op[None
         # names come from the sandbox: never let one climb out of dst
         if "/" in name or name in (".", ".."):
             raise ProtocolError(f"a directory entry named {name!r}")
-        yield from get(path.rstrip("/") + "/" + name, dst / name, depth + 1)
+        yield from _get(path.rstrip("/") + "/" + name, dst / name, depth + 1, copy)
 
 
 def run_sync(op: Op[T], roundtrip: Callable[[bytes], Answer]) -> T:
@@ -227,11 +329,15 @@ class Files:
     def __init__(self, roundtrip: Callable[[bytes], Answer]) -> None:
         self._rt = roundtrip
 
-    def read_bytes(self, path: str, *, missing_ok: bool = False) -> bytes | None:
-        return run_sync(read_bytes(path, missing_ok), self._rt)
+    def read_bytes(
+        self, path: str, *, missing_ok: bool = False, max_size: int | None = MAX_READ
+    ) -> bytes | None:
+        """The file's content; FileOpError (EFBIG) past `max_size` bytes
+        (64 MiB by default: the content is held in memory; None: no limit)."""
+        return run_sync(read_bytes(path, missing_ok, max_size=max_size), self._rt)
 
-    def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        data = run_sync(read_bytes(path), self._rt)
+    def read_text(self, path: str, encoding: str = "utf-8", *, max_size: int | None = MAX_READ) -> str:
+        data = run_sync(read_bytes(path, max_size=max_size), self._rt)
         assert data is not None
         return data.decode(encoding)
 
@@ -254,9 +360,11 @@ class Files:
         """Copy a host file or directory tree into the sandbox."""
         run_sync(put(host_path, path), self._rt)
 
-    def get(self, path: str, host_path: str | os.PathLike[str]) -> None:
-        """Copy a file or directory tree of the sandbox onto the host."""
-        run_sync(get(path, host_path), self._rt)
+    def get(self, path: str, host_path: str | os.PathLike[str], *, max_size: int | None = MAX_GET) -> None:
+        """Copy a file or directory tree of the sandbox onto the host: at most
+        `max_size` bytes in all (1 GiB by default; None: no limit), or
+        FileOpError (EFBIG)."""
+        run_sync(get(path, host_path, max_size), self._rt)
 
 
 class AsyncFiles:
@@ -265,11 +373,13 @@ class AsyncFiles:
     def __init__(self, roundtrip: Callable[[bytes], Awaitable[Answer]]) -> None:
         self._rt = roundtrip
 
-    async def read_bytes(self, path: str, *, missing_ok: bool = False) -> bytes | None:
-        return await run_async(read_bytes(path, missing_ok), self._rt)
+    async def read_bytes(
+        self, path: str, *, missing_ok: bool = False, max_size: int | None = MAX_READ
+    ) -> bytes | None:
+        return await run_async(read_bytes(path, missing_ok, max_size=max_size), self._rt)
 
-    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        data = await run_async(read_bytes(path), self._rt)
+    async def read_text(self, path: str, encoding: str = "utf-8", *, max_size: int | None = MAX_READ) -> str:
+        data = await run_async(read_bytes(path, max_size=max_size), self._rt)
         assert data is not None
         return data.decode(encoding)
 
@@ -293,5 +403,7 @@ class AsyncFiles:
     async def put(self, host_path: str | os.PathLike[str], path: str) -> None:
         await run_async(put(host_path, path), self._rt)
 
-    async def get(self, path: str, host_path: str | os.PathLike[str]) -> None:
-        await run_async(get(path, host_path), self._rt)
+    async def get(
+        self, path: str, host_path: str | os.PathLike[str], *, max_size: int | None = MAX_GET
+    ) -> None:
+        await run_async(get(path, host_path, max_size), self._rt)

@@ -11,7 +11,8 @@ Where each one is enforced:
   cpu_time      the exec cgroup's CPU total, watched by the host while it
                 waits for the command; RLIMIT_CPU a second above, as a backstop
   timeout       wall clock, by the host
-  output        bytes kept per stream; then the command is killed, or with
+  output        bytes kept per stream (DEFAULT_OUTPUT unless set, -1 for no
+                cap); then the command is killed, or with
                 output_action="close" its stream is closed (it gets EPIPE)
   disk          the size of the tmpfs under the writable layer and /tmp
   open_files, file_size, stack   RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_STACK
@@ -31,7 +32,11 @@ from .sizes import parse_seconds, parse_size
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 OUTPUT_ACTIONS = ("kill", "close")
-UNLIMITED = -1  # memory_swap=-1: swap without a limit
+UNLIMITED = -1  # memory_swap=-1: swap without a limit; output=-1: keep it all
+# What exec() keeps of each stream when `output` is not set.  Kept output is
+# host memory, and a command writes it at pipe speed (~0.5 GB/s here):
+# without a cap, `cat /dev/zero` is the host's OOM killer.
+DEFAULT_OUTPUT = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,9 @@ class Limits:
     timeout: float | None = None
     """Wall-clock seconds."""
     output: int | str | None = None
-    """Bytes kept per stream (stdout, stderr) of exec()."""
+    """Bytes kept per stream (stdout, stderr) of exec(): DEFAULT_OUTPUT (64
+    MiB) unless set, -1 for no cap.  Output a caller streams (spawn, the
+    CLI) is capped only when set."""
     output_action: str | None = None
     """At the output cap: "kill" the command (the default), or "close" the stream."""
     disk: int | str | None = None
@@ -67,7 +74,7 @@ class Limits:
 
         for name in ("memory", "output", "disk", "file_size", "stack"):
             v = getattr(self, name)
-            if v is not None:
+            if v is not None and not (name == "output" and v == UNLIMITED):
                 put(name, parse_size(f"limits.{name}", v, minimum=4096 if name != "output" else 0))
         if self.memory_swap is not None and self.memory_swap != UNLIMITED:
             swap = parse_size("limits.memory_swap", self.memory_swap, minimum=4096)
@@ -126,6 +133,18 @@ class Limits:
             if getattr(override, f.name) is not None
         }
         return replace(self, **changes)
+
+    @property
+    def kept_output(self) -> int | None:
+        """The cap on each stream exec() keeps in memory (None: none)."""
+        if self.output is None:
+            return DEFAULT_OUTPUT
+        return None if self.output == UNLIMITED else int(self.output)
+
+    @property
+    def passed_output(self) -> int | None:
+        """The cap on output the caller streams on (None: none, the default)."""
+        return None if self.output is None or self.output == UNLIMITED else int(self.output)
 
     @property
     def closes_output(self) -> bool:

@@ -604,8 +604,9 @@ static int run_op(const struct sbx_op_hdr *op, const char *s[4], uint32_t index,
         *what = "create";
         if (!s0)
             return -EINVAL;
-        /* read-only: an existing file of a lower layer is not copied up */
-        tfd = open_at_root(s0, O_RDONLY | O_CREAT, (int)op->a);
+        /* read-only: an existing file of a lower layer is not copied up;
+         * non-blocking: an image's FIFO there would wait for a writer */
+        tfd = open_at_root(s0, O_RDONLY | O_CREAT | O_NONBLOCK | O_NOCTTY, (int)op->a);
         if (tfd < 0 && tfd != -EISDIR)
             r = tfd;
         break;
@@ -1628,6 +1629,13 @@ __attribute__((noreturn, used)) void start_c(long *sp)
             SYS4(SYS_rt_sigaction, sig, &dfl, 0, 8);
     /* The plan's modes are exact (a 1777 /tmp must not become 1755). */
     SYS1(SYS_umask, 0);
+    /* Not dumpable: ptrace, /proc/1/mem and pidfd_getfd need CAP_SYS_PTRACE
+     * then, not just our uid.  That covers each exec's child as well until
+     * its execve: a vfork, it runs in our memory, after it dropped its
+     * capabilities (a profile allowing ptrace, or none, let a command with
+     * no capability attach to it and write our memory).  An execve makes
+     * the command dumpable as usual. */
+    SYS2(SYS_prctl, PR_SET_DUMPABLE, 0);
     /* Our stdio came from the host: replace it before anything else. */
     int null = xopen("/dev/null", O_RDWR | O_CLOEXEC, 0);
     if (null < 0)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,17 @@ CONTAINERD_NAME = "io.containerd.image.name"  # the full name, in docker save's 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 
 
+def _open_regular(path: Path, where: str) -> IO[bytes]:
+    """A file of the layout, for reading: a FIFO there would block the read
+    for good, a device read without end (a layout is downloaded content)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(f"{where}: {path.name} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 class LayoutSource:
     """The blobs of an OCI image layout (blobs/sha256/HEX), verified as read."""
 
@@ -38,7 +50,7 @@ class LayoutSource:
 
     def _read(self, digest: str, limit: int) -> bytes:
         try:
-            with open(self._path(digest), "rb") as f:
+            with _open_regular(self._path(digest), self.base) as f:
                 data = f.read(limit + 1)
         except FileNotFoundError:
             raise ImageError(f"{self.base}: no blob {digest} in the layout") from None
@@ -63,7 +75,7 @@ class LayoutSource:
     ) -> None:
         h, n = hashlib.sha256(), 0
         try:
-            with open(self._path(digest), "rb") as src, open(path, "wb") as dst:
+            with _open_regular(self._path(digest), self.base) as src, open(path, "wb") as dst:
                 while (chunk := src.read(CHUNK)) and n <= size:
                     h.update(chunk)
                     dst.write(chunk)
@@ -72,7 +84,7 @@ class LayoutSource:
                         progress(n)
             check("sha256:" + h.hexdigest(), n, digest, size)
         except FileNotFoundError:
-            os.unlink(path)
+            Path(path).unlink(missing_ok=True)  # not made if the blob was missing
             raise ImageError(f"{self.base}: no blob {digest} in the layout") from None
         except DigestMismatch:
             os.unlink(path)
@@ -100,7 +112,11 @@ def load_layout(
     """Every tagged image of the layout (call with the store lock held)."""
     where = str(root)
     try:
-        data = mf.loads((root / "index.json").read_bytes()[: mf.MANIFEST_MAX], f"{where}/index.json")
+        with _open_regular(root / "index.json", where) as f:
+            body = f.read(mf.MANIFEST_MAX + 1)
+        if len(body) > mf.MANIFEST_MAX:
+            raise ImageError(f"{where}: index.json is larger than {mf.MANIFEST_MAX} bytes")
+        data = mf.loads(body, f"{where}/index.json")
     except OSError as e:
         raise ConfigError("path", f"{where}: not an OCI image layout ({e.strerror} for index.json)") from None
     raw = data.get("manifests")

@@ -162,6 +162,26 @@ class Stats:
     opaque: int = 0
 
 
+# tarfile reads a pax header or a GNU long name whole (and decodes it),
+# before any check of ours sees the member: zeros compress 1000:1, so a
+# 32 MiB layer could hold 64 GiB of the host's memory.  Names are at most
+# MAX_NAME and xattrs small: 1 MiB is plenty for a real header.
+MAX_EXTENDED_HEADER = 1 << 20
+_EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+             tarfile.GNUTYPE_LONGLINK)  # fmt: skip
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    def _proc_member(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        # not a TarError: tarfile ends the archive quietly on some of those
+        if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
+            raise UnsafeLayer(
+                f"an extended tar header (pax or GNU long name) of {self.size} bytes, "
+                f"more than the {MAX_EXTENDED_HEADER} allowed"
+            )
+        return super()._proc_member(tf)  # type: ignore[misc, no-any-return]
+
+
 class _Extractor:
     def __init__(self, root_fd: int, max_size: int) -> None:
         self.root = root_fd
@@ -175,8 +195,13 @@ class _Extractor:
             os.close(fd)
         self._dirs.clear()
 
-    def _forget_dirs(self) -> None:
-        self.close()
+    def _forget_dirs(self, rel: str) -> None:
+        """Close the cached fds of `rel` and of every directory under it
+        (about to be removed: a later entry must not go into a deleted
+        directory).  The others stay open: a caller's `parent` among them,
+        whose number a concurrent thread could otherwise get."""
+        for key in [k for k in self._dirs if k == rel or k.startswith(rel + "/")]:
+            os.close(self._dirs.pop(key))
 
     def dir_fd(self, rel: str, member: str, create: bool = True) -> int:
         """An fd of the directory `rel` of the layer (made when missing)."""
@@ -221,13 +246,14 @@ class _Extractor:
                 return prefix
         return rel
 
-    def _remove(self, parent: int, name: str) -> None:
+    def _remove(self, parent: int, head: str, name: str) -> None:
+        """Remove `name` of the directory `head` (open as `parent`), a whole tree if it is one."""
         try:
             st = os.lstat(name, dir_fd=parent)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            self._forget_dirs()
+            self._forget_dirs(f"{head}/{name}" if head else name)
             shutil.rmtree(name, dir_fd=parent)
         else:
             os.unlink(name, dir_fd=parent)
@@ -275,7 +301,7 @@ class _Extractor:
                 target = name[len(WHITEOUT) :]
                 if target in ("", ".", ".."):  # ".wh..." would delete the directory above
                     raise UnsafeLayer(f"entry {m.name!r}: a whiteout of {target!r}")
-                self._remove(parent, target)
+                self._remove(parent, head, target)
                 os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
                 self.stats.whiteouts += 1
             return
@@ -288,7 +314,7 @@ class _Extractor:
             try:
                 st = os.lstat(name, dir_fd=parent)
                 if not stat.S_ISDIR(st.st_mode):
-                    self._remove(parent, name)
+                    self._remove(parent, head, name)
                     os.mkdir(name, 0o700, dir_fd=parent)
             except FileNotFoundError:
                 os.mkdir(name, 0o700, dir_fd=parent)
@@ -301,7 +327,7 @@ class _Extractor:
                 os.close(fd)
             self._dir_meta.append((rel, self._mtime(m)))
             return
-        self._remove(parent, name)
+        self._remove(parent, head, name)
         if m.isreg():
             self.stats.bytes += m.size
             if self.stats.bytes > self.max_size:
@@ -389,7 +415,7 @@ def unpack(
             stream = _Decompressed(f, limit=max_size + (MAX_ENTRIES * 1024))
             try:
                 # stream mode: one pass, nothing seeks; closed with the blob file
-                tf = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)  # type: ignore[call-overload]  # noqa: SIM115
+                tf = tarfile.open(fileobj=stream, mode="r|", errorlevel=2, tarinfo=_BoundedTarInfo)  # type: ignore[call-overload]  # noqa: SIM115
                 reported = 0
                 while True:
                     m = tf.next()

@@ -13,7 +13,7 @@ import resource
 import pytest
 
 from sandbox import ConfigError, Limits
-from sandbox.limits import UNLIMITED, check_limits
+from sandbox.limits import DEFAULT_OUTPUT, UNLIMITED, check_limits
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 SIZE_FIELDS = ("memory", "output", "disk", "file_size", "stack")
@@ -69,7 +69,17 @@ def test_output_may_be_zero() -> None:
     """output=0 keeps nothing: a command that must stay silent."""
     assert Limits(output=0).output == 0
     assert Limits(output="0").output == 0
-    refused("limits.output", output=-1)
+    assert Limits(output=0).kept_output == 0 and Limits(output=0).passed_output == 0
+    refused("limits.output", output=-2)
+
+
+def test_output_kept_is_capped_unless_lifted() -> None:
+    """What exec() keeps is host memory: DEFAULT_OUTPUT unless set, -1 for
+    no cap; output the caller streams on is capped only when set."""
+    assert Limits().kept_output == DEFAULT_OUTPUT == 64 << 20
+    assert Limits().passed_output is None
+    assert Limits(output=-1).kept_output is None and Limits(output=-1).passed_output is None
+    assert Limits(output="1M").kept_output == Limits(output="1M").passed_output == 1 << 20
 
 
 # -- memory_swap -------------------------------------------------------------------------
