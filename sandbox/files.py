@@ -146,6 +146,8 @@ def _copy_out(src: int, dst: Path, room: int) -> int:
                 off = os.lseek(src, off, os.SEEK_DATA)
                 end = os.lseek(src, off, os.SEEK_HOLE)
             except OSError as e:
+                if e.errno in (errno.EINVAL, errno.ESPIPE):  # no SEEK_DATA (/proc): read it through
+                    return _copy_stream(src, out, off, room)
                 if e.errno != errno.ENXIO:  # ENXIO: no data past off
                     raise
                 break
@@ -246,6 +248,20 @@ def put(host_path: str | os.PathLike[str], path: str) -> Op[None]:
 
 
 MAX_DEPTH = 64  # directories deeper than this are not copied out
+
+
+def _copy_stream(src: int, out: int, off: int, room: int) -> int:
+    """The rest of a file without SEEK_DATA, read in order from `off`: its
+    size, or -1 past `room`."""
+    while b := os.pread(src, CHUNK, off):
+        if off + len(b) > room:
+            return -1
+        view = memoryview(b)
+        while view:
+            n = os.pwrite(out, view, off)
+            off += n
+            view = view[n:]
+    return off
 
 
 class _Copy:

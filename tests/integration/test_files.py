@@ -245,6 +245,19 @@ def test_get_copies_only_plain_files_and_directories(sb, tmp_path: Path) -> None
     assert not (out / "pw").exists(), "get() copied a symlink's target"
 
 
+def test_get_copies_sparse_files_linked_files_and_proc_files(sb, tmp_path: Path) -> None:
+    # get() copies by data segments (SEEK_DATA): a hole stays a hole, a
+    # second link a link; a file of /proc has no SEEK_DATA and is read
+    # through, in order
+    sh_ok(sb, "mkdir /out && echo hi > /out/a && ln /out/a /out/b && truncate -s 10M /out/sparse")
+    sb.files.get("/out", tmp_path / "o")
+    a, b, sparse = ((tmp_path / "o" / n).stat() for n in ("a", "b", "sparse"))
+    assert (a.st_ino, a.st_nlink) == (b.st_ino, 2) and (tmp_path / "o" / "a").read_text() == "hi\n"
+    assert sparse.st_size == 10 << 20 and sparse.st_blocks == 0
+    sb.files.get("/proc/cpuinfo", tmp_path / "cpuinfo")
+    assert "processor" in (tmp_path / "cpuinfo").read_text()
+
+
 def test_get_names_are_checked(sb, tmp_path: Path) -> None:
     sh_ok(sb, "mkdir -p /out/sub && echo x > /out/sub/f")
     sb.files.get("/out", tmp_path / "o")
