@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import _core, cgroup, files, layout, netpool, protocol, users
+from . import _core, cgroup, files, layout, netpool, protocol, redact, users
 from . import network as _network
 from . import warm as _warm
 from .collector import Collector
@@ -39,7 +39,6 @@ from .watchdog import watchdog
 if TYPE_CHECKING:
     from .network.lifecycle import Attachment
 
-REDACT_MIN = 4  # bytes
 NO_LIMITS = Limits()  # frozen: one for every sandbox without limits
 START_TIMEOUT = 30.0  # seconds for the init to finish its setup
 # ... for a warm one (made ahead): one stuck in its setup is replaced by a
@@ -536,17 +535,9 @@ class SandboxBase:
         `make_pipes=False`: neither pipes nor the reply socket; the streams'
         bits are in `mask & 7`, and sandbox/execio.py makes them as it sends."""
         stdin, stdout, stderr = streams
-        redact: tuple[bytes, ...] = ()
+        found: tuple[bytes, ...] = ()
         if self._spec.redact_secrets:
-            # longest first, so that one secret inside another is scrubbed whole;
-            # below 4 bytes a "secret" would scrub ordinary output
-            redact = tuple(
-                sorted(
-                    (x.content for x in self._spec.secrets if len(x.content) >= REDACT_MIN),
-                    key=len,
-                    reverse=True,
-                )
-            )
+            found = redact.forms(tuple(x.content for x in self._spec.secrets))
         if limits is not None and limits.disk is not None:
             for fd in pty or ():
                 os.close(fd)
@@ -557,7 +548,7 @@ class SandboxBase:
         lim = self._limits.merge(limits)
         if timeout is not None:
             lim = dataclasses.replace(lim, timeout=timeout)
-        sp = Spawning(Collector(args, limits=lim, redact=redact))
+        sp = Spawning(Collector(args, limits=lim, redact=found))
         try:
             if pty is not None:
                 # A pty of ours (of the sandbox's devpts) is the command's only

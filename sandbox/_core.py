@@ -246,17 +246,17 @@ def make_netns() -> int:
     return int(lib.sbx_make_netns(ffi.NULL))
 
 
-def make_checked_netns() -> tuple[int, tuple[int, int]]:
-    """make_netns, with the namespace's sockstat and sockstat6 files opened
-    inside it, for `netns_idle`: (fd, (sockstat, sockstat6)); (-errno, (-1,
-    -1)) on failure.  The two hold the namespace: close them with its fd."""
-    stats = ffi.new("int[2]")
+def make_checked_netns() -> tuple[int, tuple[int, ...]]:
+    """make_netns, with the namespace's sockstat, sockstat6 and ip6_flowlabel
+    files opened inside it, for `netns_idle`: (fd, their fds); (-errno, ())
+    on failure.  They hold the namespace: close them with its fd."""
+    stats = ffi.new("int[]", lib.SBX_NETNS_STATS)
     fd = int(lib.sbx_make_netns(stats))
-    return fd, (int(stats[0]), int(stats[1]))
+    return fd, tuple(int(x) for x in stats) if fd >= 0 else ()
 
 
-def netns_idle(stats: tuple[int, int]) -> bool:
-    """Whether nothing is left in the network namespace whose sockstat files
-    `stats` are (from make_checked_netns): no socket of any family, no
-    TIME_WAIT, no fragment queue (an unreadable one counts as busy)."""
-    return int(lib.sbx_netns_idle(*stats)) == 1
+def netns_idle(stats: tuple[int, ...]) -> bool:
+    """Whether nothing is left in the network namespace whose files `stats`
+    are (from make_checked_netns): no socket of any family, no TIME_WAIT,
+    no fragment queue, no IPv6 flow label (an unreadable one counts as busy)."""
+    return int(lib.sbx_netns_idle(stats)) == 1

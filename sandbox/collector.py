@@ -15,14 +15,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import cgroup, protocol
+from . import cgroup, protocol, redact
 from .cgroup import Group, Usage
 from .errors import CommandNotFound, ExecError, ProtocolError, os_error_text
 from .limits import Limits
 from .result import ExecResult
 from .watchdog import watchdog
 
-REDACTED = b"[REDACTED]"
 PIDS_POLL = 0.05  # seconds between looks at the pids limit's refusal counter
 CPU_POLL_MIN = 0.002
 
@@ -298,10 +297,9 @@ class Collector:
         code = os.waitstatus_to_exitcode(self.exited.status)
         sig = -code if code < 0 else None
         out, err = b"".join(self.out), b"".join(self.err)
-        for secret in self.redact:
-            if secret:
-                out = out.replace(secret, REDACTED)
-                err = err.replace(secret, REDACTED)
+        if self.redact:
+            out = redact.scrub(out, self.redact, self.truncated)
+            err = redact.scrub(err, self.redact, self.truncated)
         u = self.usage
         cpu_user = u.cpu_user if u else self.exited.utime
         cpu_sys = u.cpu_sys if u else self.exited.stime

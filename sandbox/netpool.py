@@ -12,21 +12,23 @@ A sandbox with no network hands its namespace back when it is reaped
 (`_core.reap`: by then none of its processes is left), and the thread puts
 it back in the pool if nothing of the sandbox is left in it: no socket of
 any family (that covers abstract unix names too), no TIME_WAIT, no fragment
-queue (`_core.netns_idle`).  Nothing else in it can have changed: the
-namespace belongs to the host's user namespace, where the sandbox's root has
-no capability, so its addresses, routes, sysctls and firewall are ours.
+queue, no IPv6 flow label (a label outlives its socket: `_core.netns_idle`).
+Nothing else in it can have changed: the namespace belongs to the host's
+user namespace, where the sandbox's root has no capability, so its
+addresses, routes, sysctls and firewall are ours.
 What does carry over are its counters (`/proc/net/snmp`, `lo`'s packet
 counts): the next sandbox can see how much the last one sent over its
 loopback.  SANDBOX_NETNS_REUSE=0 gives every sandbox a new namespace.
 
-The check reads the namespace's sockstat and sockstat6 files, opened inside
-it when it was made: a /proc net file stays bound to the namespace it was
-opened in, and a read from offset 0 shows its counts of now.  That is two
-preads: a check takes ~3 us of CPU in a loop here, and ~22 us measured
-around each call between back-to-back sandbox cycles, where joining the
-namespace to open them anew (two setns, two procfs path lookups) took ~32
-and ~70 us.  The pool keeps those two fds beside the
-namespace's, and closes them with it: they hold the namespace as well."""
+The check reads the namespace's sockstat, sockstat6 and ip6_flowlabel
+files, opened inside it when it was made: a /proc net file stays bound to
+the namespace it was opened in, and a read from offset 0 shows it as of now.
+With two of them (before the flow labels), a check took ~3 us of CPU in a
+loop here, and ~22 us measured around each call between back-to-back
+sandbox cycles, where joining the namespace to open them anew (two setns,
+two procfs path lookups) took ~32 and ~70 us.  The pool keeps those fds
+beside the namespace's, and closes them with it: they hold the namespace as
+well."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ class NetnsPool:
         self._launching = 0
         self._returned: deque[int] = deque()  # handed back, not yet checked
         self._out = 0  # taken, to be given back
-        self._stats: dict[int, tuple[int, int]] = {}  # namespace fd -> its sockstat files
+        self._stats: dict[int, tuple[int, ...]] = {}  # namespace fd -> its files for the idle check
         self.reuse = os.environ.get("SANDBOX_NETNS_REUSE", "1") != "0"
 
     def take(self, returned: bool = True) -> int | None:
@@ -148,7 +150,7 @@ class NetnsPool:
                 back = self._returned.popleft() if self._returned else None
             if back is not None:
                 stats = self._stats.get(back)  # none: not one of ours, not checked
-                idle = stats is not None and _core.netns_idle(stats)  # two preads (see above)
+                idle = stats is not None and _core.netns_idle(stats)  # three preads (see above)
                 with self._cond:
                     if idle and len(self._ready) < KEEP:
                         self._ready.append(back)

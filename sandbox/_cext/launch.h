@@ -45,8 +45,9 @@ struct sbx_launched {
 int sbx_abi_version(void);
 int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out);
 int sbx_make_userns(const char *uid_map, const char *gid_map, struct sbx_launched *out);
-int sbx_make_netns(int stats[2]);  /* stats: NULL, or its sockstat fds out (for sbx_netns_idle) */
-int sbx_netns_idle(int sockstat_fd, int sockstat6_fd);
+#define SBX_NETNS_STATS 3 /* sockstat, sockstat6, ip6_flowlabel */
+int sbx_make_netns(int stats[SBX_NETNS_STATS]);  /* stats: NULL, or those files' fds out (for sbx_netns_idle) */
+int sbx_netns_idle(const int stats[SBX_NETNS_STATS]);
 int sbx_kill_init(int pidfd, int pid);
 /* END CDEF */
 

@@ -461,11 +461,12 @@ __attribute__((noreturn)) static void die_setns(const char *where, int fd)
  * fd, or the namespace lives on).  Opened here once, they spare every
  * check two setns and two procfs path lookups (a check took ~32 us of CPU
  * in a loop here, ~3 us with the two preads alone). */
-int sbx_make_netns(int stats[2])
+int sbx_make_netns(int stats[SBX_NETNS_STATS])
 {
-    static const char *const paths[2] = {"/proc/thread-self/net/sockstat", "/proc/thread-self/net/sockstat6"};
-    if (stats)
-        stats[0] = stats[1] = -1;
+    static const char *const paths[SBX_NETNS_STATS] = {
+        "/proc/thread-self/net/sockstat", "/proc/thread-self/net/sockstat6", "/proc/thread-self/net/ip6_flowlabel"};
+    for (int i = 0; stats && i < SBX_NETNS_STATS; i++)
+        stats[i] = -1;
     int orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     if (orig < 0)
         return -errno;
@@ -488,7 +489,7 @@ int sbx_make_netns(int stats[2])
     }
     write_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
     write_sysctl("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
-    for (int i = 0; stats && i < 2 && !e; i++) {
+    for (int i = 0; stats && i < SBX_NETNS_STATS && !e; i++) {
         stats[i] = open(paths[i], O_RDONLY | O_CLOEXEC);
         if (stats[i] < 0)
             e = errno;
@@ -497,7 +498,7 @@ int sbx_make_netns(int stats[2])
         die_setns("sbx_make_netns", orig); /* as above: this thread must not stay in the new namespace */
     close(orig);
     if (e) {
-        for (int i = 0; stats && i < 2; i++) {
+        for (int i = 0; stats && i < SBX_NETNS_STATS; i++) {
             if (stats[i] >= 0)
                 close(stats[i]);
             stats[i] = -1;
@@ -521,24 +522,30 @@ static long stat_field(const char *text, const char *key)
 /* Whether a network namespace a sandbox used holds nothing of it any more,
  * so that the next sandbox may have it (see netpool.py): 1 when no socket
  * of any family is left in it (nor a TIME_WAIT one, nor a fragment queue),
- * 0 when something is, -errno when it could not be read.  The counts are
- * the namespace's own (sockstat: sock_inuse_get and tw_refcount are per
- * netns; the kernel's own sockets are not counted).  `sockstat_fd` and
- * `sockstat6_fd` are its files that sbx_make_netns opened: a read from
- * offset 0 makes the seq_file show the counts anew, so two preads are the
- * whole check, from whichever namespace this thread is in. */
-int sbx_netns_idle(int sockstat_fd, int sockstat6_fd)
+ * nor an IPv6 flow label (one outlives its socket by its linger, up to
+ * 150 s for an unprivileged process, and the next sandbox would read it in
+ * /proc/net/ip6_flowlabel, and could not make it itself); 0 when something
+ * is, -errno when it could not be read.  The counts are the namespace's
+ * own (sockstat: sock_inuse_get and tw_refcount are per netns; the
+ * kernel's own sockets are not counted).  `stats` are its files that
+ * sbx_make_netns opened: a read from offset 0 makes the seq_file show them
+ * anew, so three preads are the whole check, from whichever namespace this
+ * thread is in. */
+int sbx_netns_idle(const int stats[SBX_NETNS_STATS])
 {
-    char buf[2][1024];
-    int fds[2] = {sockstat_fd, sockstat6_fd};
-    for (int i = 0; i < 2; i++) {
-        ssize_t n = pread(fds[i], buf[i], sizeof buf[i] - 1, 0);
-        if (n < 0)
+    char buf[SBX_NETNS_STATS][1024];
+    ssize_t n[SBX_NETNS_STATS];
+    for (int i = 0; i < SBX_NETNS_STATS; i++) {
+        n[i] = pread(stats[i], buf[i], sizeof buf[i] - 1, 0);
+        if (n[i] < 0)
             return -errno;
-        buf[i][n] = 0;
+        buf[i][n[i]] = 0;
     }
     if (stat_field(buf[0], "sockets: used ") != 0 || stat_field(buf[0], " tw ") != 0 ||
         stat_field(buf[0], "FRAG: inuse ") != 0 || stat_field(buf[1], "FRAG6: inuse ") != 0)
+        return 0;
+    const char *nl = memchr(buf[2], '\n', (size_t)n[2]); /* a header line, then one line per label */
+    if (!nl || nl + 1 < buf[2] + n[2])
         return 0;
     return 1;
 }
