@@ -124,6 +124,7 @@ def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]
     p.mkdir("shm", 0o1777)
     p.mount("shm", "/dev/shm", "", MS_BIND)
     p.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)
+    _ipc_limits(p, spec.disk)
     # after /dev: the masks are binds of the sandbox's own, read-only /dev/null
     _mask_proc(p, "/dev/null")
     # /tmp and /dev/shm are directories of the staging tmpfs: the writable
@@ -167,6 +168,26 @@ def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]
     p.capbset(spec.caps)
     p.nfds = len(trees)
     return p, trees
+
+
+# SysV IPC objects belong to the sandbox's IPC namespace, not to the exec
+# that made them: they outlive it and its memory limit (the kernel's shmall
+# is ~16 EiB), so each exec could leave its limit's worth behind, for the
+# sandbox's life.  SysV shared memory is shmem, as /dev/shm is: it gets the
+# sandbox's `disk` size as its own total (shmall, in pages); message queues
+# and semaphore sets are few (msgmni: 32 queues of 16 KiB at most).  Not
+# shm_rmid_forced: it removes a segment nobody has attached yet (`ipcmk
+# -M` and a later attach).  Written while /proc/sys is still writable: the
+# IPC namespace is the sandbox's, its sysctls are its own (a kernel that
+# refuses the write keeps its defaults).
+def _ipc_limits(p: Plan, disk: int) -> None:
+    values = (
+        ("kernel/shmall", str(max(disk // os.sysconf("SC_PAGE_SIZE"), 1))),
+        ("kernel/msgmni", "32"),
+        ("kernel/sem", "250 32000 32 128"),
+    )
+    for name, value in values:
+        p.write(f"/proc/sys/{name}", value + "\n", optional=True)
 
 
 # Host information that /proc shows to anyone: timers and keys of host

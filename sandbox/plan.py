@@ -78,8 +78,8 @@ class Plan:
     def mkdir_safe(self, path: str) -> None:
         self._add(OP_MKDIR_SAFE, path)
 
-    def write(self, path: str, content: str, mode: int = 0o644) -> None:
-        self._add(OP_WRITE, path, content, a=mode)
+    def write(self, path: str, content: str, mode: int = 0o644, optional: bool = False) -> None:
+        self._add(OP_WRITE, path, content, a=mode, flags=F_OPTIONAL if optional else 0)
 
     def mkfile(self, path: str, mode: int = 0o644, optional: bool = False) -> None:
         self._add(OP_MKFILE, path, a=mode, flags=F_OPTIONAL if optional else 0)
