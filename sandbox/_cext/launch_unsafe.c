@@ -12,7 +12,8 @@
  * Sequence (one parent/child step per concern, released by one sync byte):
  *   parent: detached mount trees (open_tree + mount_setattr, idmapped onto a
  *           prepared user namespace with the sandbox's mapping), sockets,
- *           clone(every namespace | CLONE_VM | CLONE_PIDFD)
+ *           clone(every namespace | CLONE_VM | CLONE_PIDFD) with the
+ *           sandbox's host uid as effective uid (become_owner)
  *   parent: write uid_map and gid_map, then the sync byte
  *   child:  become container root, set the parent-death signal, move fds into
  *           place, execveat the init from its sealed memfd
@@ -217,6 +218,55 @@ static void close_all(int *fds, unsigned n)
             close(fds[i]);
 }
 
+/* The host uid that container root maps onto: the second field of the
+ * map's first line ("0 100000 65536"); 0 if there is none. */
+static unsigned long map_host_start(const char *map)
+{
+    char *end;
+    unsigned long inside = strtoul(map, &end, 10);
+    if (end == map || inside != 0)
+        return 0;
+    const char *p = end;
+    unsigned long host = strtoul(p, &end, 10);
+    return end == p ? 0 : host;
+}
+
+/* A user namespace belongs to the effective uid that creates it, and the
+ * kernel charges what its users hold (inotify instances, pending signals,
+ * POSIX message queue bytes: ucounts) to that owner too, against the
+ * owner's own limits.  Cloned by host root, a sandbox could use up root's
+ * (128 inotify instances: systemd and udev then fail).  So this thread
+ * clones with the sandbox's host uid as its effective uid: a raw setresuid,
+ * this thread only, whose effective capabilities go and come back with it
+ * (its real and saved uids stay 0).  The uid change also clears the
+ * thread's parent-death signal: put back.  0 once done (-1: not applicable
+ * or refused: clone as before). */
+static void restore_dumpable(int was)
+{
+    if (was > 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != was)
+        prctl(PR_SET_DUMPABLE, was, 0, 0, 0);
+}
+
+static int owner_refused; /* a kernel or LSM refused the unprivileged clone once */
+
+static int become_owner(unsigned long flags, const char *uid_map, int *pdeathsig)
+{
+    unsigned long owner = map_host_start(uid_map);
+    if (!(flags & CLONE_NEWUSER) || owner == 0 || owner > 0xfffffffeUL || owner_refused || geteuid() != 0)
+        return -1;
+    if (prctl(PR_GET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0)
+        *pdeathsig = 0;
+    return RAW(SYS_setresuid, -1, owner, -1) < 0 ? -1 : 0;
+}
+
+static void back_to_root(int pdeathsig)
+{
+    if (RAW(SYS_setresuid, -1, 0, -1) < 0)
+        abort(); /* this thread would go on without its capabilities: never */
+    if (pdeathsig > 0)
+        prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0);
+}
+
 /* Clone a child into the namespaces in `flags`, write its maps, and let it
  * exec the init (or, for a bare user namespace, just wait).  Everything the
  * child reads sits in *c, prepared here before the clone. */
@@ -250,15 +300,32 @@ static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *u
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* Any uid change of a task sharing our memory makes the process not
+     * dumpable (the child's own, to container root, and ours above): put
+     * back once the child has its own memory (or is gone). */
+    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), pdeathsig = 0;
+    int as_owner = become_owner(flags, uid_map, &pdeathsig) == 0;
     pid_t pid = clone(child_main, (char *)stack + STACK_SIZE, (int)(flags | CLONE_VM | CLONE_PIDFD | SIGCHLD),
                       c, pidfd);
     int clone_errno = errno;
+    if (as_owner) {
+        back_to_root(pdeathsig);
+        if (pid < 0 && (clone_errno == EPERM || clone_errno == EACCES)) {
+            /* unprivileged user namespaces refused here (a sysctl, an LSM):
+             * host root owns them, as before */
+            owner_refused = 1;
+            pid = clone(child_main, (char *)stack + STACK_SIZE,
+                        (int)(flags | CLONE_VM | CLONE_PIDFD | SIGCHLD), c, pidfd);
+            clone_errno = errno;
+        }
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(sync[0]);
     close(ex[1]);
     if (pid < 0) {
         close(sync[1]);
         close(ex[0]);
+        restore_dumpable(dumpable);
         return fail(out, SBX_LS_CLONE, clone_errno, -1);
     }
     int r = write_map(pid, "uid_map", uid_map);
@@ -269,6 +336,7 @@ static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *u
         close(ex[0]);
         waitpid(pid, NULL, __WALL);
         close(*pidfd);
+        restore_dumpable(dumpable);
         return fail(out, SBX_LS_MAPS, -r, -1);
     }
     __atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
@@ -291,8 +359,10 @@ static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *u
     if (n == (ssize_t)sizeof f) {
         waitpid(pid, NULL, __WALL);
         close(*pidfd);
+        restore_dumpable(dumpable);
         return fail(out, f.stage, f.err, -1);
     }
+    restore_dumpable(dumpable); /* EOF: the child has exec'd, its memory is its own */
     return pid;
 }
 
