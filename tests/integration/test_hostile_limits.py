@@ -12,8 +12,6 @@ import ctypes
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,6 @@ pytestmark = pytest.mark.integration
 
 SAFE = Limits(memory="256M", pids=64, timeout=30)
 HELPER = "/tmp/hog"
-WAIT = 5.0  # seconds for a condition that the safe behaviour meets in well under one
 
 HELPER_SRC = r"""
 #define _GNU_SOURCE
@@ -127,44 +124,6 @@ def started(rootfs: Path, hog: bytes, limits: Limits = SAFE) -> Sandbox:
 def counts(line: bytes) -> dict[str, int]:
     """ "inotify ok=128 errno=24 size=0" -> {"ok": 128, "errno": 24, "size": 0}"""
     return {k: int(v) for k, _, v in (w.partition("=") for w in line.decode().split()[1:])}
-
-
-def descendants(pid: int) -> Iterator[tuple[int, str]]:
-    """(host pid, cmdline) of every live process under `pid` (the init)."""
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:  # gone meanwhile
-            continue
-        for t in tasks:
-            try:
-                kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
-            except OSError:
-                continue
-            for k in map(int, kids):
-                todo.append(k)
-                try:
-                    raw = Path(f"/proc/{k}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if raw:  # a zombie has none
-                    yield k, raw.replace(b"\0", b" ").decode(errors="replace").strip()
-
-
-def wait_for(cond: object, seconds: float = WAIT) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return bool(cond())  # type: ignore[operator]
-
-
-def running(sb: Sandbox, needle: str) -> list[str]:
-    assert sb.pid is not None
-    return [c for _, c in descendants(sb.pid) if needle in c]
 
 
 # -- what an exec leaves behind -----------------------------------------------------------
