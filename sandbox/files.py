@@ -154,11 +154,7 @@ def _copy_out(src: int, dst: Path, room: int) -> int:
             if end > room:
                 return -1
             while off < end and (b := os.pread(src, min(CHUNK, end - off), off)):
-                view = memoryview(b)
-                while view:
-                    n = os.pwrite(out, view, off)
-                    off += n
-                    view = view[n:]
+                off = _pwrite_all(out, b, off)
             if off < end:
                 break  # shorter than it was: changed meanwhile
         size = max(off, os.fstat(src).st_size)
@@ -250,17 +246,23 @@ def put(host_path: str | os.PathLike[str], path: str) -> Op[None]:
 MAX_DEPTH = 64  # directories deeper than this are not copied out
 
 
+def _pwrite_all(out: int, data: bytes, off: int) -> int:
+    """All of `data` at `off`; the offset past it."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(out, view, off)
+        off += n
+        view = view[n:]
+    return off
+
+
 def _copy_stream(src: int, out: int, off: int, room: int) -> int:
     """The rest of a file without SEEK_DATA, read in order from `off`: its
     size, or -1 past `room`."""
     while b := os.pread(src, CHUNK, off):
         if off + len(b) > room:
             return -1
-        view = memoryview(b)
-        while view:
-            n = os.pwrite(out, view, off)
-            off += n
-            view = view[n:]
+        off = _pwrite_all(out, b, off)
     return off
 
 
