@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from . import cgroup, protocol, redact
 from .cgroup import Group, Usage
 from .errors import CommandNotFound, ExecError, ProtocolError, os_error_text
+from .leftovers import Leftovers
 from .limits import Limits
 from .result import ExecResult
 from .watchdog import watchdog
@@ -262,6 +263,8 @@ class Collector:
             g.kill()  # a limit ended it: nothing of it may run on
         elif g.recycle(self.usage):
             return  # its sandbox's spare again, for the next exec
+        elif (self.deadline is not None or self.limits.cpu_time is not None) and g.has_processes():
+            watchdog.watch(Leftovers(g, self.deadline, self.limits.cpu_time))  # held to them still
         cgroup.dispose(g)  # in the background; one with a process left stays until the sandbox's close
 
     def _reason(self, code: int | None = None) -> str:

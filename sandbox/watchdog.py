@@ -22,21 +22,29 @@ import heapq
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .collector import Collector
+
+class Watched(Protocol):
+    """A running command (collector.Collector), or what an exec left
+    running (leftovers.Leftovers)."""
+
+    watch_id: int | None
+
+    def first_check(self) -> float | None: ...
+
+    def check_watched(self) -> float | None: ...
 
 
 class Watchdog:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int]] = []  # (when, id) of the next checks
-        self._live: dict[int, Collector] = {}  # id -> a command that runs
+        self._live: dict[int, Watched] = {}  # id -> a command that runs
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def watch(self, col: Collector) -> None:
+    def watch(self, col: Watched) -> None:
         first = col.first_check()
         if first is None:
             return
@@ -71,7 +79,7 @@ class Watchdog:
                     heapq.heappush(self._heap, (nxt, wid))
             del col
 
-    def unwatch(self, col: Collector) -> None:
+    def unwatch(self, col: Watched) -> None:
         """The command ended: no more checks (its heap entry is skipped)."""
         if col.watch_id is not None:
             with self._cond:

@@ -381,6 +381,11 @@ class Group(ABC):
     def kill(self) -> None:
         """SIGKILL every process in the group and wait (bounded) until they are gone."""
 
+    @abstractmethod
+    def has_processes(self) -> bool:
+        """Whether any process is in the group (read by path: never through
+        a kept fd that a removal may close meanwhile)."""
+
     def clear(self) -> bool:
         """Remove the exec groups but the spare (fresh, or recycled: clean
         either way): True when no other is left."""

@@ -283,6 +283,9 @@ class V1Group(Group):
     def kill(self) -> None:
         _fs.kill_listed(f"{self._dir('pids')}/cgroup.procs")
 
+    def has_processes(self) -> bool:
+        return bool(_fs.pids(f"{self._dir('pids')}/cgroup.procs"))
+
     def _rmdirs(self, tries: int) -> bool:
         ok, err = True, None
         items = list(self.dirs.items())

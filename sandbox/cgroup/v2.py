@@ -171,6 +171,9 @@ class V2Group(Group):
             _fs.write(f"{self.dir}/cgroup.kill", "1")
         _fs.kill_listed(f"{self.dir}/cgroup.procs")  # waits until they are gone
 
+    def has_processes(self) -> bool:
+        return bool(_fs.pids(f"{self.dir}/cgroup.procs"))
+
     def _rmdirs(self, tries: int) -> bool:
         if self.dir and _fs.rmdir(self.dir, tries):
             self.dir = ""

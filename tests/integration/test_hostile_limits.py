@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 SAFE = Limits(memory="256M", pids=64, timeout=30)
 HELPER = "/tmp/hog"
+WAIT = 5.0  # seconds for a condition that the safe behaviour meets in well under one
 
 HELPER_SRC = r"""
 #define _GNU_SOURCE
@@ -126,7 +130,83 @@ def counts(line: bytes) -> dict[str, int]:
     return {k: int(v) for k, _, v in (w.partition("=") for w in line.decode().split()[1:])}
 
 
+def descendants(pid: int) -> Iterator[tuple[int, str]]:
+    """(host pid, cmdline) of every live process under `pid` (the init)."""
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:  # gone meanwhile
+            continue
+        for t in tasks:
+            try:
+                kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
+            except OSError:
+                continue
+            for k in map(int, kids):
+                todo.append(k)
+                try:
+                    raw = Path(f"/proc/{k}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if raw:  # a zombie has none
+                    yield k, raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def wait_for(cond: object, seconds: float = WAIT) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return bool(cond())  # type: ignore[operator]
+
+
+def running(sb: Sandbox, needle: str) -> list[str]:
+    assert sb.pid is not None
+    return [c for _, c in descendants(sb.pid) if needle in c]
+
+
 # -- what an exec leaves behind -----------------------------------------------------------
+
+
+def test_a_process_left_behind_is_ended_at_the_exec_timeout(cgroups, busybox_rootfs) -> None:
+    """The attacker gets: past any `timeout`.  A command that leaves a
+    process in its own session and exits is "exited", and the process runs
+    on without a deadline until the sandbox closes (Collector.settle
+    disposes of the exec's group without killing or watching it): a judge's
+    timeout=1 bounds nothing a submission puts in the background."""
+    with Sandbox(rootfs=busybox_rootfs, limits=Limits(memory="256M", pids=64)) as sb:
+        began = time.monotonic()
+        r = sb.exec(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo left"], timeout=1)
+        assert r.reason == "exited" and r.stdout == b"left\n", r
+        # gone once the exec's deadline has passed (the exec's own process
+        # is long gone; what it started may run until then, not longer)
+        assert wait_for(lambda: not running(sb, "sleep 300"), began + WAIT - time.monotonic()), (
+            "a process the exec left behind outlived its timeout=1"
+        )
+
+
+# busybox sh: a loop that starts a new spinner of ~0.3 s CPU each time: no
+# process of it ever gets near RLIMIT_CPU (the backstop counts each apart)
+RESPAWN = "while :; do sh -c 'i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done'; done"
+
+
+def test_processes_left_behind_are_held_to_the_exec_cpu_time(cgroups, busybox_rootfs) -> None:
+    """The attacker gets: unbounded CPU under cpu_time=.  The watchdog stops
+    looking at the exec's group when its exit record comes; RLIMIT_CPU (a
+    second above the limit) is per process, so a background loop that
+    starts short-lived spinners burns CPU for the sandbox's whole life while
+    the exec reports cpu_time ~0."""
+    lim = Limits(memory="256M", pids=64, cpu_time=0.3)
+    with Sandbox(rootfs=busybox_rootfs, limits=lim) as sb:
+        left = f"setsid sh -c {shlex.quote(RESPAWN)} </dev/null >/dev/null 2>&1 & echo left"
+        r = sb.exec(["sh", "-c", left])
+        assert r.reason == "exited" and r.cpu_time < 0.3, r
+        # 0.3 s of CPU, at one CPU or more, is used within a second at most
+        gone = wait_for(lambda: not running(sb, "while"))
+        assert gone, "processes the exec left behind ran on past its cpu_time=0.3"
 
 
 # -- kernel quotas shared with the host user ------------------------------------------------
