@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Callable
 
 KILL_WAIT = 2.0  # seconds for SIGKILLed processes to leave a cgroup
 
@@ -63,19 +64,39 @@ def pids(procs_file: str) -> list[int]:
         return []
 
 
-def kill_listed(procs_file: str) -> None:
+def kill_listed(procs_file: str, listing: Callable[[str], list[int]] | None = None) -> None:
     """SIGKILL every process the file lists until it lists none: a fork
-    racing the loop is caught on the next round (the pids limit bounds it)."""
+    racing the loop is caught on the next round (the pids limit bounds it).
+
+    Signalled through pidfds, each opened and then found in the file again:
+    a listed process that exits before its pidfd is opened frees its pid,
+    and a plain kill(pid) could then hit whatever host process got that pid
+    meanwhile.  A pidfd names one process for good, and the second listing
+    shows it is (still) in the group.  `listing` reads the file (pids();
+    a test's script of what it shows)."""
+    listing = listing or pids
     deadline = time.monotonic() + KILL_WAIT
     while True:
-        listed = pids(procs_file)
+        listed = listing(procs_file)
         if not listed:
             return
-        for pid in listed:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        fds: dict[int, int] = {}
+        try:
+            for pid in listed:
+                try:
+                    fds[pid] = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    pass  # gone already
+            still = set(listing(procs_file))
+            for pid, fd in fds.items():
+                if pid in still:
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass  # exited meanwhile: its pidfd names no other
+        finally:
+            for fd in fds.values():
+                os.close(fd)
         if time.monotonic() > deadline:
             return
         time.sleep(0.001)
