@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import _core, cgroup, files, layout, netpool, protocol, redact, users
+from . import _core, cgroup, files, idranges, layout, netpool, protocol, redact, users
 from . import network as _network
 from . import warm as _warm
 from .collector import Collector
@@ -320,7 +320,7 @@ class SandboxBase:
         return self._launch_cold()  # drops the group itself if it fails
 
     def _launch_cold(self) -> _core.Launched:
-        umap = self._spec.idmap.uid_map()
+        umap, ids = idranges.for_launch(self._spec.idmap)
         netns = netpool.pool.take(returned=self._net is None)
         try:
             spec = self._spec
@@ -332,6 +332,8 @@ class SandboxBase:
                 spec = dataclasses.replace(spec, mounts=spec.mounts + self._att.mounts)
             plan, trees = layout.build(spec)
             launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+            if ids is not None:
+                launched.release, ids = ids.release, None  # held until the init is reaped
             if self._net is None:
                 # no network: the namespace goes back to the pool when the sandbox is reaped
                 launched.netns, netns = netns, None
@@ -341,6 +343,8 @@ class SandboxBase:
             self._detach_network()
             raise
         finally:
+            if ids is not None:
+                ids.release()  # the launch failed
             netpool.pool.launched()
             if netns is not None:
                 if self._net is None:

@@ -98,6 +98,8 @@ class Launched:
     channels: list[tuple[int, int]] = field(default_factory=list, repr=False)
     dropped: list[int] = field(default_factory=list, repr=False)
     next_channel: int = 0
+    # called once the init is reaped: e.g. its leased id range (sandbox/idranges.py)
+    release: Callable[[], None] | None = field(default=None, repr=False)
 
 
 def _close_fd(fd: int) -> None:
@@ -147,6 +149,9 @@ def collect(launched: Launched) -> None:
     netns, launched.netns = launched.netns, None
     if netns is not None:
         netns_sink(netns)
+    release, launched.release = launched.release, None
+    if release is not None:
+        release()  # no process of it is left: its ids may be another's now
 
 
 _lock = threading.Lock()

@@ -50,6 +50,13 @@ class IdMap:
         return f"0 {self.host_start} {self.count}\n"
 
 
+# idmap=: a range of host ids of its own for each sandbox (the default,
+# sandbox/idranges.py), or the one range all sandboxes share (root's in
+# /etc/subuid, else 100000:65536)
+AUTO_IDS = "auto"
+SHARED_IDS = "shared"
+
+
 @dataclass(frozen=True)
 class Secret:
     """A secret's content, kept out of every repr."""
@@ -71,7 +78,7 @@ class Spec:
     mounts: tuple[Mount, ...]
     disk: int
     read_only: bool
-    idmap: IdMap
+    idmap: IdMap | str  # or AUTO_IDS: a range leased per launch (sandbox/idranges.py)
     seccomp: bytes | None = field(default=None, repr=False)  # the compiled program
     caps: int = 0  # cap_add, as a bit mask
     secrets: tuple[Secret, ...] = ()
@@ -245,7 +252,7 @@ def make_spec(**options: object) -> Spec:
     that are plain values and read no file but the rootfs: no mounts, no
     secrets, a built-in profile or none.  The rootfs is looked at again
     every time (`_host_dir`: gone, moved, re-pointed), and so is the
-    default id range (`default_idmap`)."""
+    shared id range (`default_idmap`)."""
     key = _spec_key(options)
     if key is not None:
         hit = _specs.get(key)
@@ -296,7 +303,14 @@ def _still_valid(spec: Spec, o: Mapping[str, object]) -> bool:
         lay = tuple(_host_dir(f"layers[{i}]", d) for i, d in enumerate(layers))
     else:
         return False
-    return lay == spec.layers and (o.get("idmap") is not None or default_idmap() == spec.idmap)
+    return lay == spec.layers and (o.get("idmap") != SHARED_IDS or default_idmap() == spec.idmap)
+
+
+def _check_idmap(im: IdMap) -> None:
+    if im.host_start <= 0 or im.count < 1 or im.host_start + im.count > 2**32 - 1:
+        raise ConfigError("idmap", f"host ids {im.host_start}..+{im.count}: the range must start above 0")
+    if im.host_start <= os.geteuid() < im.host_start + im.count:
+        raise ConfigError("idmap", "the range holds the caller's own uid: pick a range of unused ids")
 
 
 def _make_spec(
@@ -354,16 +368,18 @@ def _make_spec(
             raise ConfigError(f"{opt}.dst", "cannot mount over / : use rootfs= for the root")
         _check_dst_in_layers(f"{opt}.dst", dst, lay[::-1])
         ms.append(Mount(os.path.realpath(src), dst, bool(m.read_only)))
-    if idmap is None:
+    im: IdMap | str
+    if idmap is None or idmap == AUTO_IDS:
+        default_idmap()  # its check that we are root
+        im = AUTO_IDS
+    elif idmap == SHARED_IDS:
         im = default_idmap()
     elif isinstance(idmap, IdMap):
         im = idmap
     else:
-        raise ConfigError("idmap", f"expected IdMap(host_start), got {idmap!r}")
-    if im.host_start <= 0 or im.count < 1 or im.host_start + im.count > 2**32 - 1:
-        raise ConfigError("idmap", f"host ids {im.host_start}..+{im.count}: the range must start above 0")
-    if im.host_start <= os.geteuid() < im.host_start + im.count:
-        raise ConfigError("idmap", "the range holds the caller's own uid: pick a range of unused ids")
+        raise ConfigError("idmap", f"expected 'auto', 'shared' or IdMap(host_start), got {idmap!r}")
+    if isinstance(im, IdMap):
+        _check_idmap(im)
     caps, cap_names = capabilities.mask("cap_add", cap_add)  # type: ignore[arg-type]
     if seccomp is None:
         prog = None

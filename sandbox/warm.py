@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import _core, layout, netpool
+from . import _core, idranges, layout, netpool
 from .spec import Spec
 
 TTL = 10.0
@@ -68,15 +68,22 @@ def start_ahead(spec: Spec) -> _core.Launched | None:
     here, beside the caller's exec) than a whole cycle, and with one launch
     at a time the pool never got ahead."""
     plan, trees = layout.build(spec)
-    umap = spec.idmap.uid_map()
+    try:
+        umap, ids = idranges.for_launch(spec.idmap)
+    except Exception:
+        return None
     netns = netpool.pool.take()
     try:
         launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns, spin=False)
         launched.netns, netns = netns, None  # back to the pool when it is reaped
+        if ids is not None:
+            launched.release, ids = ids.release, None  # held until it is reaped
         return launched
     except Exception:
         return None
     finally:
+        if ids is not None:
+            ids.release()  # the launch failed
         netpool.pool.launched()
         if netns is not None:
             netpool.pool.give_back(netns)  # the launch failed: unused

@@ -10,7 +10,8 @@ Checked, each as a set of "keys" so that a snapshot is plain JSON:
   cgroup   directories under /sys/fs/cgroup/*/, down to depth 6
   state    entries of $SANDBOX_HOME/run (default /var/lib/sandbox/run), but
            run/net, the network state dir, which is kept (its lock file must
-           stay: processes may be waiting on it)
+           stay: processes may be waiting on it); and of run/ids, the id
+           ranges leased to running sandboxes
   net      what run/net holds: networks, their leases and files
   nft      nftables tables named "sandbox" (ours)
 
@@ -48,6 +49,7 @@ from dataclasses import dataclass, field
 
 KINDS = ("proc", "mount", "link", "cgroup", "state", "net", "nft")
 NET_DIR = "net"
+IDS_DIR = "ids"  # leased id ranges (sandbox/idranges.py): the dir stays, its files must not
 NFT_TABLE = "sandbox"
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_DEPTH = 6
@@ -230,9 +232,13 @@ def _mounts() -> list[str]:
 
 def _state() -> list[str]:
     try:
-        return sorted(n for n in os.listdir(state_dir()) if n != NET_DIR)
+        top = sorted(n for n in os.listdir(state_dir()) if n not in (NET_DIR, IDS_DIR))
     except OSError:
         return []
+    try:
+        return top + sorted(f"{IDS_DIR}/{n}" for n in os.listdir(os.path.join(state_dir(), IDS_DIR)))
+    except OSError:
+        return top
 
 
 def _net_state() -> list[str]:

@@ -231,13 +231,9 @@ def host_mq_open() -> int:
     return 0
 
 
-SHARED_USER = pytest.mark.xfail(
-    strict=True,
-    reason="known gap (session 8): every sandbox of one id range is one host user, which owns their user "
-    "namespaces (ucounts: inotify, signals, mqueue bytes) and whose pipe-user-pages they share. "
-    "Fix: an id range per sandbox",
-)
-WHO = [pytest.param("host root"), pytest.param("another sandbox", marks=SHARED_USER)]
+# "another sandbox": with its own id range (idmap="auto", the default); with
+# idmap="shared" every sandbox is one host user, and these budgets are shared
+WHO = ["host root", "another sandbox"]
 
 
 @pytest.mark.parametrize(
@@ -312,11 +308,10 @@ def test_a_sandbox_cannot_use_up_the_host_users_mqueue_bytes(cgroups, busybox_ro
             assert err == 0, f"the host's root got {os.strerror(err)} from mq_open while a sandbox runs"
 
 
-@SHARED_USER
 def test_another_sandbox_keeps_full_sized_pipes(cgroups, busybox_rootfs, hog) -> None:
     """The attacker gets: every pipe another sandbox makes holds 8 KiB
-    instead of 64 KiB (fs.pipe-user-pages-soft is per host user, and every
-    sandbox of the default id range is the same host user): a program that
+    instead of 64 KiB (fs.pipe-user-pages-soft is per host user, and with
+    one id range for all, idmap="shared", every sandbox is that user): a program that
     writes 64 KiB into a pipe before it reads deadlocks there, and is judged
     a timeout."""
     with Sandbox(rootfs=busybox_rootfs, limits=SAFE) as a, Sandbox(rootfs=busybox_rootfs, limits=SAFE) as b:

@@ -1,0 +1,168 @@
+"""A range of host ids for one sandbox alone (`idmap="auto"`).
+
+With one shared range, every sandbox is the same host user: what the kernel
+counts per user (inotify instances, pending signals, POSIX message queue
+bytes, pipe buffer pages) is one budget for all of them, so one sandbox can
+use up another's; and a process that got out of one would be the owner of
+every other sandbox's processes and files.  A leased range makes each
+sandbox a host user of its own.
+
+Ranges are blocks of 65,536 ids in 524288..1879048191 (0x80000-0x6FFFFFFF,
+the span systemd documents for container ids, which systemd-nspawn's
+`--private-users=pick` also uses), but any block that holds a uid or gid
+of the host's /etc/passwd or /etc/group, a range of /etc/subuid or
+/etc/subgid, or the caller's uid.  A block is leased by holding an flock
+on $SANDBOX_HOME/run/ids/START (any process of this package sees it; a
+killed one's lock goes with it), from the launch until the init is reaped:
+then no process of the sandbox is left, and the file is removed.  The
+lowest free block is taken, so sandboxes one after another reuse the same
+few ranges (the idmapped mounts' user namespaces are kept per range,
+sandbox/_core.py)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+from dataclasses import dataclass
+
+from .errors import HostError
+from .spec import CONTAINER_IDS, IdMap
+
+FIRST = 0x80000
+LAST = 0x6FFFFFFF  # the last id of the span
+BLOCKS = (LAST + 1 - FIRST) // CONTAINER_IDS
+_HOST_DBS = ("/etc/passwd", "/etc/group", "/etc/subuid", "/etc/subgid")
+
+_lock = threading.Lock()
+_held: set[int] = set()  # blocks this process holds (not tried again)
+_taken: tuple[tuple[tuple[int, int], ...], frozenset[int]] | None = None  # (db stamps, blocks in use)
+
+
+def root() -> str:
+    return os.path.join(os.environ.get("SANDBOX_HOME", "/var/lib/sandbox"), "run", "ids")
+
+
+@dataclass
+class Lease:
+    """A block held for one sandbox: release() once its init is reaped."""
+
+    idmap: IdMap
+    fd: int
+    path: str
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        # unlinked while still locked: a process that opened it meanwhile
+        # finds, once it has the lock, that the path is no longer its file
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+        with _lock:
+            _held.discard(_block(self.idmap.host_start))
+
+
+def for_launch(idmap: IdMap | str) -> tuple[str, Lease | None]:
+    """The uid map of a launch, and the lease it holds if `idmap` is AUTO_IDS."""
+    if isinstance(idmap, IdMap):
+        return idmap.uid_map(), None
+    got = lease()
+    return got.idmap.uid_map(), got
+
+
+def _block(host_start: int) -> int:
+    return (host_start - FIRST) // CONTAINER_IDS
+
+
+def _stamps() -> tuple[tuple[int, int], ...]:
+    out = []
+    for p in _HOST_DBS:
+        try:
+            st = os.stat(p)
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((0, -1))
+    return tuple(out)
+
+
+def _host_blocks() -> frozenset[int]:
+    """Blocks that hold an id the host uses (its users and groups, its
+    subordinate ranges, the caller): never leased.  Read again when one of
+    the files changes."""
+    global _taken
+    stamps = _stamps()
+    if _taken is not None and _taken[0] == stamps:
+        return _taken[1]
+    spans: list[tuple[int, int]] = [(os.geteuid(), 1)]
+    for p in _HOST_DBS:
+        try:
+            with open(p, "rb") as f:
+                lines = f.read(4 << 20).decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        sub = p.startswith("/etc/sub")
+        for line in lines:
+            fields = line.split(":")
+            if sub and len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+                spans.append((int(fields[1]), int(fields[2])))
+            elif not sub and len(fields) >= 3 and fields[2].isdigit():
+                spans.append((int(fields[2]), 1))
+    blocks: set[int] = set()
+    for start, count in spans:
+        lo, hi = max(start, FIRST), min(start + count - 1, LAST)
+        if lo <= hi:
+            blocks.update(range(_block(lo), _block(hi) + 1))
+    _taken = (stamps, frozenset(blocks))
+    return _taken[1]
+
+
+def lease() -> Lease:
+    """The lowest free block, held until release().  HostError when every
+    block is in use."""
+    home = root()
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    skip = _host_blocks()
+    for b in range(BLOCKS):
+        with _lock:
+            if b in _held or b in skip:
+                continue
+            _held.add(b)  # this thread tries it; no other thread of ours does
+        got = None
+        try:
+            got = _try(b, home)
+        finally:
+            if got is None:
+                with _lock:
+                    _held.discard(b)
+        if got is not None:
+            return got
+    raise HostError(
+        f"idmap='auto': all {BLOCKS} ranges of host ids in {FIRST}..{LAST} are in use "
+        "(or the host's): close sandboxes, or give idmap=IdMap(host_start)"
+    )
+
+
+def _try(b: int, home: str) -> Lease | None:
+    start = FIRST + b * CONTAINER_IDS
+    path = os.path.join(home, str(start))
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None  # another process's sandbox has it
+            raise
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return Lease(IdMap(start), fd, path)
+        os.close(fd)  # its holder released it (and unlinked it) meanwhile: again

@@ -1,0 +1,95 @@
+"""idmap="auto" (the default): each sandbox is a host user of its own, a
+block of 65,536 host ids leased for it (sandbox/idranges.py) from its launch
+until its init is reaped, and never a block that holds an id the host uses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox import IdMap, Sandbox, idranges
+from sandbox.errors import ConfigError
+from sandbox.reaper import reaper
+
+pytestmark = pytest.mark.integration
+
+
+def host_range(sb: Sandbox) -> tuple[int, int]:
+    inside, start, count = map(int, sb.exec(["cat", "/proc/self/uid_map"]).stdout.split())
+    assert inside == 0
+    return start, count
+
+
+def test_two_sandboxes_are_two_host_users(sandbox_host, busybox_rootfs) -> None:
+    with Sandbox(rootfs=busybox_rootfs, warm=False) as a, Sandbox(rootfs=busybox_rootfs, warm=False) as b:
+        (sa, ca), (sb_, cb) = host_range(a), host_range(b)
+        assert ca == cb == 65536
+        assert sa + ca <= sb_ or sb_ + cb <= sa, "two running sandboxes got overlapping host ids"
+        for s in (sa, sb_):
+            assert s >= idranges.FIRST and s + 65536 - 1 <= idranges.LAST
+            assert not s <= os.geteuid() < s + 65536
+            assert os.path.exists(os.path.join(idranges.root(), str(s))), "the range is not leased"
+        # what they run is their own host user
+        assert a.exec(["sh", "-c", "echo $$"]).exit_code == 0
+
+
+def test_a_range_is_released_once_its_sandbox_is_gone(sandbox_host, busybox_rootfs) -> None:
+    with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
+        start, _ = host_range(sb)
+        lease = os.path.join(idranges.root(), str(start))
+        assert os.path.exists(lease)
+    reaper.drain()
+    assert not os.path.exists(lease), "the range stayed leased after the sandbox closed"
+
+
+def test_a_range_another_process_holds_is_not_taken(sandbox_host, busybox_rootfs) -> None:
+    # another process leases the block this one would take next, and keeps it
+    code = (
+        "import sys; from sandbox import idranges; l = idranges.lease(); "
+        "print(l.idmap.host_start, flush=True); sys.stdin.read()"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None
+        theirs = int(other.stdout.readline())
+        with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
+            mine, _ = host_range(sb)
+        assert mine != theirs, "a range held by another process was leased again"
+    finally:
+        other.communicate("")
+    assert other.returncode == 0
+
+
+def test_a_block_with_a_host_id_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host user inside the first free block (here a passwd of our own):
+    the lease is of another block, and that user's uid is in none."""
+    first = idranges.lease()
+    try:
+        taken = first.idmap.host_start
+    finally:
+        first.release()
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"svc:x:{taken + 7}:{taken + 7}::/:/bin/false\n")
+    monkeypatch.setattr(idranges, "_HOST_DBS", (str(passwd),))
+    monkeypatch.setattr(idranges, "_taken", None)
+    got = idranges.lease()
+    try:
+        assert not got.idmap.host_start <= taken + 7 < got.idmap.host_start + 65536
+    finally:
+        got.release()
+    monkeypatch.setattr(idranges, "_taken", None)
+
+
+def test_idmap_options(sandbox_host, busybox_rootfs) -> None:
+    with Sandbox(rootfs=busybox_rootfs, idmap="shared", warm=False) as sb:
+        assert host_range(sb) == (100000, 65536) or host_range(sb)[0] < idranges.FIRST
+    with Sandbox(rootfs=busybox_rootfs, idmap=IdMap(300000), warm=False) as sb:
+        assert host_range(sb) == (300000, 65536)
+    with pytest.raises(ConfigError, match=r"idmap.*'auto', 'shared' or IdMap"):
+        Sandbox(rootfs=busybox_rootfs, idmap="mine")
