@@ -201,7 +201,7 @@ class SandboxBase:
         mounts: Sequence[Mount] = (),
         disk: str | int | None = None,
         read_only: bool = False,
-        idmap: IdMap | None = None,
+        idmap: IdMap | str | None = None,
         seccomp: str | os.PathLike[str] | dict[str, object] | None = "default",
         cap_add: Sequence[str] = (),
         secrets: Mapping[str, bytes | str | os.PathLike[str]] | None = None,

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from .errors import CommandNotFound, ConfigError, SandboxError
 from .images import cli as images_cli
 from .limits import Limits
-from .spec import Mount
+from .spec import IdMap, Mount
 
 EXIT_SANDBOX = 125
 EXIT_NOT_FOUND = 127
@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seccomp", default="default", help='"default", "judge", "none", or a profile file')
     run.add_argument("--cap-add", action="append", default=[], metavar="CAP")
+    run.add_argument(
+        "--idmap",
+        default="auto",
+        metavar="auto|shared|HOST_START",
+        help="host ids for container 0..65535: its own range (default), the shared one, or from HOST_START",
+    )
     lim = run.add_argument_group("limits (as docker run's where Docker has them)")
     lim.add_argument("-m", "--memory", help='memory, e.g. "256M"')
     lim.add_argument("--memory-swap", help="memory plus swap (default: = --memory, no swap; -1: unlimited)")
@@ -203,6 +209,14 @@ def _network(a: argparse.Namespace) -> dict[str, object]:
     return {"network": net, "publish": publish or None, "egress": a.egress}
 
 
+def _idmap(text: str) -> IdMap | str:
+    if text in ("auto", "shared"):
+        return text
+    if not text.isdigit():
+        raise ConfigError("--idmap", f"{text!r}: write auto, shared, or the first host id, e.g. 300000")
+    return IdMap(int(text))
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from ._base import PIPE
     from ._sync import Sandbox
@@ -233,6 +247,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         secrets=_secrets(a.secret),
         seccomp=None if a.seccomp == "none" else a.seccomp,
         cap_add=a.cap_add,
+        idmap=_idmap(a.idmap),
         limits=_limits(a),
         **_network(a),  # type: ignore[arg-type]
     ) as sb:

@@ -140,3 +140,15 @@ def test_seccomp_none_and_cap_add(busybox_rootfs) -> None:
     r = sandbox("run", "--rootfs", str(busybox_rootfs), "--seccomp", "none", "--cap-add", "CAP_CHOWN",
                 "--", "sh", "-c", "grep -E '^(Seccomp|CapEff):' /proc/self/status")
     assert r.stdout.split() == [b"CapEff:", b"0000000000000001", b"Seccomp:", b"0"], r.stderr
+
+
+def test_idmap(busybox_rootfs) -> None:
+    def start(*opt: str) -> bytes:
+        r = sandbox("run", "--rootfs", str(busybox_rootfs), *opt, "--", "cat", "/proc/self/uid_map")
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()[1]
+
+    assert start("--idmap", "300000") == b"300000"
+    assert int(start()) >= 524288  # a range of its own by default (sandbox/idranges.py)
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--idmap", "mine", "--", "true")
+    assert r.returncode == 125 and b"--idmap" in r.stderr
