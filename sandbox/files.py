@@ -274,6 +274,23 @@ class _Copy:
         self.max_size = max_size
         self.left = max_size
         self.links: dict[tuple[int, int], Path] = {}
+        self.made: list[Path] = []  # what it created on the host, in order
+
+    def make(self, dst: Path) -> None:
+        """dst is about to be created (unless it is there already)."""
+        if not os.path.lexists(dst):
+            self.made.append(dst)
+
+    def undo(self) -> None:
+        """A failed get() leaves nothing it created: children first."""
+        for p in reversed(self.made):
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    p.rmdir()
+                else:
+                    p.unlink()
+            except OSError:
+                pass  # e.g. a directory the host put something in meanwhile
 
 
 def get(path: str, host_path: str | os.PathLike[str], max_size: int | None = MAX_GET) -> Op[None]:
@@ -281,8 +298,14 @@ def get(path: str, host_path: str | os.PathLike[str], max_size: int | None = MAX
     O_NOFOLLOW inside the sandbox: a symlink is skipped, never followed (a
     link to "." would otherwise copy a tree without end).  At most
     `max_size` bytes in all (files' sizes, a hardlinked file once), or
-    FileOpError (EFBIG); what was copied until then stays."""
-    yield from _get(path, Path(host_path), 0, _Copy(max_size))
+    FileOpError (EFBIG).  A get() that fails leaves nothing it created on
+    the host (a file it had overwritten stays overwritten)."""
+    copy = _Copy(max_size)
+    try:
+        yield from _get(path, Path(host_path), 0, copy)
+    except BaseException:
+        copy.undo()
+        raise
 
 
 def _get(path: str, dst: Path, depth: int, copy: _Copy) -> Op[None]:
@@ -300,6 +323,7 @@ def _get(path: str, dst: Path, depth: int, copy: _Copy) -> Op[None]:
             names = sorted(os.listdir(fd))
         else:
             key = (st.st_dev, st.st_ino)
+            copy.make(dst)
             if st.st_nlink > 1 and key in copy.links:
                 os.link(copy.links[key], dst)  # the sandbox's one file, once on the host too
                 return
@@ -315,6 +339,10 @@ def _get(path: str, dst: Path, depth: int, copy: _Copy) -> Op[None]:
             return
     finally:
         os.close(fd)
+    if depth == 0:
+        for parent in reversed(dst.parents):
+            copy.make(parent)  # mkdir(parents=True) makes those missing
+    copy.make(dst)
     dst.mkdir(parents=depth == 0, exist_ok=True)
     for name in names:
         # names come from the sandbox: never let one climb out of dst

@@ -258,6 +258,23 @@ def test_get_copies_sparse_files_linked_files_and_proc_files(sb, tmp_path: Path)
     assert "processor" in (tmp_path / "cpuinfo").read_text()
 
 
+def test_a_failed_get_leaves_nothing_it_made(sb, tmp_path: Path) -> None:
+    # the tree's last file is over max_size: FileOpError, and the files and
+    # directories it had made (parents of the destination too) are gone; what
+    # was at the destination before stays
+    sh_ok(sb, "mkdir -p /out/a/b && echo x >/out/a/b/f && echo y >/out/a/g && head -c 5000 /dev/zero >/out/z")
+    with pytest.raises(FileOpError) as e:
+        sb.files.get("/out", tmp_path / "new" / "o", max_size=1000)
+    assert e.value.errno == errno.EFBIG
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "there").mkdir()
+    (tmp_path / "there" / "mine").write_text("kept")
+    with pytest.raises(FileOpError):
+        sb.files.get("/out", tmp_path / "there", max_size=1000)
+    assert [p.name for p in (tmp_path / "there").iterdir()] == ["mine"]
+    assert (tmp_path / "there" / "mine").read_text() == "kept"
+
+
 def test_get_names_are_checked(sb, tmp_path: Path) -> None:
     sh_ok(sb, "mkdir -p /out/sub && echo x > /out/sub/f")
     sb.files.get("/out", tmp_path / "o")
