@@ -149,13 +149,15 @@ def _limits(a: argparse.Namespace) -> Limits:
 
 
 def cmd_gc(networks: bool = False) -> int:
-    """Each part reclaims its own: cgroups of dead owners, network objects
-    (veths, leases, rules), then the image store."""
-    from . import images, network
+    """Each part reclaims its own: cgroups of dead owners, id range leases,
+    network objects (veths, leases, rules), then the image store."""
+    from . import idranges, images, network
     from .cgroup import gc
 
     for path in gc.collect(everywhere=True):
         print(f"gc: removed cgroup {path}")
+    for start in idranges.gc():
+        print(f"gc: removed the lease of host ids {start}.. (its process is gone)")
     for line in network.gc(networks=networks):
         print(f"gc: removed {line}")
     for line in images.gc():

@@ -166,3 +166,31 @@ def _try(b: int, home: str) -> Lease | None:
         if same:
             return Lease(IdMap(start), fd, path)
         os.close(fd)  # its holder released it (and unlinked it) meanwhile: again
+
+
+def gc() -> list[str]:
+    """Remove the lease files of processes that died holding them (their
+    flock went with them; the file stays, harmless but untidy: the next
+    lease of that block takes it over).  The blocks removed."""
+    home = root()
+    try:
+        names = sorted(os.listdir(home))
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in names:
+        path = os.path.join(home, n)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+                out.append(n)
+        except OSError:
+            pass  # held: a live sandbox's; or gone meanwhile
+        finally:
+            os.close(fd)
+    return out

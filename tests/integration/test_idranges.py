@@ -93,3 +93,26 @@ def test_idmap_options(sandbox_host, busybox_rootfs) -> None:
         assert host_range(sb) == (300000, 65536)
     with pytest.raises(ConfigError, match=r"idmap.*'auto', 'shared' or IdMap"):
         Sandbox(rootfs=busybox_rootfs, idmap="mine")
+
+
+def test_gc_removes_the_leases_of_dead_processes_only(sandbox_host) -> None:
+    code = (
+        "import os, sys; from sandbox import idranges; l = idranges.lease(); "
+        "print(l.idmap.host_start, flush=True); sys.stdin.read(); os._exit(0)"  # no release
+    )
+    dead = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    live = idranges.lease()
+    try:
+        assert dead.stdout is not None
+        start = dead.stdout.readline().strip()
+        dead.communicate("")
+        left = os.path.join(idranges.root(), start)
+        assert os.path.exists(left), "the dead process's lease file is not there to collect"
+        removed = idranges.gc()
+        assert start in removed and not os.path.exists(left)
+        assert str(live.idmap.host_start) not in removed
+        assert os.path.exists(live.path), "gc removed the lease of a live sandbox"
+    finally:
+        live.release()
