@@ -15,9 +15,9 @@ of the host's /etc/passwd or /etc/group, a range of /etc/subuid or
 on $SANDBOX_HOME/run/ids/START (any process of this package sees it; a
 killed one's lock goes with it), from the launch until the init is reaped:
 then no process of the sandbox is left, and the file is removed.  The
-lowest free block is taken, so sandboxes one after another reuse the same
-few ranges (the idmapped mounts' user namespaces are kept per range,
-sandbox/_core.py)."""
+lowest free block is taken that this process did not release in the last
+COOL seconds, so sandboxes one after another reuse the same few ranges (the
+idmapped mounts' user namespaces are kept per range, sandbox/_core.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import errno
 import fcntl
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from .errors import HostError
@@ -37,6 +38,15 @@ _HOST_DBS = ("/etc/passwd", "/etc/group", "/etc/subuid", "/etc/subgid")
 
 _lock = threading.Lock()
 _held: set[int] = set()  # blocks this process holds (not tried again)
+# Blocks this process released, and when.  One is not leased again for
+# COOL seconds: the kernel frees a dead sandbox's IPC namespace (and with
+# it the POSIX message queue bytes charged to its host user) in deferred
+# work, measured ~11-13 ms after the init is reaped here, longer under load;
+# a sandbox given the range at once could not make a queue.
+_released: dict[int, float] = {}
+COOL = 0.25  # seconds
+RECHECK = 1.0  # seconds between looks at the host's user files
+_checked = 0.0
 _taken: tuple[tuple[tuple[int, int], ...], frozenset[int]] | None = None  # (db stamps, blocks in use)
 
 
@@ -64,7 +74,9 @@ class Lease:
         os.close(self.fd)
         self.fd = -1
         with _lock:
-            _held.discard(_block(self.idmap.host_start))
+            b = _block(self.idmap.host_start)
+            _held.discard(b)
+            _released[b] = time.monotonic()
 
 
 def for_launch(idmap: IdMap | str) -> tuple[str, Lease | None]:
@@ -93,8 +105,12 @@ def _stamps() -> tuple[tuple[int, int], ...]:
 def _host_blocks() -> frozenset[int]:
     """Blocks that hold an id the host uses (its users and groups, its
     subordinate ranges, the caller): never leased.  Read again when one of
-    the files changes."""
-    global _taken
+    the files changes (looked at once a second at most)."""
+    global _taken, _checked
+    now = time.monotonic()
+    if _taken is not None and now - _checked < RECHECK:
+        return _taken[1]
+    _checked = now
     stamps = _stamps()
     if _taken is not None and _taken[0] == stamps:
         return _taken[1]
@@ -127,10 +143,24 @@ def lease() -> Lease:
     home = root()
     os.makedirs(home, mode=0o700, exist_ok=True)
     skip = _host_blocks()
-    for b in range(BLOCKS):
-        with _lock:
-            if b in _held or b in skip:
-                continue
+    now = time.monotonic()
+    with _lock:
+        if len(_released) > 64:  # forget those cooled down
+            for b in [b for b, t in _released.items() if now - t >= COOL]:
+                del _released[b]
+    b = -1
+    while True:
+        with _lock:  # the next candidate, found in one hold of the lock
+            b = next(
+                (
+                    c
+                    for c in range(b + 1, BLOCKS)
+                    if c not in _held and c not in skip and now - _released.get(c, -COOL) >= COOL
+                ),
+                -1,
+            )
+            if b < 0:
+                break
             _held.add(b)  # this thread tries it; no other thread of ours does
         got = None
         try:

@@ -116,3 +116,19 @@ def test_gc_removes_the_leases_of_dead_processes_only(sandbox_host) -> None:
         assert os.path.exists(live.path), "gc removed the lease of a live sandbox"
     finally:
         live.release()
+
+
+def test_a_released_range_cools_before_it_is_leased_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel frees a dead sandbox's IPC namespace (and the message queue
+    bytes charged to its host user) in deferred work: the next sandbox gets
+    another range.  COOL is made long here so that the test cannot depend
+    on how fast it runs."""
+    monkeypatch.setattr(idranges, "COOL", 3600.0)
+    first = idranges.lease()
+    first.release()
+    second = idranges.lease()
+    try:
+        assert second.idmap.host_start != first.idmap.host_start
+    finally:
+        second.release()
+    monkeypatch.setattr(idranges, "_released", {})
