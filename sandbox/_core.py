@@ -178,26 +178,21 @@ def _init_memfd() -> int:
         return _init_fd
 
 
-USERNS_KEEP = 256  # user namespaces kept for idmapped mounts, one per id range (~110 us to make)
-
-
 def _userns_fd(uid_map: str, gid_map: str) -> int:
-    """A user namespace with these maps, for idmapped mounts: a duplicate fd
-    the caller closes.  Kept per map, the least recently used closed past
-    USERNS_KEEP (idmap="auto" leases many ranges, sandbox/idranges.py); the
-    duplicate keeps one that is closed meanwhile valid for its launch."""
+    """A user namespace with these maps, for idmapped mounts: kept per map
+    for the process's life (~110 us to make).  With idmap="auto" one per id
+    range this process leased: as many as its sandboxes at once plus those
+    started within a lease's cooling time (sandbox/idranges.py)."""
     key = (uid_map, gid_map)
     with _lock:
-        fd = _userns.pop(key, None)
+        fd = _userns.get(key)
         if fd is None:
             out = ffi.new("struct sbx_launched *")
             fd = lib.sbx_make_userns(uid_map.encode(), gid_map.encode(), out)
             if fd < 0:
                 raise _launch_error(out, [])
-        _userns[key] = fd  # the most recent last
-        while len(_userns) > USERNS_KEEP:
-            os.close(_userns.pop(next(iter(_userns))))
-        return os.dup(fd)
+            _userns[key] = fd
+        return fd
 
 
 def _launch_error(out: Any, trees: Sequence[Tree]) -> LaunchError:
@@ -224,23 +219,6 @@ def launch(
     child by spinning first (~0.3 ms less than sleeping and being woken, here;
     False for a start made ahead, where the CPU matters more than the wait)."""
     userns = _userns_fd(uid_map, gid_map) if any(t.idmap for t in trees) else -1
-    try:
-        return _launch(plan, trees, uid_map, gid_map, flags, netns_fd, spin, userns)
-    finally:
-        if userns >= 0:
-            os.close(userns)
-
-
-def _launch(
-    plan: bytes,
-    trees: Sequence[Tree],
-    uid_map: str,
-    gid_map: str,
-    flags: int,
-    netns_fd: int,
-    spin: bool,
-    userns: int,
-) -> Launched:
     keep = []
     ctrees = ffi.new("struct sbx_tree[]", max(len(trees), 1))
     for i, t in enumerate(trees):
