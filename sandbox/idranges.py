@@ -141,7 +141,6 @@ def lease() -> Lease:
     """The lowest free block, held until release().  HostError when every
     block is in use."""
     home = root()
-    os.makedirs(home, mode=0o700, exist_ok=True)
     skip = _host_blocks()
     now = time.monotonic()
     with _lock:
@@ -181,7 +180,12 @@ def _try(b: int, home: str) -> Lease | None:
     start = FIRST + b * CONTAINER_IDS
     path = os.path.join(home, str(start))
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the first lease here: not a mkdir per start
+            os.makedirs(home, mode=0o700, exist_ok=True)
+            fd = os.open(path, flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -306,13 +306,6 @@ def _still_valid(spec: Spec, o: Mapping[str, object]) -> bool:
     return lay == spec.layers and (o.get("idmap") != SHARED_IDS or default_idmap() == spec.idmap)
 
 
-def _check_idmap(im: IdMap) -> None:
-    if im.host_start <= 0 or im.count < 1 or im.host_start + im.count > 2**32 - 1:
-        raise ConfigError("idmap", f"host ids {im.host_start}..+{im.count}: the range must start above 0")
-    if im.host_start <= os.geteuid() < im.host_start + im.count:
-        raise ConfigError("idmap", "the range holds the caller's own uid: pick a range of unused ids")
-
-
 def _make_spec(
     *,
     rootfs: object = None,
@@ -379,7 +372,10 @@ def _make_spec(
     else:
         raise ConfigError("idmap", f"expected 'auto', 'shared' or IdMap(host_start), got {idmap!r}")
     if isinstance(im, IdMap):
-        _check_idmap(im)
+        if im.host_start <= 0 or im.count < 1 or im.host_start + im.count > 2**32 - 1:
+            raise ConfigError("idmap", f"host ids {im.host_start}..+{im.count}: the range must start above 0")
+        if im.host_start <= os.geteuid() < im.host_start + im.count:
+            raise ConfigError("idmap", "the range holds the caller's own uid: pick a range of unused ids")
     caps, cap_names = capabilities.mask("cap_add", cap_add)  # type: ignore[arg-type]
     if seccomp is None:
         prog = None
