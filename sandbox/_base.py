@@ -321,7 +321,12 @@ class SandboxBase:
 
     def _launch_cold(self) -> _core.Launched:
         umap, ids = idranges.for_launch(self._spec.idmap)
-        netns = netpool.pool.take(returned=self._net is None)
+        try:
+            netns = netpool.pool.take(returned=self._net is None)
+        except BaseException:
+            if ids is not None:
+                ids.release()  # e.g. an interrupt: no lease held for nothing
+            raise
         try:
             spec = self._spec
             if self._net is not None:

@@ -72,7 +72,12 @@ def start_ahead(spec: Spec) -> _core.Launched | None:
         umap, ids = idranges.for_launch(spec.idmap)
     except Exception:
         return None
-    netns = netpool.pool.take()
+    try:
+        netns = netpool.pool.take()
+    except BaseException:
+        if ids is not None:
+            ids.release()
+        raise
     try:
         launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns, spin=False)
         launched.netns, netns = netns, None  # back to the pool when it is reaped

@@ -82,7 +82,10 @@ def kill_listed(procs_file: str, listing: Callable[[str], list[int]] | None = No
             return
         fds: dict[int, int] = {}
         try:
-            for pid in listed:
+            # once each: a v1 cgroup.procs may list a pid more than once
+            # (one per thread, in the kernel's words "not guaranteed to be
+            # free of duplicates"), and a second pidfd would be lost
+            for pid in dict.fromkeys(listed):
                 try:
                     fds[pid] = os.pidfd_open(pid)
                 except ProcessLookupError:

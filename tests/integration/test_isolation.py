@@ -3,6 +3,7 @@ process's open fds, its environment."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import uuid
@@ -93,7 +94,10 @@ def test_host_inheritable_fds_do_not_reach_the_sandbox(sandbox_host, busybox_roo
     """Even fds the host process left inheritable (no O_CLOEXEC), low and
     high, reach neither the init nor the commands."""
     fds = [os.open(marker, os.O_RDONLY) for _ in range(3)]
-    high = os.dup2(fds[0], 200)
+    # the lowest free number from 200 on: a dup2 onto 200 would close what
+    # is there (after the concurrency tests, a cached idmapping user
+    # namespace of sandbox/_core.py, whose range then failed every launch)
+    high = fcntl.fcntl(fds[0], fcntl.F_DUPFD, 200)
     for fd in [*fds, high]:
         os.set_inheritable(fd, True)
     try:

@@ -5,6 +5,7 @@ cgroup.procs shows at each read); the processes and signals are real."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 
@@ -31,6 +32,20 @@ def test_a_pid_still_in_the_group_is_killed() -> None:
     try:
         _fs.kill_listed("cgroup.procs", script([victim.pid], [victim.pid]))
         assert victim.wait(5) == -9
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_pid_listed_twice_is_killed_and_leaves_no_pidfd() -> None:
+    """A v1 cgroup.procs may list a pid more than once: one pidfd for it,
+    closed with the others (a second one was lost before)."""
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        before = set(os.listdir("/proc/self/fd"))
+        _fs.kill_listed("cgroup.procs", script([victim.pid, victim.pid], [victim.pid, victim.pid]))
+        assert victim.wait(5) == -9
+        assert set(os.listdir("/proc/self/fd")) <= before
     finally:
         victim.kill()
         victim.wait()
