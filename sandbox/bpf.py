@@ -33,7 +33,8 @@ AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 # None is "any".  It must be complete: a call the filter turned into a
 # notification would wait for the init itself.
 _PR_SET_KEEPCAPS, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 8, 24, 38, 47
-_CLONE_VFORK_FLAGS = 0x4111  # CLONE_VM | CLONE_VFORK | SIGCHLD
+_CLONE_VM_FLAGS = 0x200111  # CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD (rt_clone_vm)
+_P_PID, _WSTOPPED_WNOHANG = 1, 3
 _TIOCSCTTY = 0x540E
 INIT_SYSCALLS: tuple[tuple[str, tuple[int | None, ...]], ...] = (
     ("read", ()),
@@ -62,12 +63,14 @@ INIT_SYSCALLS: tuple[tuple[str, tuple[int | None, ...]], ...] = (
     ("rt_sigaction", ()),
     ("signalfd4", ()),
     ("ioctl", (0, 0xC0502100)),  # SECCOMP_IOCTL_NOTIF_RECV, on the listener (the fd is not known here)
-    ("clone", (_CLONE_VFORK_FLAGS, 0, 0, 0, 0)),
+    ("clone", (_CLONE_VM_FLAGS, 0, 0, 0, 0)),
+    ("futex", (None, 0)),  # FUTEX_WAIT on the child's tid word, until its execve
+    ("waitid", (_P_PID, None, None, _WSTOPPED_WNOHANG, 0)),  # a child stopped before it
     ("sched_yield", ()),  # before an exec's fork
     ("pread64", ()),  # /proc/loadavg, before that yield
     ("exit", ()),
     ("exit_group", ()),
-    # an exec's child, between the vfork and its execve
+    # an exec's child, between its clone and its execve
     ("setsid", ()),
     ("dup3", ()),
     ("ioctl", (0, _TIOCSCTTY, 0)),

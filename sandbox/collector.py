@@ -43,6 +43,13 @@ def exec_error(f: protocol.Fail, argv0: str) -> ExecError:
             f.errno,
             stage,
         )
+    if stage == "stopped":
+        return ExecError(
+            f"exec {argv0}: stopped ({f.detail}) by a process of the sandbox before it could "
+            "start, and killed: something in the sandbox signals its new processes",
+            f.errno,
+            stage,
+        )
     return ExecError(f"exec {argv0}: {stage} failed: {os_error_text(f.errno)}", f.errno, stage)
 
 

@@ -60,6 +60,7 @@ EXEC_STAGES = {
     12: "no_new_privs",
     13: "seccomp",
     14: "cgroup",
+    15: "stopped",
 }
 
 

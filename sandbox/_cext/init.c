@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
@@ -841,8 +842,9 @@ static struct slot *find_slot_id(uint32_t id)
     return NULL;
 }
 
-/* What the vforked child needs; it shares our memory and writes its
- * failure, if any, into `fail` before it exits (we are suspended meanwhile). */
+/* What an exec's child needs; it shares our memory (rt_clone_vm) and
+ * writes its failure, if any, into `fail` before it exits (we only wait
+ * meanwhile: wait_exec). */
 struct child {
     const struct sbx_exec_req *r;
     const int *stream;
@@ -852,6 +854,7 @@ struct child {
     char **argv;
     int failed;
     struct sbx_fail fail;
+    int tid; /* nonzero until the child no longer runs in our memory (rt_clone_vm) */
 };
 static unsigned char child_stack[64 * 1024] __attribute__((aligned(16)));
 /* The sandbox's /dev/null, opened once (serve): a stream an exec does not
@@ -869,6 +872,51 @@ static int child_fail(struct child *c, uint32_t stage, int err, const char *deta
 }
 
 static int exec_search(const char *file, char *const argv[], char *const envp[]);
+
+/* How often wait_exec looks for a child stopped before its execve. */
+#define STOP_CHECK_NS (10 * 1000 * 1000)
+
+static const char *stop_name(int sig)
+{
+    return sig == SIGSTOP   ? "SIGSTOP"
+           : sig == SIGTSTP ? "SIGTSTP"
+           : sig == SIGTTIN ? "SIGTTIN"
+           : sig == SIGTTOU ? "SIGTTOU"
+                            : "a signal";
+}
+
+/* Until the child no longer runs in our memory: exec'd, or gone (the
+ * kernel zeroes c->tid then, see rt_clone_vm).  A child stopped before its
+ * execve (by a SIGSTOP from a command of the sandbox: the same uid may
+ * signal it) would hold us, and with us every request of the sandbox, for
+ * good, as a vfork did: looked for every STOP_CHECK_NS, it is killed and
+ * its exec fails saying why.  Stopped with its tid word still set, it is
+ * before its execve (a stopped task execs nothing). */
+static void wait_exec(struct child *c, long pid)
+{
+    int stopped = 0;
+    for (;;) {
+        int v = __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE);
+        if (v == 0)
+            break;
+        struct timespec t = {0, STOP_CHECK_NS};
+        /* not FUTEX_PRIVATE: the kernel's wake for the tid word is a shared one */
+        if (SYS4(SYS_futex, &c->tid, FUTEX_WAIT, v, &t) != -ETIMEDOUT || stopped)
+            continue;
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (SYS5(SYS_waitid, P_PID, pid, &si, WSTOPPED | WNOHANG, 0) == 0 && si.si_pid == pid &&
+            __atomic_load_n(&c->tid, __ATOMIC_ACQUIRE) != 0) {
+            stopped = si.si_status;
+            xkill((int)pid, SIGKILL); /* ends a stop too; then its tid word is zeroed */
+        }
+    }
+    if (stopped) {
+        /* its own failure, if it wrote one, is moot: it was killed */
+        msg_fail(&c->fail, SBX_ST_STOPPED, EINTR, stop_name(stopped), NULL);
+        c->failed = 1;
+    }
+}
 
 /* /proc/loadavg, opened once (serve()); -1: none */
 static int loadavg_fd = -1;
@@ -1244,7 +1292,10 @@ static void do_exec(uint32_t id, const unsigned char *body, size_t len, int *fds
      * sender that goes on running (spawn(), an event loop) sets no flag. */
     if ((r.flags & SBX_EXEC_WAITS) && few_running())
         SYS0(SYS_sched_yield);
-    long pid = rt_vfork(child_main, child_stack + sizeof child_stack, &c);
+    c.tid = 1;
+    long pid = rt_clone_vm(child_main, child_stack + sizeof child_stack, &c, &c.tid);
+    if (pid > 0)
+        wait_exec(&c, pid);
     if (pid < 0) {
         send_fail(reply, SBX_REP_EXEC_FAIL, id, SBX_ST_FORK, (int)-pid, "fork", NULL);
         goto out;
@@ -1606,7 +1657,7 @@ static void serve(void)
 }
 
 SBX_START;
-SBX_VFORK;
+SBX_CLONE_VM;
 
 __attribute__((noreturn, used)) void start_c(long *sp)
 {
@@ -1631,7 +1682,7 @@ __attribute__((noreturn, used)) void start_c(long *sp)
     SYS1(SYS_umask, 0);
     /* Not dumpable: ptrace, /proc/1/mem and pidfd_getfd need CAP_SYS_PTRACE
      * then, not just our uid.  That covers each exec's child as well until
-     * its execve: a vfork, it runs in our memory, after it dropped its
+     * its execve: made with CLONE_VM, it runs in our memory, after it dropped its
      * capabilities (a profile allowing ptrace, or none, let a command with
      * no capability attach to it and write our memory).  An execve makes
      * the command dumpable as usual. */

@@ -205,7 +205,8 @@ enum sbx_exec_stage {
     SBX_ST_CAPABILITIES = 11,
     SBX_ST_NO_NEW_PRIVS = 12,
     SBX_ST_SECCOMP = 13,
-    SBX_ST_CGROUP = 14
+    SBX_ST_CGROUP = 14,
+    SBX_ST_STOPPED = 15 /* stopped by a signal before its execve, and killed */
 };
 
 /* Steps of the launcher before the init runs. */

@@ -26,25 +26,33 @@
 #define SBX_START                                                                                     \
     __asm__(".text\n.global _start\n_start:\n xor %rbp,%rbp\n mov %rsp,%rdi\n and $-16,%rsp\n" \
             " call start_c\n hlt\n")
-/* vfork on its own stack: clone(CLONE_VM|CLONE_VFORK|SIGCHLD), the child runs
- * fn(arg) on `stack_top` and exits with its result; the parent resumes once
- * the child has exec'd or exited (no page tables copied, no COW faults). */
-long rt_vfork(int (*fn)(void *), void *stack_top, void *arg);
-#define SBX_VFORK                                                          \
-    __asm__(".text\n.global rt_vfork\nrt_vfork:\n"                         \
-            " and $-16,%rsi\n sub $16,%rsi\n mov %rdi,0(%rsi)\n mov %rdx,8(%rsi)\n" \
-            " mov $56,%eax\n mov $0x4111,%edi\n xor %edx,%edx\n xor %r10d,%r10d\n" \
-            " xor %r8d,%r8d\n syscall\n test %rax,%rax\n jnz 1f\n"              \
+/* A child in our memory, on its own stack: clone(CLONE_VM |
+ * CLONE_CHILD_CLEARTID | SIGCHLD) with *ctid as the child's tid word; the
+ * child runs fn(arg) on `stack_top` and exits with its result.  The kernel
+ * zeroes *ctid and wakes its futex where it would end a vfork's wait: once
+ * the child has exec'd (its own memory from then on) or is gone.  The
+ * parent runs on meanwhile, unlike with CLONE_VFORK, and must leave the
+ * child's stack and data alone until then (no page tables copied, no COW
+ * faults, as with vfork).  Not CLONE_VFORK: its wait cannot be timed or
+ * ended, and a stopped child (SIGSTOP from any process of its uid) held
+ * the parent for good. */
+long rt_clone_vm(int (*fn)(void *), void *stack_top, void *arg, int *ctid);
+#define SBX_CLONE_VM                                                                      \
+    __asm__(".text\n.global rt_clone_vm\nrt_clone_vm:\n"                                  \
+            " and $-16,%rsi\n sub $16,%rsi\n mov %rdi,0(%rsi)\n mov %rdx,8(%rsi)\n"           \
+            " mov %rcx,%r10\n mov $56,%eax\n mov $0x200111,%edi\n xor %edx,%edx\n"            \
+            " xor %r8d,%r8d\n syscall\n test %rax,%rax\n jnz 1f\n"                            \
             " pop %rax\n pop %rdi\n call *%rax\n mov %eax,%edi\n mov $60,%eax\n syscall\n hlt\n" \
             "1: ret\n")
 #elif defined(__aarch64__)
 #define SBX_START __asm__(".text\n.global _start\n_start:\n mov x0, sp\n bl start_c\n")
-long rt_vfork(int (*fn)(void *), void *stack_top, void *arg);
-#define SBX_VFORK                                                                     \
-    __asm__(".text\n.global rt_vfork\nrt_vfork:\n and x1, x1, #-16\n"                \
-            " stp x0, x2, [x1, #-16]!\n mov x8, #220\n mov x0, #0x4111\n mov x2, #0\n" \
-            " mov x3, #0\n mov x4, #0\n svc 0\n cbnz x0, 1f\n ldp x1, x0, [sp], #16\n"  \
-            " blr x1\n mov x8, #93\n svc 0\n1: ret\n")
+/* clone(flags x0, stack x1, parent_tid x2, tls x3, child_tid x4) */
+long rt_clone_vm(int (*fn)(void *), void *stack_top, void *arg, int *ctid);
+#define SBX_CLONE_VM                                                                          \
+    __asm__(".text\n.global rt_clone_vm\nrt_clone_vm:\n and x1, x1, #-16\n"                   \
+            " stp x0, x2, [x1, #-16]!\n mov x4, x3\n mov x8, #220\n mov x0, #0x0111\n"        \
+            " movk x0, #0x20, lsl #16\n mov x2, #0\n mov x3, #0\n svc 0\n cbnz x0, 1f\n"       \
+            " ldp x1, x0, [sp], #16\n blr x1\n mov x8, #93\n svc 0\n1: ret\n")
 #else
 #error "the init's runtime is written for x86_64 and aarch64"
 #endif

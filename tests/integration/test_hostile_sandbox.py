@@ -223,31 +223,39 @@ def test_container_root_without_capabilities_cannot_take_the_init(
     assert got == {"getfd": errno.EPERM, "mem": errno.EACCES, "seize": errno.EPERM}, got
 
 
-RACE_VFORK_CHILD = r"""
+# C for the programs below: `path` (the program the host runs next) held
+# open for writing, its execve fails with ETXTBSY, which the init's child
+# retries for ~50 ms after it dropped its capabilities and before it leaves
+# the init's memory; returns the pid that child will get, once "ready" is out.
+NEXT_CHILD_HELD = r"""
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
-/* argv[1]: a program the host will run next; held open for writing, its
- * execve fails with ETXTBSY, which the init's child retries for ~50 ms
- * after it dropped its capabilities and before it leaves the init's memory. */
-int main(int argc, char **argv)
+static pid_t hold_and_find_next(const char *path)
 {
-    int w = open(argv[1], O_WRONLY);
-    if (w < 0)
-        return 1;
+    if (open(path, O_WRONLY) < 0)
+        _exit(1);
     pid_t p = fork();
     if (p == 0)
         _exit(0);
     waitpid(p, 0, 0);
-    pid_t next = p + 1; /* pids of a namespace come in order: the init's next child */
     printf("ready\n");
     fflush(stdout);
+    return p + 1; /* pids of a namespace come in order: the init's next child */
+}
+"""
+
+# compiled after NEXT_CHILD_HELD
+RACE_VFORK_CHILD = r"""
+#include <sys/ptrace.h>
+int main(int argc, char **argv)
+{
+    pid_t next = hold_and_find_next(argv[1]);
     while (kill(next, 0) < 0 && errno == ESRCH)
         ;
     int attached = 0;
@@ -294,7 +302,7 @@ int main(int argc, char **argv)
 def test_exec_child_is_never_traceable_in_the_init_memory(
     sandbox_host: None, busybox_rootfs: Path, hostile_bin
 ) -> None:
-    # Each exec's child is a vfork (CLONE_VM) of the init: until its execve
+    # Each exec's child is a CLONE_VM child of the init: until its execve
     # it runs in the init's memory.  It drops its capabilities before the
     # execve, and from then on a process of the same uid without any
     # capability may ptrace it wherever the profile lets ptrace through
@@ -305,7 +313,7 @@ def test_exec_child_is_never_traceable_in_the_init_memory(
     # into the init's memory (PTRACE_POKEDATA), so the init's code: its
     # capabilities, its control socket, every later request.  Safe: the
     # child is never attachable while it shares the init's memory.
-    prog = hostile_bin(RACE_VFORK_CHILD)
+    prog = hostile_bin(NEXT_CHILD_HELD + RACE_VFORK_CHILD)
     with Sandbox(rootfs=busybox_rootfs, seccomp=None) as sb:
         sb.files.write_bytes("/tmp/race", prog, mode=0o755)
         sh_ok(sb, "cp /bin/busybox /tmp/victim")
@@ -319,3 +327,47 @@ def test_exec_child_is_never_traceable_in_the_init_memory(
         r = p.wait(timeout=60)
     got = json.loads(r.stdout_text.strip().splitlines()[-1])
     assert got["attached"] == 0, got
+
+
+# compiled after NEXT_CHILD_HELD
+STOP_NEXT_CHILD = r"""
+/* The init's next child gets SIGSTOP as soon as it exists (in its ETXTBSY
+ * retries).  Prints whether the signal went. */
+int main(int argc, char **argv)
+{
+    pid_t next = hold_and_find_next(argv[1]);
+    int rc;
+    while ((rc = kill(next, SIGSTOP)) < 0 && errno == ESRCH)
+        ;
+    printf("stopped %d\n", rc == 0);
+    return 0;
+}
+"""
+
+
+def test_a_child_stopped_before_its_execve_does_not_freeze_the_init(
+    sandbox_host: None, busybox_rootfs: Path, hostile_bin
+) -> None:
+    """An exec's child runs in the init's memory until its execve, and the
+    init waits for that.  A command of the same uid may SIGSTOP the child
+    meanwhile: as a vfork it then held the init for good (every later
+    request, the exec's own timeout kill, went unanswered: ProtocolError
+    after 30 s).  Now the init kills a child stopped there and the exec
+    fails saying why; the init answers the next one."""
+    prog = hostile_bin(NEXT_CHILD_HELD + STOP_NEXT_CHILD)
+    with Sandbox(rootfs=busybox_rootfs) as sb:
+        sb.files.write_bytes("/tmp/stop", prog, mode=0o755)
+        sh_ok(sb, "cp /bin/busybox /tmp/victim")
+        p = sb.spawn(["/tmp/stop", "/tmp/victim"], timeout=60)
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"
+        with pytest.raises(ExecError) as got:
+            sb.exec(["/tmp/victim", "true"], timeout=30)
+        out = p.wait(timeout=60).stdout_text
+        if "stopped 1" in out:
+            assert got.value.stage == "stopped", got.value
+            assert "SIGSTOP" in str(got.value), got.value
+        else:  # the signal came after the child was gone: its ETXTBSY then
+            assert got.value.errno == errno.ETXTBSY, (got.value, out)
+        r = sb.exec(["echo", "still here"], timeout=30)
+        assert r.ok and r.stdout == b"still here\n", r

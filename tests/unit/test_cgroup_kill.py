@@ -49,3 +49,16 @@ def test_a_pid_listed_twice_is_killed_and_leaves_no_pidfd() -> None:
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_a_listed_zero_is_skipped() -> None:
+    """cgroup.procs may show 0 for a process in the middle of its exit (its
+    pid detached already; seen on cgroup v2): pidfd_open(0) is EINVAL, and
+    the kill went no further."""
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        _fs.kill_listed("cgroup.procs", script([0, victim.pid], [0, victim.pid]))
+        assert victim.wait(5) == -9
+    finally:
+        victim.kill()
+        victim.wait()
