@@ -15,7 +15,7 @@ from types import TracebackType
 
 import anyio
 
-from . import files, protocol
+from . import files, protocol, redact
 from . import warm as _warm
 from ._base import (
     DEVNULL,
@@ -183,6 +183,8 @@ class AsyncProcess:
         for fd in fds.values():
             os.set_blocking(fd, False)
         self._result: ExecResult | None = None
+        # with redact_secrets: what read_stdout/read_stderr give (sandbox/redact.py)
+        self._scrubbers = {n: redact.Scrubber(col.redact) for n in (1, 2) if col.redact}
 
     @property
     def pid(self) -> int | None:
@@ -236,10 +238,29 @@ class AsyncProcess:
 
     async def read_stdout(self) -> bytes:
         """The next chunk of stdout; b"" at its end."""
-        return await self._read(1)
+        return await self._read_scrubbed(1)
 
     async def read_stderr(self) -> bytes:
-        return await self._read(2)
+        return await self._read_scrubbed(2)
+
+    async def _read_scrubbed(self, n: int) -> bytes:
+        """A chunk for the caller: with redact_secrets, once something of it
+        cannot be the start of a secret (or at the end)."""
+        s = self._scrubbers.get(n)
+        if s is None:
+            return await self._read(n)
+        while True:
+            data = await self._read(n)
+            out = s.feed(data) if data else s.end()
+            if out or not data:
+                return out
+
+    def _take_rest(self) -> None:
+        """What a scrubber holds back: the collector's, for communicate()."""
+        for n, s in self._scrubbers.items():
+            rest = s.end()
+            if rest:
+                self._col.feed(n, rest)
 
     async def write_stdin(self, data: bytes) -> None:
         fd = self._fds.get(0)
@@ -321,6 +342,7 @@ class AsyncProcess:
         if timeout is not None:
             d = time.monotonic() + timeout
             col.deadline = d if col.deadline is None else min(col.deadline, d)
+        self._take_rest()
         failed: SandboxError | None = None
         try:
             limit = col.remaining() if col.deadline is not None else float("inf")

@@ -10,9 +10,9 @@ import socket
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from . import execio, files, protocol
+from . import execio, files, protocol, redact
 from . import warm as _warm
 from ._base import (
     DEVNULL,
@@ -183,8 +183,27 @@ class Process:
         self._result: ExecResult | None = None
         self._fds = fds
         self.stdin: BinaryIO | None = os.fdopen(fds[0], "wb", buffering=0) if 0 in fds else None
-        self.stdout: BinaryIO | None = os.fdopen(fds[1], "rb", buffering=0) if 1 in fds else None
-        self.stderr: BinaryIO | None = os.fdopen(fds[2], "rb", buffering=0) if 2 in fds else None
+        self.stdout: BinaryIO | None = self._reader(fds, 1)
+        self.stderr: BinaryIO | None = self._reader(fds, 2)
+
+    def _reader(self, fds: dict[int, int], n: int) -> BinaryIO | None:
+        """Our end of stdout or stderr; with redact_secrets, read through a
+        RedactedStream (sandbox/redact.py)."""
+        if n not in fds:
+            return None
+        raw = os.fdopen(fds[n], "rb", buffering=0)
+        if not self._col.redact:
+            return raw
+        return cast(BinaryIO, redact.RedactedStream(raw, self._col.redact))
+
+    def _take_rest(self) -> None:
+        """Bytes a RedactedStream read from a pipe and did not give out:
+        the collector's now, which reads on from the fds themselves."""
+        for n, f in ((1, self.stdout), (2, self.stderr)):
+            if isinstance(f, redact.RedactedStream) and not f.closed:
+                rest = f.take_rest()
+                if rest:
+                    self._col.feed(n, rest)
 
     @property
     def pid(self) -> int | None:
@@ -226,6 +245,7 @@ class Process:
             raise
         if self._col.exited is None:
             return
+        self._take_rest()
         for n, f in ((1, self.stdout), (2, self.stderr)):
             if f is not None and not f.closed:
                 drain(f.fileno(), self._col, n)
@@ -282,6 +302,7 @@ class Process:
         if timeout is not None:
             d = time.monotonic() + timeout
             col.deadline = d if col.deadline is None else min(col.deadline, d)
+        self._take_rest()
         pending = memoryview(input or b"")
         if self.stdin is not None and not pending:
             self.stdin.close()

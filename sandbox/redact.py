@@ -10,7 +10,13 @@ under REDACT_MIN bytes: that would scrub ordinary output."""
 
 from __future__ import annotations
 
+import errno
+import io
 from functools import lru_cache
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 REDACTED = b"[REDACTED]"
 REDACT_MIN = 4  # bytes
@@ -39,3 +45,96 @@ def scrub(data: bytes, found: tuple[bytes, ...], cut: bool) -> bytes:
                 if data.endswith(f[:k]):
                     return data[:-k] + REDACTED
     return data
+
+
+def _open_end(data: bytes, found: tuple[bytes, ...]) -> int:
+    """How many bytes at the end of `data` may be the start of a form (so
+    the next bytes could complete it): the longest such end, 0 for none."""
+    best = 0
+    for f in found:
+        span = min(len(f) - 1, len(data))
+        i = len(data) - span
+        while span > best:
+            i = data.find(f[:1], i)
+            if i < 0:
+                break
+            if f.startswith(data[i:]):
+                best = len(data) - i
+                break
+            i += 1
+            span = len(data) - i
+    return best
+
+
+class Scrubber:
+    """Redaction of a stream as it is read (a spawn's stdout that the
+    caller reads itself): what may be the start of a secret is held back
+    until the next bytes show it is not one, or until the stream ends.  So
+    a prompt whose last bytes are how a secret begins waits for more."""
+
+    def __init__(self, found: tuple[bytes, ...]) -> None:
+        self.found = found
+        self.held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """What may be passed on of what was held and `data`, scrubbed."""
+        buf = scrub(self.held + data, self.found, False)
+        k = _open_end(buf, self.found)
+        self.held = buf[len(buf) - k :]
+        return buf[: len(buf) - k]
+
+    def end(self) -> bytes:
+        """At the end of the stream: what was held (no secret can follow)."""
+        out, self.held = self.held, b""
+        return out
+
+
+class RedactedStream(io.RawIOBase):
+    """A spawn's stdout or stderr with the sandbox's secrets scrubbed, for
+    `Process.stdout` (redact_secrets=True).  A read waits until it has
+    something to give that cannot be the start of a secret, or the end."""
+
+    def __init__(self, raw: BinaryIO, found: tuple[bytes, ...]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._scrubber = Scrubber(found)
+        self._ready = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def readinto(self, b: WriteableBuffer) -> int | None:
+        while not self._ready and not self._eof:
+            try:
+                data = self._raw.read(65536)
+            except OSError as e:
+                if e.errno != errno.EIO:  # a pty's end
+                    raise
+                data = b""
+            if data is None:
+                return None  # non-blocking, nothing yet
+            if data:
+                self._ready = self._scrubber.feed(data)
+            else:
+                self._eof = True
+                self._ready = self._scrubber.end()
+        view = memoryview(b).cast("B")
+        n = min(len(view), len(self._ready))
+        view[:n] = self._ready[:n]
+        self._ready = self._ready[n:]
+        return n
+
+    def take_rest(self) -> bytes:
+        """What was read from the pipe and not given out yet (for
+        communicate(), which reads on from the fd itself)."""
+        out = self._ready + self._scrubber.end()
+        self._ready = b""
+        return out
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()

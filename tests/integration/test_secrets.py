@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-from sandbox import ConfigError, Sandbox
+from sandbox import PIPE, AsyncSandbox, ConfigError, Sandbox
 from tests.conftest import sh, sh_ok
 
 pytestmark = pytest.mark.integration
@@ -208,6 +209,50 @@ def test_redaction_also_for_spawn(sandbox_host, busybox_rootfs) -> None:
     with Sandbox(rootfs=busybox_rootfs, secrets={"token": value}, redact_secrets=True) as sb:
         p = sb.spawn(["cat", f"{SECRETS_DIR}/token"])
         assert p.communicate().stdout == b"[REDACTED]"
+
+
+# the secret in two writes, with a read of stdin between them
+TWO_PIECES = "printf %s {a}; read x; printf %s {b}; echo; echo after"
+
+
+def test_redaction_of_streams_a_caller_reads(sandbox_host, busybox_rootfs) -> None:
+    """Process.stdout read by the caller is scrubbed too, a secret cut
+    between two reads of the pipe as well; what was read but not given out
+    when communicate() takes over goes into its result."""
+    value = unique_secret()
+    half = len(value) // 2
+    cmd = TWO_PIECES.format(a=value[:half].decode(), b=value[half:].decode())
+    with Sandbox(rootfs=busybox_rootfs, secrets={"token": value}, redact_secrets=True) as sb:
+        p = sb.spawn(["sh", "-c", cmd], stdin=PIPE, timeout=30)
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write(b"go\n")
+        assert p.stdout.readline() == b"[REDACTED]\n"
+        assert p.stdout.readline() == b"after\n"
+        assert p.stdout.read() == b""
+        p.wait(timeout=30)
+        p = sb.spawn(["sh", "-c", f"echo x; {cmd}"], stdin=PIPE, timeout=30)
+        assert p.stdout is not None
+        assert p.stdout.read(1) == b"x"
+        r = p.communicate(b"go\n", timeout=30)
+        assert r.stdout == b"\n[REDACTED]\nafter\n", r.stdout
+
+
+def test_redaction_of_async_reads(sandbox_host, busybox_rootfs) -> None:
+    value = unique_secret()
+    half = len(value) // 2
+    cmd = TWO_PIECES.format(a=value[:half].decode(), b=value[half:].decode())
+
+    async def main() -> bytes:
+        async with AsyncSandbox(rootfs=busybox_rootfs, secrets={"token": value}, redact_secrets=True) as sb:
+            p = await sb.spawn(["sh", "-c", cmd], stdin=PIPE, timeout=30)
+            await p.write_stdin(b"go\n")
+            out = b""
+            while chunk := await p.read_stdout():
+                out += chunk
+            await p.wait(timeout=30)
+            return out
+
+    assert anyio.run(main) == b"[REDACTED]\nafter\n"
 
 
 def test_no_redaction_unless_asked(sandbox_host, busybox_rootfs) -> None:
