@@ -156,7 +156,8 @@ def collect(launched: Launched) -> None:
 
 _lock = threading.Lock()
 _init_fd: int | None = None
-_userns: dict[tuple[str, str], int] = {}
+# per (uid_map, gid_map): the fd, and the namespace's (st_dev, st_ino)
+_userns: dict[tuple[str, str], tuple[int, tuple[int, int]]] = {}
 
 
 def _init_memfd() -> int:
@@ -185,14 +186,35 @@ def _userns_fd(uid_map: str, gid_map: str) -> int:
     started within a lease's cooling time (sandbox/idranges.py)."""
     key = (uid_map, gid_map)
     with _lock:
-        fd = _userns.get(key)
-        if fd is None:
+        got = _userns.get(key)
+        if got is None:
             out = ffi.new("struct sbx_launched *")
             fd = lib.sbx_make_userns(uid_map.encode(), gid_map.encode(), out)
             if fd < 0:
                 raise _launch_error(out, [])
-            _userns[key] = fd
-        return fd
+            st = os.fstat(fd)
+            got = _userns[key] = (fd, (st.st_dev, st.st_ino))
+        return got[0]
+
+
+def _userns_lost(uid_map: str, gid_map: str) -> bool:
+    """After an idmapping failed: whether the kept fd is no longer that
+    user namespace (closed, or its number reused: code of the host process
+    that closed or dup2'd onto a number it did not own).  Then it is
+    forgotten (not closed: the number is not ours now) and made again."""
+    key = (uid_map, gid_map)
+    with _lock:
+        got = _userns.get(key)
+        if got is None:
+            return False
+        try:
+            st = os.fstat(got[0])
+            if (st.st_dev, st.st_ino) == got[1]:
+                return False
+        except OSError:
+            pass
+        del _userns[key]
+        return True
 
 
 def _launch_error(out: Any, trees: Sequence[Tree]) -> LaunchError:
@@ -213,11 +235,14 @@ def launch(
     flags: int = ALL_NAMESPACES,
     netns_fd: int = -1,
     spin: bool = True,
+    retry: bool = True,
 ) -> Launched:
     """Clone the sandbox's init; returns once it runs (its setup may still fail:
     the caller waits for READY on the control socket).  `spin`: wait for the
     child by spinning first (~0.3 ms less than sleeping and being woken, here;
-    False for a start made ahead, where the CPU matters more than the wait)."""
+    False for a start made ahead, where the CPU matters more than the wait).
+    `retry`: once more, with a new idmapping user namespace, if the kept
+    one was lost (_userns_lost)."""
     userns = _userns_fd(uid_map, gid_map) if any(t.idmap for t in trees) else -1
     keep = []
     ctrees = ffi.new("struct sbx_tree[]", max(len(trees), 1))
@@ -246,6 +271,14 @@ def launch(
     args.spin = int(spin)
     out = ffi.new("struct sbx_launched *")
     if lib.sbx_launch(args, out) < 0:
+        idmap_failed = (
+            out.stage == 2
+            and out.err in (errno.EBADF, errno.EINVAL)
+            and 0 <= out.index < len(trees)
+            and trees[out.index].idmap
+        )
+        if retry and idmap_failed and _userns_lost(uid_map, gid_map):
+            return launch(plan, trees, uid_map, gid_map, flags, netns_fd, spin, retry=False)
         raise _launch_error(out, trees)
     return Launched(out.pid, out.pidfd, socket.socket(fileno=out.ctl))
 

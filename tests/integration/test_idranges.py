@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import IdMap, Sandbox, idranges
+from sandbox import IdMap, Sandbox, _core, idranges
 from sandbox.errors import ConfigError
 from sandbox.reaper import reaper
 from sandbox.spec import default_idmap
@@ -134,3 +134,32 @@ def test_a_released_range_cools_before_it_is_leased_again(monkeypatch: pytest.Mo
     finally:
         second.release()
     monkeypatch.setattr(idranges, "_released", {})
+
+
+@pytest.mark.parametrize("how", ["closed", "reused"])
+def test_a_lost_idmapping_namespace_fd_is_made_again(sandbox_host, busybox_rootfs, how: str) -> None:
+    """The user namespace of a range's idmapped mounts is kept as an fd for
+    the process's life (sandbox/_core.py).  Code of the host process that
+    closes that number, or dup2s onto it, made every later launch with the
+    range fail (EBADF, or EINVAL "the file system must support idmapped
+    mounts"): one of our own tests did.  The launch now finds it lost and
+    makes it again."""
+    ids = IdMap(0x7F000000 // 65536 * 65536 - 65536)  # a range no other test uses
+    with Sandbox(rootfs=busybox_rootfs, idmap=ids, warm=False) as sb:
+        assert sb.exec(["true"]).ok
+    key = (ids.uid_map(), ids.uid_map())
+    fd = _core._userns[key][0]
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if how == "closed":
+            os.close(fd)
+        else:
+            os.dup2(null, fd)  # the number is a /dev/null now
+        with Sandbox(rootfs=busybox_rootfs, idmap=ids, warm=False) as sb:
+            r = sb.exec(["stat", "-c", "%u", "/bin/busybox"])
+            assert r.ok and r.stdout == b"0\n", r  # idmapped: host root shows as container root
+        assert _core._userns[key][0] != fd or how == "closed"
+    finally:
+        os.close(null)
+        if how == "reused":
+            os.close(fd)
