@@ -132,6 +132,50 @@ def check_nftables() -> Check:
     return Check("bridge networking", OK, 'libnftables and pyroute2 found (network="bridge" works)')
 
 
+def forward_drops(listing: dict[str, object], families: tuple[str, ...]) -> list[str]:
+    """The base chains of a `list chains` JSON output (libnftables-json) of
+    these families that drop forwarded traffic by default, as "family
+    table chain"."""
+    out = []
+    items = listing.get("nftables", [])
+    for item in items if isinstance(items, list) else []:
+        c = item.get("chain") if isinstance(item, dict) else None
+        if isinstance(c, dict) and c.get("hook") == "forward" and c.get("policy") == "drop":
+            if c.get("family") in families:
+                out.append(f"{c.get('family')} {c.get('table')} {c.get('name')}")
+    return out
+
+
+def check_bridge_forwarding() -> Check:
+    """Frames between two sandboxes on one network (one bridge) pass the
+    host's bridge forward chains, and with br_netfilter on its IP forward
+    chains too: a drop policy there (Docker sets one on ip filter FORWARD)
+    cuts them off from each other, whatever our own table accepts.  Only
+    nftables chains are seen (not legacy iptables)."""
+    name = "bridge forwarding"
+    br_nf = _read("/proc/sys/net/bridge/bridge-nf-call-iptables") == "1"
+    families = ("bridge", "ip", "ip6", "inet") if br_nf else ("bridge",)
+    said = "br_netfilter on" if br_nf else "br_netfilter off"
+    try:
+        from .network import nft
+
+        drops = forward_drops(nft.run([{"list": {"chains": {}}}]), families)
+    except Exception as e:  # no libnftables, or it refused: the check above says which
+        return Check(name, OK, f"{said}; the host's forward chains could not be listed ({e})")
+    if not drops:
+        return Check(name, OK, f"{said}; no nftables forward chain in the way drops by default")
+    fix = 'accept the sbx-* bridges\' traffic in that chain (iifname "sbx-*" accept)'
+    if br_nf:
+        fix += ", or sysctl -w net.bridge.bridge-nf-call-iptables=0"
+    return Check(
+        name,
+        WARN,
+        f"{said}, and {', '.join(drops)} drops forwarded traffic by default: sandboxes on one "
+        "network cannot reach each other",
+        fix,
+    )
+
+
 def check_start() -> Check:
     """The real thing: a sandbox from the default rootfs (overlay of an
     idmapped layer inside a user namespace, pivot_root, an exec)."""
@@ -160,7 +204,7 @@ def check_start() -> Check:
 
 CHECKS: tuple[Callable[[], Check], ...] = (
     check_root, check_kernel, check_userns, check_overlay, check_cgroups, check_seccomp, check_nftables,
-    check_start,
+    check_bridge_forwarding, check_start,
 )  # fmt: skip
 
 
