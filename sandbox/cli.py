@@ -19,6 +19,7 @@ import select
 import sys
 from collections.abc import Sequence
 
+from . import redact
 from .errors import CommandNotFound, ConfigError, SandboxError
 from .images import cli as images_cli
 from .limits import Limits
@@ -100,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=@FILE|NAME=env:VAR",
         help="a secret at /run/secrets/NAME, from a file or an environment variable",
     )
+    run.add_argument(
+        "--redact-secrets", action="store_true", help="scrub the secrets' values from the command's output"
+    )
     run.add_argument("--seccomp", default="default", help='"default", "judge", "none", or a profile file')
     run.add_argument("--cap-add", action="append", default=[], metavar="CAP")
     run.add_argument(
@@ -165,19 +169,22 @@ def cmd_gc(networks: bool = False) -> int:
     return 0
 
 
-def _stream(p: object, out: int, err: int) -> None:
-    """Copy the command's output to ours as it comes."""
+def _stream(p: object, out: int, err: int) -> dict[int, redact.Scrubber]:
+    """Copy the command's output to ours as it comes.  With redact_secrets,
+    through a Scrubber per stream: what each holds back at the return goes
+    before the rest that wait() collects (_rest)."""
     from ._sync import Process
 
     assert isinstance(p, Process)
     col = p._col
+    scrubbers = {n: redact.Scrubber(col.redact) for n in (1, 2) if col.redact}
     files = {
         f.fileno(): (f, dst, n) for n, f, dst in ((1, p.stdout, out), (2, p.stderr, err)) if f is not None
     }
     while files:
         ready, _, _ = select.select(list(files), [], [], col.remaining())
         if not ready:
-            return  # the deadline: wait() kills it
+            return scrubbers  # the deadline: wait() kills it
         for fd in ready:
             f, dst, n = files[fd]
             data = os.read(fd, 65536)
@@ -185,7 +192,8 @@ def _stream(p: object, out: int, err: int) -> None:
                 del files[fd]
                 continue
             kept = col.passed(n, data)  # the output limit holds here too
-            os.write(dst, kept)
+            s = scrubbers.get(n)
+            os.write(dst, s.feed(kept) if s is not None else kept)
             if len(kept) < len(data):
                 if col.limits.closes_output:
                     del files[fd]
@@ -194,7 +202,15 @@ def _stream(p: object, out: int, err: int) -> None:
                     col.killed = True
                     p.kill()
             if p.poll() is not None:
-                return
+                return scrubbers
+    return scrubbers
+
+
+def _rest(scrubbers: dict[int, redact.Scrubber], n: int, data: bytes) -> bytes:
+    """What a stream still gives after _stream: its scrubber's held bytes
+    and wait()'s (scrubbed already, but a secret may begin in the held part)."""
+    s = scrubbers.get(n)
+    return data if s is None else redact.scrub(s.end() + data, s.found, False)
 
 
 def _network(a: argparse.Namespace) -> dict[str, object]:
@@ -247,6 +263,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         read_only=a.read_only,
         disk=a.disk,
         secrets=_secrets(a.secret),
+        redact_secrets=a.redact_secrets,
         seccomp=None if a.seccomp == "none" else a.seccomp,
         cap_add=a.cap_add,
         idmap=_idmap(a.idmap),
@@ -268,10 +285,10 @@ def cmd_run(a: argparse.Namespace) -> int:
                 sys.stdout.buffer.write(r.stdout)
                 sys.stderr.buffer.write(r.stderr)
             else:
-                _stream(p, sys.stdout.fileno(), sys.stderr.fileno())
+                held = _stream(p, sys.stdout.fileno(), sys.stderr.fileno())
                 r = p.wait()
-                sys.stdout.buffer.write(r.stdout)
-                sys.stderr.buffer.write(r.stderr)
+                sys.stdout.buffer.write(_rest(held, 1, r.stdout))
+                sys.stderr.buffer.write(_rest(held, 2, r.stderr))
             sys.stdout.flush()
             if r.reason == "timeout":
                 print(f"sandbox: killed after the {a.timeout} s timeout", file=sys.stderr)

@@ -130,6 +130,21 @@ def test_secrets_from_a_file_and_from_the_environment(busybox_rootfs, tmp_path) 
     assert r.stdout == b"from-a-file\nfrom-the-env", r.stderr
 
 
+def test_redact_secrets_scrubs_the_streamed_output(busybox_rootfs) -> None:
+    """--redact-secrets: the output copied as it comes is scrubbed too, a
+    secret written in two pieces (two reads of the pipe, or one) as well."""
+    require_sandbox_host()
+    value = "sbx-cli-secret-" + os.urandom(12).hex()
+    env = dict(os.environ, SANDBOX_TEST_TOKEN=value)
+    script = f"printf %s {value[:10]}; printf %s {value[10:]}; echo; echo after; printf %s {value} >&2"
+    r = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "run", "--rootfs", str(busybox_rootfs),
+         "--secret", "t=env:SANDBOX_TEST_TOKEN", "--redact-secrets", "--", "sh", "-c", script],
+        env=env, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"[REDACTED]\nafter\n", b"[REDACTED]"), r
+
+
 def test_a_secret_value_on_the_command_line_is_refused(busybox_rootfs) -> None:
     r = sandbox("run", "--rootfs", str(busybox_rootfs), "--secret", "a=plainvalue", "--", "true")
     assert r.returncode == 125
