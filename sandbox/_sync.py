@@ -3,6 +3,7 @@ logic is shared with the async twin in `_base`."""
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import signal
@@ -10,7 +11,7 @@ import socket
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from . import execio, files, protocol, redact
 from . import warm as _warm
@@ -29,6 +30,9 @@ from .errors import ProtocolError, SandboxError
 from .files import Files
 from .limits import Limits, check_limits
 from .result import ExecResult
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
@@ -170,6 +174,53 @@ class Sandbox(SandboxBase):
         self._roundtrip(protocol.encode_kill(next(self._ids), req_id, int(sig)))
 
 
+class RedactedStream(io.RawIOBase):
+    """A spawn's stdout or stderr with the sandbox's secrets scrubbed, for
+    `Process.stdout` (redact_secrets=True).  A read waits until it has
+    something to give that cannot be the start of a secret, or the end."""
+
+    def __init__(self, raw: BinaryIO, found: tuple[bytes, ...]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._scrubber = redact.Scrubber(found)
+        self._ready = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def readinto(self, b: WriteableBuffer) -> int | None:
+        while not self._ready and not self._eof:
+            try:
+                data = read_stream(self._raw.fileno())
+            except BlockingIOError:
+                return None  # non-blocking, nothing yet
+            if data:
+                self._ready = self._scrubber.feed(data)
+            else:
+                self._eof = True
+                self._ready = self._scrubber.end()
+        view = memoryview(b).cast("B")
+        n = min(len(view), len(self._ready))
+        view[:n] = self._ready[:n]
+        self._ready = self._ready[n:]
+        return n
+
+    def take_rest(self) -> bytes:
+        """What was read from the pipe and not given out yet (for
+        communicate(), which reads on from the fd itself)."""
+        out = self._ready + self._scrubber.end()
+        self._ready = b""
+        return out
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 class Process:
     """A command started by Sandbox.spawn."""
 
@@ -194,13 +245,13 @@ class Process:
         raw = os.fdopen(fds[n], "rb", buffering=0)
         if not self._col.redact:
             return raw
-        return cast(BinaryIO, redact.RedactedStream(raw, self._col.redact))
+        return cast(BinaryIO, RedactedStream(raw, self._col.redact))
 
     def _take_rest(self) -> None:
         """Bytes a RedactedStream read from a pipe and did not give out:
         the collector's now, which reads on from the fds themselves."""
         for n, f in ((1, self.stdout), (2, self.stderr)):
-            if isinstance(f, redact.RedactedStream) and not f.closed:
+            if isinstance(f, RedactedStream) and not f.closed:
                 rest = f.take_rest()
                 if rest:
                     self._col.feed(n, rest)

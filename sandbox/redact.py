@@ -10,13 +10,7 @@ under REDACT_MIN bytes: that would scrub ordinary output."""
 
 from __future__ import annotations
 
-import errno
-import io
 from functools import lru_cache
-from typing import TYPE_CHECKING, BinaryIO
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 REDACTED = b"[REDACTED]"
 REDACT_MIN = 4  # bytes
@@ -87,54 +81,3 @@ class Scrubber:
         """At the end of the stream: what was held (no secret can follow)."""
         out, self.held = self.held, b""
         return out
-
-
-class RedactedStream(io.RawIOBase):
-    """A spawn's stdout or stderr with the sandbox's secrets scrubbed, for
-    `Process.stdout` (redact_secrets=True).  A read waits until it has
-    something to give that cannot be the start of a secret, or the end."""
-
-    def __init__(self, raw: BinaryIO, found: tuple[bytes, ...]) -> None:
-        super().__init__()
-        self._raw = raw
-        self._scrubber = Scrubber(found)
-        self._ready = b""
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def readinto(self, b: WriteableBuffer) -> int | None:
-        while not self._ready and not self._eof:
-            try:
-                data = self._raw.read(65536)
-            except OSError as e:
-                if e.errno != errno.EIO:  # a pty's end
-                    raise
-                data = b""
-            if data is None:
-                return None  # non-blocking, nothing yet
-            if data:
-                self._ready = self._scrubber.feed(data)
-            else:
-                self._eof = True
-                self._ready = self._scrubber.end()
-        view = memoryview(b).cast("B")
-        n = min(len(view), len(self._ready))
-        view[:n] = self._ready[:n]
-        self._ready = self._ready[n:]
-        return n
-
-    def take_rest(self) -> bytes:
-        """What was read from the pipe and not given out yet (for
-        communicate(), which reads on from the fd itself)."""
-        out = self._ready + self._scrubber.end()
-        self._ready = b""
-        return out
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()

@@ -86,14 +86,15 @@ def kill_listed(procs_file: str, listing: Callable[[str], list[int]] | None = No
             # (one per thread, in the kernel's words "not guaranteed to be
             # free of duplicates"), and a second pidfd would be lost
             for pid in dict.fromkeys(listed):
-                if pid <= 0:
-                    continue  # an exiting process, its pid detached already: 0 (seen on v2)
                 try:
                     fds[pid] = os.pidfd_open(pid)
                 except ProcessLookupError:
                     pass  # gone already
                 except OSError as e:
-                    if e.errno != errno.EINVAL:  # no thread group (any more): as gone
+                    # EINVAL: no thread group (any more), or a listed 0 (an
+                    # exiting process whose pid is detached already, seen on
+                    # v2): as gone
+                    if e.errno != errno.EINVAL:
                         raise
             still = set(listing(procs_file))
             for pid, fd in fds.items():
