@@ -11,6 +11,7 @@ import fcntl
 import os
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -156,8 +157,25 @@ def collect(launched: Launched) -> None:
 
 _lock = threading.Lock()
 _init_fd: int | None = None
-# per (uid_map, gid_map): the fd, and the namespace's (st_dev, st_ino)
-_userns: dict[tuple[str, str], tuple[int, tuple[int, int]]] = {}
+
+
+@dataclass
+class _Userns:
+    """A kept idmapping user namespace: its fd, its (st_dev, st_ino), and
+    how many launches use the fd now (one in use is never closed)."""
+
+    fd: int
+    ident: tuple[int, int]
+    users: int = 0
+
+
+# per (uid_map, gid_map), least recently used first
+_userns: OrderedDict[tuple[str, str], _Userns] = OrderedDict()
+# Idle ones kept beyond this many are closed, least recently used first:
+# with idmap="auto" a burst of sandboxes leaves one per range it leased, and
+# each is an fd of the host process for its life (RLIMIT_NOFILE is 1024 by
+# default).  Sequential sandboxes reuse a few ranges (idranges.py).
+USERNS_KEEP = 64
 
 
 def _init_memfd() -> int:
@@ -179,11 +197,9 @@ def _init_memfd() -> int:
         return _init_fd
 
 
-def _userns_fd(uid_map: str, gid_map: str) -> int:
-    """A user namespace with these maps, for idmapped mounts: kept per map
-    for the process's life (~110 us to make).  With idmap="auto" one per id
-    range this process leased: as many as its sandboxes at once plus those
-    started within a lease's cooling time (sandbox/idranges.py)."""
+def _userns_take(uid_map: str, gid_map: str) -> _Userns:
+    """A user namespace with these maps, for a launch's idmapped mounts
+    (~110 us to make, so kept per map): give it back with _userns_done."""
     key = (uid_map, gid_map)
     with _lock:
         got = _userns.get(key)
@@ -193,8 +209,27 @@ def _userns_fd(uid_map: str, gid_map: str) -> int:
             if fd < 0:
                 raise _launch_error(out, [])
             st = os.fstat(fd)
-            got = _userns[key] = (fd, (st.st_dev, st.st_ino))
-        return got[0]
+            got = _userns[key] = _Userns(fd, (st.st_dev, st.st_ino))
+        _userns.move_to_end(key)
+        got.users += 1
+        return got
+
+
+def _userns_done(got: _Userns) -> None:
+    """The launch that took `got` is over; idle ones beyond USERNS_KEEP go."""
+    with _lock:
+        got.users -= 1
+        extra = len(_userns) - USERNS_KEEP
+        if extra <= 0:
+            return
+        for k in [k for k, v in _userns.items() if v.users == 0][:extra]:
+            old = _userns.pop(k)
+            try:
+                st = os.fstat(old.fd)
+            except OSError:
+                continue  # closed by someone else: nothing of ours to close
+            if (st.st_dev, st.st_ino) == old.ident:
+                os.close(old.fd)  # else the number is another's now (_userns_lost)
 
 
 def _userns_lost(uid_map: str, gid_map: str) -> bool:
@@ -208,8 +243,8 @@ def _userns_lost(uid_map: str, gid_map: str) -> bool:
         if got is None:
             return False
         try:
-            st = os.fstat(got[0])
-            if (st.st_dev, st.st_ino) == got[1]:
+            st = os.fstat(got.fd)
+            if (st.st_dev, st.st_ino) == got.ident:
                 return False
         except OSError:
             pass
@@ -243,7 +278,38 @@ def launch(
     False for a start made ahead, where the CPU matters more than the wait).
     `retry`: once more, with a new idmapping user namespace, if the kept
     one was lost (_userns_lost)."""
-    userns = _userns_fd(uid_map, gid_map) if any(t.idmap for t in trees) else -1
+    userns = _userns_take(uid_map, gid_map) if any(t.idmap for t in trees) else None
+    try:
+        fd = -1 if userns is None else userns.fd
+        got = _launch(plan, trees, uid_map, gid_map, flags, netns_fd, spin, fd)
+    finally:
+        if userns is not None:
+            _userns_done(userns)
+    if isinstance(got, Launched):
+        return got
+    idmap_failed = (
+        got.stage == 2
+        and got.err in (errno.EBADF, errno.EINVAL)
+        and 0 <= got.index < len(trees)
+        and trees[got.index].idmap
+    )
+    if retry and idmap_failed and _userns_lost(uid_map, gid_map):
+        return launch(plan, trees, uid_map, gid_map, flags, netns_fd, spin, retry=False)
+    raise _launch_error(got, trees)
+
+
+def _launch(
+    plan: bytes,
+    trees: Sequence[Tree],
+    uid_map: str,
+    gid_map: str,
+    flags: int,
+    netns_fd: int,
+    spin: bool,
+    userns: int,
+) -> Launched | Any:
+    """One sbx_launch: the Launched, or the C side's `struct sbx_launched`
+    saying where it failed."""
     keep = []
     ctrees = ffi.new("struct sbx_tree[]", max(len(trees), 1))
     for i, t in enumerate(trees):
@@ -271,15 +337,7 @@ def launch(
     args.spin = int(spin)
     out = ffi.new("struct sbx_launched *")
     if lib.sbx_launch(args, out) < 0:
-        idmap_failed = (
-            out.stage == 2
-            and out.err in (errno.EBADF, errno.EINVAL)
-            and 0 <= out.index < len(trees)
-            and trees[out.index].idmap
-        )
-        if retry and idmap_failed and _userns_lost(uid_map, gid_map):
-            return launch(plan, trees, uid_map, gid_map, flags, netns_fd, spin, retry=False)
-        raise _launch_error(out, trees)
+        return out
     return Launched(out.pid, out.pidfd, socket.socket(fileno=out.ctl))
 
 

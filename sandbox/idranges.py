@@ -17,7 +17,8 @@ killed one's lock goes with it), from the launch until the init is reaped:
 then no process of the sandbox is left, and the file is removed.  The
 lowest free block is taken that this process did not release in the last
 COOL seconds, so sandboxes one after another reuse the same few ranges (the
-idmapped mounts' user namespaces are kept per range, sandbox/_core.py)."""
+idmapped mounts' user namespaces are kept per range, up to 64 idle ones,
+sandbox/_core.py)."""
 
 from __future__ import annotations
 

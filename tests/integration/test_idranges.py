@@ -148,7 +148,7 @@ def test_a_lost_idmapping_namespace_fd_is_made_again(sandbox_host, busybox_rootf
     with Sandbox(rootfs=busybox_rootfs, idmap=ids, warm=False) as sb:
         assert sb.exec(["true"]).ok
     key = (ids.uid_map(), ids.uid_map())
-    fd = _core._userns[key][0]
+    fd = _core._userns[key].fd
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if how == "closed":
@@ -158,8 +158,37 @@ def test_a_lost_idmapping_namespace_fd_is_made_again(sandbox_host, busybox_rootf
         with Sandbox(rootfs=busybox_rootfs, idmap=ids, warm=False) as sb:
             r = sb.exec(["stat", "-c", "%u", "/bin/busybox"])
             assert r.ok and r.stdout == b"0\n", r  # idmapped: host root shows as container root
-        assert _core._userns[key][0] != fd or how == "closed"
+        assert _core._userns[key].fd != fd or how == "closed"
     finally:
         os.close(null)
         if how == "reused":
             os.close(fd)
+
+
+def test_idle_idmapping_namespaces_beyond_the_limit_are_closed(
+    sandbox_host, busybox_rootfs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of sandboxes on ranges of their own leaves one kept user
+    namespace fd per range: beyond USERNS_KEEP the idle ones are closed,
+    least recently used first, and a range whose fd went is made again."""
+    monkeypatch.setattr(_core, "USERNS_KEEP", 2)
+    base = 0x7E000000 // 65536 * 65536  # ranges no other test uses
+    maps = [IdMap(base + i * 65536) for i in range(4)]
+    keys = [(m.uid_map(), m.uid_map()) for m in maps]
+    kept = []
+    for ids, key in zip(maps, keys, strict=True):
+        with Sandbox(rootfs=busybox_rootfs, idmap=ids, warm=False) as sb:
+            assert sb.exec(["true"]).ok
+        kept.append((_core._userns[key].fd, _core._userns[key].ident))
+    assert keys[0] not in _core._userns and keys[1] not in _core._userns
+    assert list(_core._userns)[-2:] == keys[2:]
+    for fd, ident in kept[:2]:  # closed: the number is free, or another file's now
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        assert (st.st_dev, st.st_ino) != ident
+    with Sandbox(rootfs=busybox_rootfs, idmap=maps[0], warm=False) as sb:
+        r = sb.exec(["stat", "-c", "%u", "/bin/busybox"])
+        assert r.ok and r.stdout == b"0\n", r  # idmapped again: host root is container root
+    assert list(_core._userns)[-2:] == [keys[3], keys[0]]  # the least recently used went
