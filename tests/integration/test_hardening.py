@@ -607,6 +607,21 @@ def test_seccomp_none_keeps_everything_else(sandbox_host, busybox_rootfs, probe)
     assert errnos(r) == {"unshare:user": None}  # nothing filters it now
 
 
+@pytest.mark.parametrize("cap_add", [[], ["SETFCAP"]])
+def test_mapping_root_into_a_nested_user_namespace_needs_setfcap(sandbox_host, busybox_rootfs, cap_add) -> None:
+    """Without seccomp a command may make a user namespace, but mapping uid 0
+    of the sandbox's (container root) into it is the kernel's CAP_SETFCAP
+    check (Linux 5.12+): refused without it, allowed with it."""
+    with Sandbox(rootfs=busybox_rootfs, seccomp=None, cap_add=cap_add) as sb:
+        unmapped = sb.exec(["unshare", "-U", "id", "-u"])
+        assert unmapped.ok and unmapped.stdout == b"65534\n", unmapped  # overflow uid: no map
+        r = sb.exec(["unshare", "-Ur", "id", "-u"])
+    if cap_add:
+        assert r.ok and r.stdout == b"0\n", r
+    else:
+        assert r.exit_code == 1 and b"Operation not permitted" in r.stderr, r
+
+
 def test_judge_profile_allows_only_unix_sockets(sandbox_host, busybox_rootfs, probe) -> None:
     sockets = [k for k in SOCKETS if k != "socket:unix"] + [
         "socket:inet_udp",
