@@ -608,7 +608,9 @@ def test_seccomp_none_keeps_everything_else(sandbox_host, busybox_rootfs, probe)
 
 
 @pytest.mark.parametrize("cap_add", [[], ["SETFCAP"]])
-def test_mapping_root_into_a_nested_user_namespace_needs_setfcap(sandbox_host, busybox_rootfs, cap_add) -> None:
+def test_mapping_root_into_a_nested_user_namespace_needs_setfcap(
+    sandbox_host, busybox_rootfs, cap_add
+) -> None:
     """Without seccomp a command may make a user namespace, but mapping uid 0
     of the sandbox's (container root) into it is the kernel's CAP_SETFCAP
     check (Linux 5.12+): refused without it, allowed with it."""
