@@ -168,6 +168,15 @@ class _Userns:
     ident: tuple[int, int]
     users: int = 0
 
+    def intact(self) -> bool:
+        """Whether the fd is still this namespace: host code may have closed
+        the number, or dup2'd onto it, not knowing it was ours."""
+        try:
+            st = os.fstat(self.fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.ident
+
 
 # per (uid_map, gid_map), least recently used first
 _userns: OrderedDict[tuple[str, str], _Userns] = OrderedDict()
@@ -224,12 +233,8 @@ def _userns_done(got: _Userns) -> None:
             return
         for k in [k for k, v in _userns.items() if v.users == 0][:extra]:
             old = _userns.pop(k)
-            try:
-                st = os.fstat(old.fd)
-            except OSError:
-                continue  # closed by someone else: nothing of ours to close
-            if (st.st_dev, st.st_ino) == old.ident:
-                os.close(old.fd)  # else the number is another's now (_userns_lost)
+            if old.intact():  # else the number is not ours now (_userns_lost)
+                os.close(old.fd)
 
 
 def _userns_lost(uid_map: str, gid_map: str) -> bool:
@@ -240,14 +245,8 @@ def _userns_lost(uid_map: str, gid_map: str) -> bool:
     key = (uid_map, gid_map)
     with _lock:
         got = _userns.get(key)
-        if got is None:
+        if got is None or got.intact():
             return False
-        try:
-            st = os.fstat(got.fd)
-            if (st.st_dev, st.st_ino) == got.ident:
-                return False
-        except OSError:
-            pass
         del _userns[key]
         return True
 
