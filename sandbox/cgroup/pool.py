@@ -152,19 +152,27 @@ class Pool:
 
     def _keep(self, g: Group) -> bool:
         """A closed sandbox's group, kept for the next sandbox with its limits
-        if its exec groups are gone (then nothing is left in it) and there is
-        room; True when kept."""
+        if its exec groups are gone (then nothing is left in it); True when
+        kept.  With KEEP kept already, the one kept longest ago goes: a
+        caller whose limits changed (a judge's next problem) would else
+        never have a group kept again, behind groups of limits no longer
+        asked for (a mkdir and rmdir per hierarchy, each sandbox)."""
         with self._cond:
-            if self._stopped or len(self._kept) >= KEEP:
+            if self._stopped:
                 return False
         if not g.clear():
             return False  # something of it is still there: removed, tried again
         g.make_spare()
         g.on_spare_taken = self._want_spare
         with self._cond:
-            if self._stopped or len(self._kept) >= KEEP:
+            if self._stopped:
                 return False
             self._kept.append(g)
+            old = self._kept.popleft() if len(self._kept) > KEEP else None
+        if old is not None:
+            old.sandbox = False  # removed, not kept again
+            old.on_spare_taken = None
+            self._remove(old, 0, 0.0)
         return True
 
     def drain(self, timeout: float = 5.0) -> None:

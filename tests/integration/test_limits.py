@@ -24,7 +24,7 @@ import time
 import anyio
 import pytest
 
-from sandbox import PIPE, AsyncSandbox, ConfigError, Limits, Sandbox, SandboxClosed
+from sandbox import PIPE, AsyncSandbox, ConfigError, Limits, Sandbox, SandboxClosed, wait_closed
 from sandbox import cgroup as sandbox_cgroup
 from tests import leakcheck
 from tests.conftest import fd_leaks, open_fds, require, require_sandbox_host, sh, sh_ok
@@ -681,6 +681,46 @@ def test_a_clean_exec_group_is_used_again(cgroups, busybox_rootfs) -> None:
         # 4 MiB of a file it wrote stay charged to it (tmpfs): not used again
         assert sb.exec(["dd", "if=/dev/zero", "of=/tmp/f", "bs=1M", "count=4"], timeout=SAFE).ok
         assert exec_group(sb) != b
+
+
+def test_closed_sandboxes_groups_are_kept_for_the_latest_limits(cgroups, busybox_rootfs) -> None:
+    """The pool keeps the groups of the last KEEP closed sandboxes for the
+    next ones with the same limits (sandbox/cgroup/pool.py): when the
+    limits change, the group kept longest ago goes and the new limits'
+    group is kept, so a caller whose limits changed gets groups kept again."""
+    from contextlib import ExitStack
+
+    from sandbox.cgroup import pool as cgroup_pool
+
+    def closed_name(limits: Limits, hold: ExitStack | None = None) -> str:
+        sb = Sandbox(rootfs=busybox_rootfs, limits=limits)
+        sb.start()
+        name = group_names(inside_cgroups(sb))[0]
+        if hold is not None:
+            hold.callback(sb.close)
+        else:
+            sb.close()
+        return name
+
+    def settle() -> None:
+        assert wait_closed()
+        sandbox_cgroup._pool().drain()  # type: ignore[union-attr]
+
+    old = Limits(memory="64M", pids=16)
+    with ExitStack() as hold:  # KEEP at once: each is a group of its own
+        olds = [closed_name(old, hold) for _ in range(cgroup_pool.KEEP)]
+    settle()
+    assert all(host_dirs(n) for n in olds), olds  # all kept
+    new = Limits(memory="48M", pids=16, timeout=SAFE)  # the timeout is no cgroup limit: not in the key
+    first = closed_name(new)
+    settle()
+    assert closed_name(new) == first  # kept, and taken again
+    settle()
+    assert [n for n in olds if not host_dirs(n)] == [olds[-1]]  # the first closed went
+    with Sandbox(rootfs=busybox_rootfs, limits=new) as sb:
+        r = sh(sb, MEMORY_BOMB)
+        assert r.reason == "oom" and r.max_memory <= 48 * MB, r  # its limits, not the old ones
+    assert dirs_after_close(first) == []
 
 
 def test_a_background_process_keeps_its_group_until_close(cgroups, busybox_rootfs) -> None:
