@@ -2,7 +2,8 @@
 S (exec() called) -> fork (the init forks) -> exec (the child's execve) ->
 exit (the command exits, after its memory is gone) -> wake (our thread is
 woken by the exit record) -> E (exec() returned); medians in us.
-`python benchmarks/probes/timeline.py [N]` (root).  Compare with
+`python benchmarks/probes/timeline.py [N] [limits]` (root); `limits`: in a
+sandbox with the start benchmark's limits (its execs in cgroups).  Compare with
 forks.py on the C floor (floor.c)."""
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from collections import defaultdict
 
 from _trace import PROCESS_EVENTS, T, events, tracing
 
-from sandbox import Sandbox
+from sandbox import Limits, Sandbox
 
 ROOTFS = "/var/lib/sandbox/rootfs/debian"
 STEPS = ["S", "fork", "exec", "exit", "wake", "E"]
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 1000
+    limits = Limits(memory="256M", pids=128, cpus=1.0, cpu_time=10, timeout=10, output="16M")
     traced = [*PROCESS_EVENTS, "sched/sched_wakeup"]
-    with Sandbox(rootfs=ROOTFS) as sb:
+    with Sandbox(rootfs=ROOTFS, limits=limits if "limits" in sys.argv else None) as sb:
         for _ in range(50):
             sb.exec(["/bin/true"])
         with tracing(traced, {"sched/sched_wakeup": f"pid == {os.getpid()}"}) as lines:

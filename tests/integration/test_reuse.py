@@ -351,3 +351,34 @@ def test_the_watchdog_lets_ended_commands_go(sandbox_host, busybox_rootfs: Path)
             p.kill()
             p.wait()
         assert not watched(p)
+
+
+def test_the_watchdog_keeps_no_ended_commands_checks(sandbox_host, busybox_rootfs: Path) -> None:
+    """The watchdog's next check is always a running command's (an ended
+    one's woke its thread for nothing: once per exec back to back under a
+    pids limit), and the checks of ended commands do not pile up behind a
+    long one's (each quick exec's first check is its deadline, 30 s on)."""
+    from sandbox.watchdog import watchdog
+
+    require(sandbox_cgroup.root() is not None, f"no usable cgroups: {sandbox_cgroup.why()}")
+
+    def first_is_live() -> bool:
+        with watchdog._cond:  # type: ignore[attr-defined]
+            heap = watchdog._heap  # type: ignore[attr-defined]
+            return not heap or heap[0][1] in watchdog._live  # type: ignore[attr-defined]
+
+    with Sandbox(rootfs=busybox_rootfs, limits=Limits(pids=16)) as sb:
+        for _ in range(20):
+            assert sb.exec(["true"]).ok
+            assert first_is_live()
+        long = sb.spawn(["sleep", "100"], limits=Limits(timeout=30))
+        try:
+            for _ in range(300):
+                assert sb.exec(["true"], limits=Limits(timeout=30)).ok
+            with watchdog._cond:  # type: ignore[attr-defined]
+                entries, live = len(watchdog._heap), len(watchdog._live)  # type: ignore[attr-defined]
+            assert entries <= 2 * live + 65, (entries, live)
+        finally:
+            long.kill()
+            long.wait()
+        assert first_is_live()
