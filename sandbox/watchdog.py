@@ -50,13 +50,15 @@ class Watchdog:
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._until = float("inf")  # when the thread wakes next (it has seen no sooner check)
 
     def watch(self, col: Watched) -> None:
         first = col.first_check()
         if first is None:
             return
         with self._cond:
-            sooner = not self._heap or first < self._heap[0][0]
+            # not the heap's first: the thread may sleep until a dropped entry's time
+            sooner = first < self._until
             col.watch_id = next(self._seq)
             self._live[col.watch_id] = col
             heapq.heappush(self._heap, (first, col.watch_id))
@@ -70,7 +72,9 @@ class Watchdog:
         while True:
             with self._cond:
                 while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._cond.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
+                    self._until = self._heap[0][0] if self._heap else float("inf")
+                    self._cond.wait(None if not self._heap else self._until - time.monotonic())
+                self._until = 0.0  # awake: it looks at the heap before it sleeps again
                 _, wid = heapq.heappop(self._heap)
                 col = self._live.get(wid)
                 self._drop_ended()
