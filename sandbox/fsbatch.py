@@ -42,13 +42,23 @@ def open_many(paths: Sequence[str], flags: int) -> list[int]:
     return _run(lib.SBX_FS_OPEN, paths, flags)
 
 
+def _on_fds(op: int, fds: Sequence[int], size: int = 0) -> tuple[list[int], object]:
+    """sbx_fs_fds: the results, and the buffer of a PREAD."""
+    n = len(fds)
+    result = ffi.new("int[]", n)
+    buf = ffi.new("char[]", n * size) if size else ffi.NULL
+    lib.sbx_fs_fds(op, fds, n, buf, size, result)
+    return list(result), buf
+
+
 def close_many(fds: Sequence[int]) -> None:
-    _run(lib.SBX_FS_CLOSE, fds)
+    if fds:
+        _on_fds(lib.SBX_FS_CLOSE, fds)
 
 
 def dup_many(fds: Sequence[int]) -> list[int]:
     """A close-on-exec duplicate of each fd: the new fd, or -errno."""
-    return _run(lib.SBX_FS_DUP, fds)
+    return _on_fds(lib.SBX_FS_DUP, fds)[0] if fds else []
 
 
 def mkdir_many(paths: Sequence[str]) -> list[int]:
@@ -63,20 +73,11 @@ def rmdir_many(paths: Sequence[str]) -> list[int]:
 
 def pread_many(fds: Sequence[int], size: int = 4096) -> list[bytes | int]:
     """One pread() at offset 0 of each fd: its bytes, or -errno."""
-    n = len(fds)
-    if n == 0:
+    if not fds:
         return []
-    ops = ffi.new("struct sbx_fsop[]", n)
-    buf = ffi.new("char[]", n * size)
-    for i, fd in enumerate(fds):
-        o = ops[i]
-        o.op, o.fd, o.buf, o.len = lib.SBX_FS_PREAD, fd, buf + i * size, size
-    lib.sbx_fs_run(ops, n)
-    out: list[bytes | int] = []
-    for i in range(n):
-        r = ops[i].result
-        out.append(ffi.buffer(buf + i * size, r)[:] if r >= 0 else r)
-    return out
+    got, buf = _on_fds(lib.SBX_FS_PREAD, fds, size)
+    data = ffi.buffer(buf)
+    return [data[i * size : i * size + r] if r >= 0 else r for i, r in enumerate(got)]
 
 
 def write_many(items: Sequence[tuple[int, bytes]]) -> list[int]:

@@ -44,3 +44,28 @@ int sbx_fs_run(struct sbx_fsop *ops, int n)
     }
     return failed;
 }
+
+int sbx_fs_fds(int op, const int *fds, int n, char *buf, int size, int *result)
+{
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        long r;
+        switch (op) {
+        case SBX_FS_CLOSE:
+            r = close(fds[i]);
+            break;
+        case SBX_FS_DUP:
+            r = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+            break;
+        case SBX_FS_PREAD:
+            r = pread(fds[i], buf + (long)i * size, (size_t)size, 0);
+            break;
+        default:
+            r = -1;
+            errno = EINVAL;
+        }
+        result[i] = r < 0 ? -errno : (int)r;
+        failed += r < 0;
+    }
+    return failed;
+}

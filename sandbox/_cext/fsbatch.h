@@ -29,6 +29,12 @@ struct sbx_fsop {
 /* Run every op in order (a failure does not stop the others); the number
  * that failed. */
 int sbx_fs_run(struct sbx_fsop *ops, int n);
+
+/* op (CLOSE, DUP) on each of n fds, or PREAD into buf, `size` bytes per fd
+ * (fd i's at buf + i * size): the same ops as sbx_fs_run, from plain arrays.
+ * Filling a struct per op from Python cost more than the calls themselves
+ * (~20 us for the 8 reads of an exec's accounting, against 8 us of reads). */
+int sbx_fs_fds(int op, const int *fds, int n, char *buf, int size, int *result);
 /* END CDEF */
 
 #endif

@@ -68,3 +68,19 @@ def test_write_many_writes_each_in_order(tmp_path: Path) -> None:
             os.close(fd)
     assert (a.read_bytes(), b.read_bytes()) == (b"1333", b"22")
     assert fsbatch.write_many([]) == []
+
+
+def test_dup_many_gives_close_on_exec_duplicates(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"dup")
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        got = fsbatch.dup_many([fd, -1, fd])
+        assert got[1] == -errno.EBADF and got[0] >= 3 and got[2] >= 3 and got[0] != got[2] != fd
+        assert all(os.get_inheritable(d) is False for d in (got[0], got[2]))
+        assert os.fstat(got[0]).st_ino == os.fstat(fd).st_ino
+        assert fsbatch.pread_many([got[2]]) == [b"dup"]
+        fsbatch.close_many([got[0], got[2]])
+        assert fsbatch.dup_many([]) == []
+    finally:
+        os.close(fd)
