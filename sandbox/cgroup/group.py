@@ -335,7 +335,7 @@ class Group(ABC):
             or u.oom_kills
             or u.pids_refused
             or not 0 <= u.memory_now <= RECYCLE_MEMORY
-            or _cgroup_limits(self.applied) != _cgroup_limits(p._held())
+            or _cgroup_limits(self.applied) != _held_limits(p.applied)
         ):
             self._spare_wanted(p)
             return False
@@ -416,6 +416,12 @@ class Group(ABC):
 
 def _cgroup_limits(a: Limits) -> tuple[object, ...]:
     return (a.memory, a.memory_swap, a.pids, a.cpus, a.cpuset)
+
+
+def _held_limits(a: Limits) -> tuple[object, ...]:
+    """_cgroup_limits of Group._held() of a group with these limits, without
+    making that Limits (each exec asks; a new Limits validates every field)."""
+    return (a.memory, a.memory_swap, a.pids, None, None)
 
 
 @functools.lru_cache(maxsize=256)
