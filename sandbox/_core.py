@@ -346,16 +346,29 @@ def make_netns() -> int:
 
 
 def make_checked_netns() -> tuple[int, tuple[int, ...]]:
-    """make_netns, with the namespace's sockstat, sockstat6 and ip6_flowlabel
-    files opened inside it, for `netns_idle`: (fd, their fds); (-errno, ())
-    on failure.  They hold the namespace: close them with its fd."""
+    """make_netns, with `netns_files` of the namespace: (fd, their fds);
+    (-errno, ()) on failure.  They hold the namespace: close them with its fd."""
     stats = ffi.new("int[]", lib.SBX_NETNS_STATS)
     fd = int(lib.sbx_make_netns(stats))
     return fd, tuple(int(x) for x in stats) if fd >= 0 else ()
 
 
+def netns_files() -> tuple[int, ...]:
+    """What `netns_idle` reads of the calling thread's network namespace,
+    opened in it: its sockstat, sockstat6 and ip6_flowlabel files, and a
+    netlink socket for the TCP metrics flush.  OSError on failure."""
+    stats = ffi.new("int[]", lib.SBX_NETNS_STATS)
+    e = int(lib.sbx_netns_files(stats))
+    if e < 0:
+        raise OSError(-e, os.strerror(-e))
+    return tuple(int(x) for x in stats)
+
+
 def netns_idle(stats: tuple[int, ...]) -> bool:
     """Whether nothing is left in the network namespace whose files `stats`
-    are (from make_checked_netns): no socket of any family, no TIME_WAIT,
-    no fragment queue, no IPv6 flow label (an unreadable one counts as busy)."""
+    are (netns_files): no socket of any family but ours, no TIME_WAIT, no
+    fragment queue, no IPv6 flow label (an unreadable one counts as busy);
+    and then its TCP metrics are flushed (a failure counts as busy)."""
+    if len(stats) != lib.SBX_NETNS_STATS:
+        raise ValueError(f"netns_idle takes {lib.SBX_NETNS_STATS} fds (netns_files), got {len(stats)}")
     return int(lib.sbx_netns_idle(stats)) == 1

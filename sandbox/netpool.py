@@ -13,15 +13,20 @@ A sandbox with no network hands its namespace back when it is reaped
 it back in the pool if nothing of the sandbox is left in it: no socket of
 any family (that covers abstract unix names too), no TIME_WAIT, no fragment
 queue, no IPv6 flow label (a label outlives its socket: `_core.netns_idle`).
-Nothing else in it can have changed: the namespace belongs to the host's
-user namespace, where the sandbox's root has no capability, so its
-addresses, routes, sysctls and firewall are ours.
+Its TCP metrics are flushed then: what the kernel learnt of each TCP
+peer (RTT, cwnd, both addresses) outlives the sockets, for up to an hour,
+and a sandbox picks those addresses (all of 127/8); a later one with
+CAP_NET_ADMIN could read them (sandbox/_cext/tcpmetrics.h).  Nothing else
+in it can have changed: the namespace belongs to the host's user
+namespace, where the sandbox's root has no capability, so its addresses,
+routes, sysctls and firewall are ours.
 What does carry over are its counters (`/proc/net/snmp`, `lo`'s packet
 counts): the next sandbox can see how much the last one sent over its
 loopback.  SANDBOX_NETNS_REUSE=0 gives every sandbox a new namespace.
 
 The check reads the namespace's sockstat, sockstat6 and ip6_flowlabel
-files, opened inside it when it was made: a /proc net file stays bound to
+files, opened inside it when it was made (with the netlink socket of the
+flush, which the socket count allows for): a /proc net file stays bound to
 the namespace it was opened in, and a read from offset 0 shows it as of now.
 With two of them (before the flow labels), a check took ~3 us of CPU in a
 loop here, and ~22 us measured around each call between back-to-back
@@ -127,7 +132,7 @@ class NetnsPool:
             self._close(fd)
 
     def _close(self, fd: int) -> None:
-        """Close a namespace, and its sockstat files: they hold it as well."""
+        """Close a namespace, and its check files (netns_files): they hold it as well."""
         for f in (fd, *self._stats.pop(fd, ())):
             os.close(f)
 
@@ -150,7 +155,7 @@ class NetnsPool:
                 back = self._returned.popleft() if self._returned else None
             if back is not None:
                 stats = self._stats.get(back)  # none: not one of ours, not checked
-                idle = stats is not None and _core.netns_idle(stats)  # three preads (see above)
+                idle = stats is not None and _core.netns_idle(stats)  # three preads and a flush (see above)
                 with self._cond:
                     if idle and len(self._ready) < KEEP:
                         self._ready.append(back)

@@ -28,7 +28,7 @@ ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "sandbox._sandbox_cext",
     "".join(f'#include "{h}"\n' for h in HEADERS),
-    sources=[f"{REL}/launch_unsafe.c", f"{REL}/execio.c", f"{REL}/fsbatch.c"],
+    sources=[f"{REL}/launch_unsafe.c", f"{REL}/tcpmetrics.c", f"{REL}/execio.c", f"{REL}/fsbatch.c"],
     include_dirs=[REL],
     extra_compile_args=CFLAGS,
 )

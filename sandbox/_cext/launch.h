@@ -45,9 +45,10 @@ struct sbx_launched {
 int sbx_abi_version(void);
 int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out);
 int sbx_make_userns(const char *uid_map, const char *gid_map, struct sbx_launched *out);
-#define SBX_NETNS_STATS 3 /* sockstat, sockstat6, ip6_flowlabel */
+#define SBX_NETNS_STATS 4 /* sockstat, sockstat6, ip6_flowlabel, a netlink socket (tcpmetrics.h) */
 int sbx_make_netns(int stats[SBX_NETNS_STATS]);  /* stats: NULL, or those files' fds out (for sbx_netns_idle) */
 int sbx_netns_idle(const int stats[SBX_NETNS_STATS]);
+int sbx_netns_files(int stats[SBX_NETNS_STATS]); /* those fds, of the calling thread's namespace: 0 or -errno */
 int sbx_kill_init(int pidfd, int pid);
 /* END CDEF */
 

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "launch.h"
+#include "tcpmetrics.h"
 #include "proto.h"
 
 #define STACK_SIZE (128 * 1024)
@@ -523,18 +524,47 @@ __attribute__((noreturn)) static void die_setns(const char *where, int fd)
     abort();
 }
 
+/* What sbx_netns_idle reads of the calling thread's network namespace,
+ * opened while the thread is inside it, so that the check can run later
+ * from anywhere: its sockstat, sockstat6 and ip6_flowlabel files (a
+ * /proc/<pid>/net file stays bound to the namespace it was opened in:
+ * single_open_net takes a reference to that struct net), and a generic
+ * netlink socket made in it, for the TCP metrics flush (tcpmetrics.h).
+ * They hold the namespace: close them with its fd, or it lives on.  Opened
+ * once, they spare every check two setns and two procfs path lookups (a
+ * check took ~32 us of CPU in a loop here, ~3 us with the preads alone).
+ * 0, or -errno with nothing left open. */
+int sbx_netns_files(int stats[SBX_NETNS_STATS])
+{
+    static const char *const paths[SBX_NETNS_STATS - 1] = {
+        "/proc/thread-self/net/sockstat", "/proc/thread-self/net/sockstat6", "/proc/thread-self/net/ip6_flowlabel"};
+    int e = 0;
+    for (int i = 0; i < SBX_NETNS_STATS; i++)
+        stats[i] = -1;
+    for (int i = 0; i < SBX_NETNS_STATS - 1 && !e; i++) {
+        stats[i] = open(paths[i], O_RDONLY | O_CLOEXEC);
+        if (stats[i] < 0)
+            e = -errno;
+    }
+    if (!e) {
+        stats[SBX_NETNS_STATS - 1] = sbx_tcpm_socket(); /* it flushes this namespace's TCP metrics later */
+        if (stats[SBX_NETNS_STATS - 1] < 0)
+            e = stats[SBX_NETNS_STATS - 1];
+    }
+    if (e) {
+        for (int i = 0; i < SBX_NETNS_STATS; i++) {
+            if (stats[i] >= 0)
+                close(stats[i]);
+            stats[i] = -1;
+        }
+    }
+    return e;
+}
+
 /* A new network namespace with `lo` up: its fd, or -errno.  With `stats`,
- * also its sockstat and sockstat6, opened while this thread is inside it, so
- * that sbx_netns_idle can read them later from anywhere: a /proc/<pid>/net
- * file stays bound to the namespace it was opened in (single_open_net
- * takes a reference to that struct net: close them with the namespace's
- * fd, or the namespace lives on).  Opened here once, they spare every
- * check two setns and two procfs path lookups (a check took ~32 us of CPU
- * in a loop here, ~3 us with the two preads alone). */
+ * also sbx_netns_files of it. */
 int sbx_make_netns(int stats[SBX_NETNS_STATS])
 {
-    static const char *const paths[SBX_NETNS_STATS] = {
-        "/proc/thread-self/net/sockstat", "/proc/thread-self/net/sockstat6", "/proc/thread-self/net/ip6_flowlabel"};
     for (int i = 0; stats && i < SBX_NETNS_STATS; i++)
         stats[i] = -1;
     int orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -559,11 +589,8 @@ int sbx_make_netns(int stats[SBX_NETNS_STATS])
     }
     write_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
     write_sysctl("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
-    for (int i = 0; stats && i < SBX_NETNS_STATS && !e; i++) {
-        stats[i] = open(paths[i], O_RDONLY | O_CLOEXEC);
-        if (stats[i] < 0)
-            e = errno;
-    }
+    if (stats && !e)
+        e = -sbx_netns_files(stats);
     if (setns(orig, CLONE_NEWNET) < 0)
         die_setns("sbx_make_netns", orig); /* as above: this thread must not stay in the new namespace */
     close(orig);
@@ -591,33 +618,38 @@ static long stat_field(const char *text, const char *key)
 
 /* Whether a network namespace a sandbox used holds nothing of it any more,
  * so that the next sandbox may have it (see netpool.py): 1 when no socket
- * of any family is left in it (nor a TIME_WAIT one, nor a fragment queue),
+ * of any family is left in it but our netlink one (nor a TIME_WAIT one,
+ * nor a fragment queue),
  * nor an IPv6 flow label (one outlives its socket by its linger, up to
  * 150 s for an unprivileged process, and the next sandbox would read it in
  * /proc/net/ip6_flowlabel, and could not make it itself); 0 when something
  * is, -errno when it could not be read.  The counts are the namespace's
  * own (sockstat: sock_inuse_get and tw_refcount are per netns; the
  * kernel's own sockets are not counted).  `stats` are its files that
- * sbx_make_netns opened: a read from offset 0 makes the seq_file show them
+ * sbx_netns_files opened: a read from offset 0 makes the seq_file show them
  * anew, so three preads are the whole check, from whichever namespace this
- * thread is in. */
+ * thread is in.  Then, for a namespace that passes, its TCP metrics are
+ * flushed (tcpmetrics.h): a failure there is -errno too, and the namespace
+ * is not used again. */
 int sbx_netns_idle(const int stats[SBX_NETNS_STATS])
 {
-    char buf[SBX_NETNS_STATS][1024];
-    ssize_t n[SBX_NETNS_STATS];
-    for (int i = 0; i < SBX_NETNS_STATS; i++) {
+    char buf[SBX_NETNS_STATS - 1][1024];
+    ssize_t n[SBX_NETNS_STATS - 1];
+    for (int i = 0; i < SBX_NETNS_STATS - 1; i++) {
         n[i] = pread(stats[i], buf[i], sizeof buf[i] - 1, 0);
         if (n[i] < 0)
             return -errno;
         buf[i][n[i]] = 0;
     }
-    if (stat_field(buf[0], "sockets: used ") != 0 || stat_field(buf[0], " tw ") != 0 ||
+    /* one socket is ours: the netlink one of sbx_make_netns */
+    if (stat_field(buf[0], "sockets: used ") != 1 || stat_field(buf[0], " tw ") != 0 ||
         stat_field(buf[0], "FRAG: inuse ") != 0 || stat_field(buf[1], "FRAG6: inuse ") != 0)
         return 0;
     const char *nl = memchr(buf[2], '\n', (size_t)n[2]); /* a header line, then one line per label */
     if (!nl || nl + 1 < buf[2] + n[2])
         return 0;
-    return 1;
+    int e = sbx_tcpm_flush(stats[SBX_NETNS_STATS - 1]); /* last: only a namespace that is used again */
+    return e < 0 ? e : 1;
 }
 
 /* SIGKILL to an init, which first goes off the calling thread's CPU (see
