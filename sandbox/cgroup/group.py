@@ -386,6 +386,14 @@ class Group(ABC):
         """Whether any process is in the group (read by path: never through
         a kept fd that a removal may close meanwhile)."""
 
+    @abstractmethod
+    def shmem(self) -> int:
+        """Bytes of tmpfs and shared memory charged to the group and its
+        children (-1: unknown).  Once its processes are gone, these are files
+        they left on a tmpfs that outlives them (a host mount's): no swap
+        here, so never reclaimed, and charged to it (even to a removed exec
+        group, which counts in its parent) for as long as the files exist."""
+
     def clear(self) -> bool:
         """Remove the exec groups but the spare (fresh, or recycled: clean
         either way): True when no other is left."""

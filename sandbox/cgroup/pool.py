@@ -19,7 +19,10 @@ processes are all in exec groups or gone; none reads its counts), and a
 judge's sandboxes all have the same limits.  That saves its mkdir, rmdir and limit writes (~0.6 ms of
 CPU per sandbox here, the memory limit's write alone ~50 us).  What its
 exec groups left charged (page cache, reclaimable) counts against the next
-sandbox's memory limit until it is reclaimed, as it would in its parent."""
+sandbox's memory limit until it is reclaimed, as it would in its parent;
+a group with more than RECYCLE_MEMORY of tmpfs or shared memory charged
+(files its commands left on a host tmpfs mount: never reclaimed without
+swap) is not kept, or the next sandbox would start with them counted."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..limits import Limits
-from .group import Group
+from .group import RECYCLE_MEMORY, Group
 
 TARGET = 2
 KEEP = 4  # closed sandboxes' groups kept for the next ones
@@ -162,6 +165,8 @@ class Pool:
                 return False
         if not g.clear():
             return False  # something of it is still there: removed, tried again
+        if not 0 <= g.shmem() <= RECYCLE_MEMORY:
+            return False  # tmpfs files its commands left would count against the next one's limit
         g.make_spare()
         g.on_spare_taken = self._want_spare
         with self._cond:

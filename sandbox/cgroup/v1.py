@@ -286,6 +286,9 @@ class V1Group(Group):
     def has_processes(self) -> bool:
         return bool(_fs.pids(f"{self._dir('pids')}/cgroup.procs"))
 
+    def shmem(self) -> int:
+        return self._keyed(f"{self._dir('memory')}/memory.stat").get("total_shmem", -1)  # hierarchical
+
     def _rmdirs(self, tries: int) -> bool:
         ok, err = True, None
         items = list(self.dirs.items())

@@ -174,6 +174,9 @@ class V2Group(Group):
     def has_processes(self) -> bool:
         return bool(_fs.pids(f"{self.dir}/cgroup.procs"))
 
+    def shmem(self) -> int:
+        return self._keyed(f"{self.dir}/memory.stat").get("shmem", -1)  # v2's counts are hierarchical
+
     def _rmdirs(self, tries: int) -> bool:
         if self.dir and _fs.rmdir(self.dir, tries):
             self.dir = ""

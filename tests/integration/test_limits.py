@@ -24,7 +24,7 @@ import time
 import anyio
 import pytest
 
-from sandbox import PIPE, AsyncSandbox, ConfigError, Limits, Sandbox, SandboxClosed, wait_closed
+from sandbox import PIPE, AsyncSandbox, ConfigError, Limits, Mount, Sandbox, SandboxClosed, wait_closed
 from sandbox import cgroup as sandbox_cgroup
 from tests import leakcheck
 from tests.conftest import fd_leaks, open_fds, require, require_sandbox_host, sh, sh_ok
@@ -683,6 +683,13 @@ def test_a_clean_exec_group_is_used_again(cgroups, busybox_rootfs) -> None:
         assert exec_group(sb) != b
 
 
+def pool_settled() -> None:
+    """Closed sandboxes are gone and the pool has taken their groups back
+    (kept, or removed)."""
+    assert wait_closed()
+    sandbox_cgroup._pool().drain()  # type: ignore[union-attr]
+
+
 def test_closed_sandboxes_groups_are_kept_for_the_latest_limits(cgroups, busybox_rootfs) -> None:
     """The pool keeps the groups of the last KEEP closed sandboxes for the
     next ones with the same limits (sandbox/cgroup/pool.py): when the
@@ -702,25 +709,46 @@ def test_closed_sandboxes_groups_are_kept_for_the_latest_limits(cgroups, busybox
             sb.close()
         return name
 
-    def settle() -> None:
-        assert wait_closed()
-        sandbox_cgroup._pool().drain()  # type: ignore[union-attr]
-
     old = Limits(memory="64M", pids=16)
     with ExitStack() as hold:  # KEEP at once: each is a group of its own
         olds = [closed_name(old, hold) for _ in range(cgroup_pool.KEEP)]
-    settle()
+    pool_settled()
     assert all(host_dirs(n) for n in olds), olds  # all kept
     new = Limits(memory="48M", pids=16, timeout=SAFE)  # the timeout is no cgroup limit: not in the key
     first = closed_name(new)
-    settle()
+    pool_settled()
     assert closed_name(new) == first  # kept, and taken again
-    settle()
+    pool_settled()
     assert [n for n in olds if not host_dirs(n)] == [olds[-1]]  # the first closed went
     with Sandbox(rootfs=busybox_rootfs, limits=new) as sb:
         r = sh(sb, MEMORY_BOMB)
         assert r.reason == "oom" and r.max_memory <= 48 * MB, r  # its limits, not the old ones
     assert dirs_after_close(first) == []
+
+
+def test_a_group_with_tmpfs_files_charged_to_it_is_not_kept(cgroups, busybox_rootfs, tmp_path) -> None:
+    """Files a sandbox's commands leave on a host tmpfs mount stay charged
+    to its group (no swap: never reclaimed); kept for the next sandbox, they
+    would count against that one's memory limit.  Such a group is removed."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32M,mode=1777", "sbx-test-shm", str(shm)], check=True)
+    try:
+        limits = Limits(memory="48M", pids=16, timeout=SAFE)
+        with Sandbox(rootfs=busybox_rootfs, limits=limits) as sb:
+            clean = group_names(inside_cgroups(sb))[0]
+        pool_settled()
+        assert host_dirs(clean)  # nothing left charged: kept
+        mount = Mount(str(shm), "/shm", read_only=False)
+        with Sandbox(rootfs=busybox_rootfs, limits=limits, mounts=[mount]) as sb:
+            left = group_names(inside_cgroups(sb))[0]
+            assert sh(sb, "head -c 8000000 /dev/zero > /shm/f", timeout=SAFE).ok
+        pool_settled()
+        assert (shm / "f").stat().st_size == 8000000  # still there, and charged to that group
+        assert host_dirs(left) == []  # not kept
+    finally:
+        (shm / "f").unlink(missing_ok=True)
+        subprocess.run(["umount", str(shm)], check=True)
 
 
 def test_a_background_process_keeps_its_group_until_close(cgroups, busybox_rootfs) -> None:
