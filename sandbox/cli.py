@@ -206,11 +206,13 @@ def _stream(p: object, out: int, err: int) -> dict[int, redact.Scrubber]:
     return scrubbers
 
 
-def _rest(scrubbers: dict[int, redact.Scrubber], n: int, data: bytes) -> bytes:
+def _rest(scrubbers: dict[int, redact.Scrubber], n: int, data: bytes, cut: bool) -> bytes:
     """What a stream still gives after _stream: its scrubber's held bytes
-    and wait()'s (scrubbed already, but a secret may begin in the held part)."""
+    and wait()'s (scrubbed already, but a secret may begin in the held part).
+    `cut`: the output cap ended the streams, maybe inside a secret: a held
+    start of one goes too (redact.scrub)."""
     s = scrubbers.get(n)
-    return data if s is None else redact.scrub(s.end() + data, s.found, False)
+    return data if s is None else redact.scrub(s.end() + data, s.found, cut)
 
 
 def _network(a: argparse.Namespace) -> dict[str, object]:
@@ -287,8 +289,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             else:
                 held = _stream(p, sys.stdout.fileno(), sys.stderr.fileno())
                 r = p.wait()
-                sys.stdout.buffer.write(_rest(held, 1, r.stdout))
-                sys.stderr.buffer.write(_rest(held, 2, r.stderr))
+                sys.stdout.buffer.write(_rest(held, 1, r.stdout, r.truncated))
+                sys.stderr.buffer.write(_rest(held, 2, r.stderr, r.truncated))
             sys.stdout.flush()
             if r.reason == "timeout":
                 print(f"sandbox: killed after the {a.timeout} s timeout", file=sys.stderr)

@@ -111,6 +111,8 @@ def exec_fixed(
     tables = b"".join(struct.pack("=I", g) for g in groups)
     tables += b"".join(RLIMIT.pack(r, 0, cur, mx) for r, cur, mx in rlimits)
     strings = b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in env)
+    if strings.count(b"\0") != len(env):  # the init splits them at NULs: one inside would make two
+        raise ValueError("an environment string holds a NUL")
     return ExecFixed(uid, gid, len(groups), len(rlimits), tables, strings, len(env))
 
 

@@ -51,7 +51,10 @@ def _rows(data: bytes | None, width: int) -> list[list[str]]:
     rows = []
     for line in data[:MAX_DB].decode("utf-8", "replace").splitlines():
         f = line.split(":")
-        if len(f) >= width and not line.startswith("#"):
+        # the sandbox wrote these files: a NUL in a field (the home, which
+        # becomes HOME) would end that string in the exec request early and
+        # start another (an injected variable); such a row is no user
+        if len(f) >= width and not line.startswith("#") and "\0" not in line:
             rows.append(f)
     return rows
 

@@ -245,3 +245,12 @@ def test_collector_result(status: int, code: int | None, sig: int | None, reason
     assert r.returncode == (code if code is not None else -sig)
     assert r.cpu_time == pytest.approx(30e-6)
     assert r.max_rss == 30 * 1024
+
+
+def test_an_environment_string_with_a_nul_is_refused() -> None:
+    """The init splits the environment at NULs: one inside a string would
+    make two (whatever let it through, e.g. a field of the sandbox's own
+    /etc/passwd)."""
+    with pytest.raises(ValueError, match="NUL"):
+        protocol.exec_fixed(0, 0, [0], [], ["HOME=/home/x\0LD_PRELOAD=/x.so", "LAST=1"])
+    assert protocol.exec_fixed(0, 0, [0], [], ["A=1", "B="]).envc == 2

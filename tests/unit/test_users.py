@@ -211,3 +211,13 @@ def test_many_groups_are_bounded() -> None:
             "the duplicate check `g not in groups` is quadratic"
         )
     assert out == "ConfigError" or (out.isdigit() and int(out) <= NGROUPS_MAX), out
+
+
+def test_a_row_with_a_nul_is_no_user() -> None:
+    """The sandbox writes its /etc/passwd: a NUL in the home (which becomes
+    HOME) would split that string in the exec request, injecting a variable
+    and pushing the caller's last one out."""
+    passwd = PASSWD + b"evil:x:1500:1500::/home/evil\0LD_PRELOAD=/tmp/x.so:/bin/sh\n"
+    with pytest.raises(ConfigError, match="no user 'evil'"):
+        resolve("user", "evil", passwd, GROUP)
+    assert resolve("user", "1500", passwd, GROUP).home == "/"  # the numeric id still works, without that row
