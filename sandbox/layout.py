@@ -38,13 +38,16 @@ def build(spec: Spec) -> tuple[bytes, tuple[_core.Tree, ...]]:
     # Secrets for a named user are given to it, then sealed, after the start:
     # by an init that does not carry the filter yet (it denies mount).
     late_seal = bool(spec.secrets) and users.needs_lookup(spec.user)
-    base, trees = _cached(dataclasses.replace(spec, secrets=()), late_seal)
+    # a mount source's kind (file or directory) decides the plan's mount
+    # point: asked at each build, since the path may name another kind now
+    dirs = tuple(os.path.isdir(m.src) for m in spec.mounts)
+    base, trees = _cached(dataclasses.replace(spec, secrets=()), late_seal, dirs)
     return base.encode(_secrets(spec) if spec.secrets else None), trees
 
 
 @functools.lru_cache(maxsize=256)
-def _cached(spec: Spec, late_seal: bool) -> tuple[Plan, tuple[_core.Tree, ...]]:
-    p, trees = _build(spec, late_seal)
+def _cached(spec: Spec, late_seal: bool, dirs: tuple[bool, ...]) -> tuple[Plan, tuple[_core.Tree, ...]]:
+    p, trees = _build(spec, late_seal, dirs)
     return p, tuple(trees)
 
 
@@ -77,7 +80,7 @@ def _secrets(spec: Spec) -> Plan:
     return p
 
 
-def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]:
+def _build(spec: Spec, late_seal: bool, dirs: tuple[bool, ...]) -> tuple[Plan, list[_core.Tree]]:
     p = Plan()
     trees: list[_core.Tree] = []
     # Nothing we mount may propagate back to the host (it could not anyway
@@ -143,12 +146,12 @@ def _build(spec: Spec, late_seal: bool = False) -> tuple[Plan, list[_core.Tree]]
             # a bind remount sets exactly the flags given: keep the tmpfs's nosuid, nodev
             p.remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, optional=True)
 
-    for m in spec.mounts:
+    for m, is_dir in zip(spec.mounts, dirs, strict=True):
         attrs = _core.MOUNT_ATTR_NOSUID | _core.MOUNT_ATTR_NODEV
         if m.read_only:
             attrs |= _core.MOUNT_ATTR_RDONLY
         trees.append(_core.Tree(os.fspath(m.src), recursive=True, attr_set=attrs))
-        if os.path.isdir(m.src):
+        if is_dir:
             p.mkdir_safe(m.dst)
         else:
             p.mkdir_safe(os.path.dirname(m.dst))

@@ -88,6 +88,29 @@ def test_file_mount_over_an_existing_file(sandbox_host, busybox_rootfs, data: Pa
     assert "root:x:0:0" in (busybox_rootfs / "etc" / "passwd").read_text()
 
 
+def test_a_mount_source_that_changed_kind_gets_the_right_mount_point(
+    sandbox_host, busybox_rootfs, tmp_path
+) -> None:
+    """The same options again, with the source now a file where it was a
+    directory (and back): its mount point is made for what it is now (the
+    plan cached per options had kept the first answer: EINVAL)."""
+    src = tmp_path / "src"
+    for kind in ("dir", "file", "dir"):
+        if src.is_dir():
+            (src / "f").unlink()
+            src.rmdir()
+        elif src.exists():
+            src.unlink()
+        if kind == "dir":
+            src.mkdir()
+            (src / "f").write_text("in a dir\n")
+        else:
+            src.write_text("a file\n")
+        with Sandbox(rootfs=busybox_rootfs, mounts=[Mount(src, "/data")], warm=False) as sb:
+            want = "in a dir\n" if kind == "dir" else "a file\n"
+            assert sh_ok(sb, "cat /data/f" if kind == "dir" else "cat /data") == want
+
+
 def test_several_mounts(sandbox_host, busybox_rootfs, data: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sandbox import ConfigError, Sandbox, warm
+from sandbox import ConfigError, Mount, Sandbox, warm
 from tests import leakcheck
 
 
@@ -143,3 +143,31 @@ def test_a_warm_sandbox_stuck_in_its_setup_is_replaced_by_a_cold_start(
         anyio.run(main, backend=front)
     assert len(taken) == 1
     assert taken[0].ctl.fileno() == -1  # the stuck one was reaped: its fds are closed
+
+
+def test_a_mount_source_made_anew_is_not_served_by_a_warm_sandbox(
+    sandbox_host, busybox_rootfs, tmp_path
+) -> None:
+    """A warm sandbox bound its mounts when it was launched: a caller that
+    makes the same path anew for each sandbox (a judge's next submission)
+    gets a cold start, which binds the directory the path is now, not the
+    one it replaced.  The same directory changed in place is served warm."""
+    box = tmp_path / "box"
+    mounts = [Mount(str(box), "/srv")]
+    was = []
+    for i in range(4):
+        if box.exists():
+            box.rename(tmp_path / f"old-{i}")
+        box.mkdir()
+        (box / "prog").write_text(f"submission-{i}")
+        with Sandbox(rootfs=busybox_rootfs, mounts=mounts) as sb:
+            was.append(sb._was_warm)
+            assert sb.exec(["cat", "/srv/prog"]).stdout == f"submission-{i}".encode()
+        _settle()
+    assert was == [False] * 4  # the warm ones had bound a directory since replaced
+    for i in range(2):
+        (box / "prog").write_text(f"in-place-{i}")
+        with Sandbox(rootfs=busybox_rootfs, mounts=mounts) as sb:
+            assert sb._was_warm  # launched with this directory
+            assert sb.exec(["cat", "/srv/prog"]).stdout == f"in-place-{i}".encode()
+        _settle()
