@@ -18,7 +18,9 @@ then no process of the sandbox is left, and the file is removed.  The
 lowest free block is taken that this process did not release in the last
 COOL seconds, so sandboxes one after another reuse the same few ranges (the
 idmapped mounts' user namespaces are kept per range, up to 64 idle ones,
-sandbox/_core.py)."""
+sandbox/_core.py).  Ranges keep sandboxes running at once apart, not one
+sandbox from the next: what one left in a writable host mount (files of
+its host uid, mode 0600 too) is the next one's on the same range."""
 
 from __future__ import annotations
 
