@@ -203,12 +203,22 @@ class _Record:
             + (", output truncated" if r.truncated else ""),
         ]
         for name, data in (("stdout", r.stdout), ("stderr", r.stderr)):
-            tail = data[-TAIL:].decode("utf-8", "replace")
+            tail = _shown(data[-TAIL:])
             cut = f"last {TAIL} of {len(data)} bytes" if len(data) > TAIL else f"{len(data)} bytes"
             lines.append(f"--- {name} ({cut}) ---")
             if tail:
                 lines.append(tail.rstrip("\n"))
         return "\n".join(lines)
+
+
+# the sandbox's output is untrusted: a terminal's control sequences in it
+# (cursor moves, a title, a hyperlink) would act on the reader's terminal;
+# they are shown escaped, lines and tabs as they are
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09, 0x0A)}
+
+
+def _shown(data: bytes) -> str:
+    return data.decode("utf-8", "replace").translate(_CONTROLS)
 
 
 def _recording(sb: Sandbox, rec: _Record) -> None:
