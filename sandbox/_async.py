@@ -88,8 +88,11 @@ class AsyncSandbox(SandboxBase):
                 send_request(ctl, msg, [theirs.fileno()])
             finally:
                 theirs.close()
-            with anyio.fail_after(START_TIMEOUT):
-                await anyio.wait_readable(mine)
+            try:
+                with anyio.fail_after(START_TIMEOUT):
+                    await anyio.wait_readable(mine)
+            except TimeoutError:  # ours: a caller's own deadline is raised at its scope
+                raise ProtocolError("the sandbox's init did not answer a request") from None
             return recv_reply(mine)
 
     async def spawn(

@@ -143,3 +143,32 @@ def test_many_sandboxes_in_tasks(backend: str, busybox_rootfs) -> None:
 
     run(backend, main)
     assert sorted(results) == sorted(f"t{i}\n".encode() for i in range(100))
+
+
+def test_an_init_that_does_not_answer_is_a_protocol_error(backend: str, busybox_rootfs, monkeypatch) -> None:
+    """As in the sync API: an init that never answers a request (stopped
+    here) is the package's ProtocolError after the bound, not anyio's
+    TimeoutError; a caller's own deadline stays the caller's."""
+    import os
+    import signal
+
+    from sandbox import _async
+    from sandbox.errors import ProtocolError
+
+    require_sandbox_host()
+    monkeypatch.setattr(_async, "START_TIMEOUT", 0.2)
+
+    async def main() -> None:
+        async with AsyncSandbox(rootfs=busybox_rootfs, warm=False) as sb:
+            assert sb.pid is not None
+            os.kill(sb.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(ProtocolError, match="did not answer"):
+                    await sb.files.read_bytes("/etc/passwd")
+                with pytest.raises(TimeoutError):
+                    with anyio.fail_after(0.05):  # the caller's, shorter than ours
+                        await sb.files.read_bytes("/etc/passwd")
+            finally:
+                os.kill(sb.pid, signal.SIGCONT)
+
+    run(backend, main)
