@@ -75,6 +75,8 @@ def loads(body: bytes, where: str) -> dict[str, object]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ImageError(f"{where}: not valid JSON") from None
+    except RecursionError:  # untrusted: arrays nested deeper than the parser's stack
+        raise ImageError(f"{where}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ImageError(f"{where}: not a JSON object")
     return data

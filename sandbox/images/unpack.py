@@ -141,6 +141,10 @@ class _Decompressed:
             data = self._raw(max(1, min(n, CHUNK)) if n and n > 0 else CHUNK)
         except zlib.error as e:
             raise DigestMismatch(f"a corrupt gzip layer: {e}") from None
+        except Exception as e:
+            if type(e).__name__ != "ZstdError":  # zstandard's, imported only for zstd layers
+                raise
+            raise DigestMismatch(f"a corrupt zstd layer: {e}") from None
         self.n += len(data)
         if self.n > self.limit:
             raise UnsafeLayer(f"the layer's tar is larger than {self.limit} bytes")

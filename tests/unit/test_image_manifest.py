@@ -206,3 +206,9 @@ def test_registries_file(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> N
     f.write_text(json.dumps({"ca_file": str(d / "missing.pem")}))
     with pytest.raises(ConfigError, match=r"is not a readable PEM file"):
         regconfig.load()
+
+
+def test_json_nested_too_deeply_is_an_image_error() -> None:
+    """Untrusted JSON deeper than the parser's stack raised RecursionError."""
+    with pytest.raises(ImageError, match="nested too deeply"):
+        mf.loads(b"[" * 400_000, "manifest")

@@ -332,3 +332,9 @@ def test_truncated_gzip(box: dict[str, Path]) -> None:
     data = gzip.compress(raw_tar(ent("a", data=os.urandom(50000))))
     with pytest.raises((DigestMismatch, UnsafeLayer)):
         do(box, data[: len(data) // 2])
+
+
+def test_corrupt_zstd_is_a_digest_mismatch(box: dict[str, Path]) -> None:
+    """zstandard's own error was raised as it was (found by review)."""
+    with pytest.raises(DigestMismatch, match="corrupt zstd"):
+        do(box, b"\x28\xb5\x2f\xfd" + b"\xff" * 100, "sha256:" + "1" * 64)
