@@ -132,7 +132,6 @@ class WarmPool:
         with it for the CPUs (measured: back-to-back starts that did not wait
         took ~4 ms, against ~2 ms for a warm one, on 2 CPUs)."""
         deadline = time.monotonic() + INFLIGHT_WAIT
-        now = sources_of(spec)
         stale: list[_Entry] = []
         with self._cond:
             while not self._ready.get(spec) and self._in_flight == spec and not self._stopped:
@@ -142,7 +141,9 @@ class WarmPool:
                 self._cond.wait(left)
             entries = self._ready.get(spec)
             if entries:
-                # those that bound what the paths no longer are: all go
+                # those that bound what the paths no longer are: all go (the
+                # stats only where one waits: a cold start pays nothing)
+                now = sources_of(spec)
                 stale = [x for x in entries if x.sources != now]
                 entries[:] = [x for x in entries if x.sources == now]
             e = entries.pop(0) if entries else None
