@@ -15,7 +15,7 @@ from types import TracebackType
 
 import anyio
 
-from . import files, protocol, redact
+from . import files, interrupts, protocol, redact
 from . import warm as _warm
 from ._base import (
     DEVNULL,
@@ -59,7 +59,8 @@ class AsyncSandbox(SandboxBase):
             except TimeoutError:
                 err = self._not_ready(timeout)
             except BaseException:
-                self._reap(launched)
+                with interrupts.deferred():
+                    self._reap(launched)
                 raise
             if err is None:
                 break
@@ -112,7 +113,11 @@ class AsyncSandbox(SandboxBase):
         """Start a command and return once it runs; one that cannot start
         raises ExecError here."""
         p = await self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout, tty=tty, limits=limits)
-        await p._wait_started()
+        try:
+            await p._wait_started()
+        except BaseException as e:
+            await p._abandon(e)  # cancelled as it starts: not left running with no handle
+            raise
         return p
 
     async def _spawn(
@@ -138,8 +143,15 @@ class AsyncSandbox(SandboxBase):
         sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, pty, lim)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
+        except SandboxClosed:
+            sp.abort()  # nothing went out
+            raise
         except BaseException:
-            sp.abort()
+            # e.g. a KeyboardInterrupt, raised as the send returns: the
+            # command may be starting, and would run on with no handle
+            with interrupts.deferred():
+                await self._kill_quietly(sp.req_id)
+                sp.abort()
             raise
         sp.sent()
         assert sp.reply is not None
@@ -169,6 +181,16 @@ class AsyncSandbox(SandboxBase):
         r = await p.communicate(data)
         return r.check() if check else r
 
+    async def _kill_quietly(self, req_id: int) -> None:
+        """Kill a command being given up on, shielded from a cancellation
+        (a kill of an id the init does not know, or of one that ended, does
+        nothing); a sandbox that is gone has killed it already."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._roundtrip(protocol.encode_kill(next(self._ids), req_id, int(signal.SIGKILL)))
+            except SandboxError:
+                pass
+
 
 class AsyncProcess:
     """A command started by AsyncSandbox.spawn.  Its pipes are raw fds
@@ -186,6 +208,7 @@ class AsyncProcess:
         for fd in fds.values():
             os.set_blocking(fd, False)
         self._result: ExecResult | None = None
+        self._lost: BaseException | None = None  # why it was given up on (_abandon)
         # with redact_secrets: what read_stdout/read_stderr give (sandbox/redact.py)
         self._scrubbers = {n: redact.Scrubber(col.redact) for n in (1, 2) if col.redact}
 
@@ -208,13 +231,26 @@ class AsyncProcess:
         try:
             with anyio.fail_after(START_TIMEOUT):
                 await anyio.wait_readable(self._reply)
-            self._on_reply()
         except TimeoutError as e:
-            self._close_all()
             raise ProtocolError("the sandbox's init did not answer an exec request") from e
-        except BaseException:
+        self._on_reply()
+
+    async def _abandon(self, e: BaseException) -> None:
+        """Give the command up after `e`: killed (shielded from the
+        cancellation that may be `e`) unless the sandbox is gone or it never
+        started (a SandboxError), its group and fds let go.  Used again,
+        the process raises SandboxClosed (not a ValueError of a closed fd)."""
+        if self._lost is None:
+            self._lost = e
+        with interrupts.deferred():
+            if not isinstance(e, SandboxError):
+                await self._sb._kill_quietly(self.id)
+            self._col.abandon()
             self._close_all()
-            raise
+
+    def _check_usable(self) -> None:
+        if self._lost is not None:
+            raise SandboxClosed(f"this process was given up on ({type(self._lost).__name__}: {self._lost})")
 
     @property
     def returncode(self) -> int | None:
@@ -223,6 +259,7 @@ class AsyncProcess:
     async def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the command and everything it started in its session."""
         if self._result is None:
+            self._check_usable()
             await self._sb._roundtrip(protocol.encode_kill(next(self._sb._ids), self.id, int(sig)))
 
     async def _read(self, n: int) -> bytes:
@@ -341,6 +378,7 @@ class AsyncProcess:
         when the caller is cancelled, the command's process tree is killed."""
         if self._result is not None:
             return self._result
+        self._check_usable()
         col = self._col
         if timeout is not None:
             d = time.monotonic() + timeout
@@ -372,7 +410,9 @@ class AsyncProcess:
                 await self._kill_and_finish()
             else:
                 self._finish()
-        except SandboxError:
+        except SandboxError as e:
+            self._lost = e
+            self._col.abandon()
             self._close_all()
             raise
         except anyio.get_cancelled_exc_class():

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import _core, cgroup, files, idranges, layout, netpool, protocol, redact, users
+from . import _core, cgroup, files, idranges, interrupts, layout, netpool, protocol, redact, users
 from . import network as _network
 from . import warm as _warm
 from .collector import Collector
@@ -274,13 +274,19 @@ class SandboxBase:
             raise SandboxClosed("this sandbox is already started")
         # the sandbox's cgroup first (where its limits need one): its execs' are children of it
         self._group = cgroup.make_sandbox_group(self._limits)
-        if self._warm:
-            pool = _warm.pool()
-            launched = pool.take(self._spec)
-            if launched is not None:
-                self._was_warm = True  # its READY is read as a cold one's
-                return launched
-        return self._launch_cold()
+        try:
+            if self._warm:
+                pool = _warm.pool()
+                launched = pool.take(self._spec)
+                if launched is not None:
+                    self._was_warm = True  # its READY is read as a cold one's
+                    return launched
+            return self._launch_cold()
+        except BaseException:
+            # (also an interrupt in the warm pool's wait: the group was left on the host)
+            with interrupts.deferred():
+                self._drop_group()
+            raise
 
     @staticmethod
     def _first_reply(launched: _core.Launched) -> BaseException | None:
@@ -313,7 +319,8 @@ class SandboxBase:
             raise err
         self._was_warm = False
         try:
-            _core.reap(launched)
+            with interrupts.deferred():
+                _core.reap(launched)
         except BaseException:
             self._drop_group()
             raise
@@ -321,13 +328,10 @@ class SandboxBase:
 
     def _launch_cold(self) -> _core.Launched:
         umap, ids = idranges.for_launch(self._spec.idmap)
+        netns: int | None = None
+        launched: _core.Launched | None = None
         try:
             netns = netpool.pool.take(returned=self._net is None)
-        except BaseException:
-            if ids is not None:
-                ids.release()  # e.g. an interrupt: no lease held for nothing
-            raise
-        try:
             spec = self._spec
             if self._net is not None:
                 # bridge mode: the namespace is configured before the launch
@@ -337,25 +341,35 @@ class SandboxBase:
                 spec = dataclasses.replace(spec, mounts=spec.mounts + self._att.mounts)
             plan, trees = layout.build(spec)
             launched = _core.launch(plan, trees, umap, umap, netns_fd=-1 if netns is None else netns)
+            # (attribute stores only, up to launched(): nothing to interrupt)
             if ids is not None:
                 launched.release, ids = ids.release, None  # held until the init is reaped
             if self._net is None:
                 # no network: the namespace goes back to the pool when the sandbox is reaped
                 launched.netns, netns = netns, None
-            return launched
-        except BaseException:
-            self._drop_group()
-            self._detach_network()
-            raise
-        finally:
-            if ids is not None:
-                ids.release()  # the launch failed
             netpool.pool.launched()
             if netns is not None:
-                if self._net is None:
-                    netpool.pool.give_back(netns)  # the launch failed: unused
-                else:
-                    os.close(netns)
+                fd, netns = netns, None
+                os.close(fd)  # bridge mode: the init holds its namespace itself
+            return launched
+        except BaseException:
+            # A failure, or an interrupt (KeyboardInterrupt) anywhere above:
+            # an init that runs is stopped first (its id lease and namespace
+            # go back once it is gone), then what is still held here.
+            with interrupts.deferred():
+                if launched is not None:
+                    _core.reap(launched)
+                if ids is not None:
+                    ids.release()
+                netpool.pool.launched()
+                if netns is not None:
+                    if self._net is None:
+                        netpool.pool.give_back(netns)  # unused
+                    else:
+                        os.close(netns)
+                self._drop_group()
+                self._detach_network()
+            raise
 
     def _exec_group(self) -> cgroup.Group:
         """The group an exec's own group goes in: the sandbox's.  A sandbox
@@ -392,31 +406,44 @@ class SandboxBase:
         launched = self._launched
         if launched is None:
             raise SandboxClosed("the sandbox is not running: use it as a context manager or call start()")
+        if not launched.mine:
+            # its init, cgroups and requests are the parent's: a child's
+            # execs collided with the parent's (cgroup names, replies)
+            raise SandboxClosed(
+                f"this sandbox belongs to process {launched.owner} (inherited over a fork): "
+                "start a new Sandbox in this process"
+            )
         return launched
 
     def close(self) -> None:
         """Stop every process of the sandbox and free what it held (in the
-        background: `sandbox.wait_closed()` waits for it).  Idempotent."""
+        background: `sandbox.wait_closed()` waits for it).  Idempotent.
+
+        The sandbox lets go of its init only once the reaper has it: an
+        interrupt in between (KeyboardInterrupt) left a zombie init with
+        its cgroups, lease and fds, which a second close() (or the garbage
+        collector) now frees."""
         self._closed = True
-        launched, self._launched = self._launched, None
+        launched = self._launched
         if launched is not None:
             self._reap(launched)  # the image is released once the init is gone
+            self._launched = None
         else:
+            self._drop_group()  # one an interrupted start() made
             self._release_image()
 
     def _reap(self, launched: _core.Launched) -> None:
         """Kill the init; once it is gone (sandbox/reaper.py: in the background),
-        free what the sandbox held."""
+        free what the sandbox held.  A sandbox inherited over a fork is the
+        parent's: a child only closes its fds."""
         # after the wait: the pid namespace is gone, and with it every process
         # of the sandbox; nothing runs on the image's layers any more
         after = [self._drop_group, self._detach_network, self._release_image]
+        if not reaper.reap(launched, after):
+            return  # on its way already (a second close), or another process's
         if self._net is not None:
             # on a network: gone before its address may go to another sandbox
-            _core.reap(launched)
-            for fn in after:
-                fn()
-        else:
-            reaper.reap(launched, after)
+            reaper.wait(launched)
         if self._warm:
             # the next one for these options is asked for now (and made while
             # the caller's next exec runs: sandbox/warm.py)
@@ -428,9 +455,11 @@ class SandboxBase:
         launched = getattr(self, "_launched", None)
         if launched is not None:
             text = f"{self!r} was never closed: use it as a context manager"
+            with interrupts.deferred():  # an exception here is only printed: the reap would be lost
+                self._reap(launched)
             self._launched = None
-            self._reap(launched)
-            warnings.warn(text, ResourceWarning, stacklevel=1)
+            if launched.mine:  # not in a forked child, which never owned it
+                warnings.warn(text, ResourceWarning, stacklevel=1)
 
     @property
     def pid(self) -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from . import interrupts
 from .errors import HostError, LaunchError
 
 ABI_VERSION = 5
@@ -84,6 +85,17 @@ class Tree:
     idmap: bool = False
 
 
+_me = os.getpid()  # kept by the fork hook below: `mine` is asked per exec
+
+
+def _forked() -> None:
+    global _me
+    _me = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 @dataclass
 class Launched:
     pid: int
@@ -101,6 +113,15 @@ class Launched:
     next_channel: int = 0
     # called once the init is reaped: e.g. its leased id range (sandbox/idranges.py)
     release: Callable[[], None] | None = field(default=None, repr=False)
+    # The process that launched it, the only one that may kill it: a forked
+    # child inherits the fds (and the objects), not the sandbox.
+    owner: int = field(default_factory=lambda: _me, repr=False)
+    queued: bool = field(default=False, repr=False)  # killed, and handed to the reaper (reaper.py)
+    done: bool = field(default=False, repr=False)  # reaped, and what came after done
+
+    @property
+    def mine(self) -> bool:
+        return self.owner == _me
 
 
 def _close_fd(fd: int) -> None:
@@ -127,9 +148,11 @@ def kill(launched: Launched) -> None:
 
 
 def reap(launched: Launched) -> None:
-    """Kill the init and wait for it; close its fds (see collect)."""
-    kill(launched)
-    collect(launched)
+    """Kill the init and wait for it; close its fds (see collect).  Once
+    done, a second call does nothing."""
+    if launched.pidfd >= 0:
+        kill(launched)
+        collect(launched)
 
 
 def collect(launched: Launched) -> None:
@@ -141,7 +164,26 @@ def collect(launched: Launched) -> None:
         os.waitid(os.P_PIDFD, launched.pidfd, os.WEXITED)
     except ChildProcessError:
         pass
-    os.close(launched.pidfd)
+    _let_go(launched, netns_sink)
+    release, launched.release = launched.release, None
+    if release is not None:
+        release()  # no process of it is left: its ids may be another's now
+
+
+def forget(launched: Launched) -> None:
+    """Close the fds of a sandbox another process owns (inherited over a
+    fork): neither kill it nor give back what it holds, which is the
+    owner's.  The init outlives this: the owner still holds its socket."""
+    _let_go(launched, os.close)
+    launched.release = None
+
+
+def _let_go(launched: Launched, netns_to: Callable[[int], None]) -> None:
+    """Close this process's fds of the init (pidfd, control socket, reply
+    channels); its network namespace goes to `netns_to`."""
+    pidfd, launched.pidfd = launched.pidfd, -1  # never killed, nor closed, again
+    if pidfd >= 0:
+        os.close(pidfd)
     with launched.sending:
         launched.ctl.close()
         for _, fd in launched.channels:
@@ -149,10 +191,7 @@ def collect(launched: Launched) -> None:
         launched.channels.clear()
     netns, launched.netns = launched.netns, None
     if netns is not None:
-        netns_sink(netns)
-    release, launched.release = launched.release, None
-    if release is not None:
-        release()  # no process of it is left: its ids may be another's now
+        netns_to(netns)
 
 
 _lock = threading.Lock()
@@ -278,12 +317,19 @@ def launch(
     `retry`: once more, with a new idmapping user namespace, if the kept
     one was lost (_userns_lost)."""
     userns = _userns_take(uid_map, gid_map) if any(t.idmap for t in trees) else None
+    got = None
     try:
         fd = -1 if userns is None else userns.fd
         got = _launch(plan, trees, uid_map, gid_map, flags, netns_fd, spin, fd)
-    finally:
         if userns is not None:
             _userns_done(userns)
+    except BaseException:
+        with interrupts.deferred():
+            if userns is not None and got is None:
+                _userns_done(userns)
+            if isinstance(got, Launched):
+                reap(got)  # interrupted after the launch: no live init left unheld
+        raise
     if isinstance(got, Launched):
         return got
     idmap_failed = (
@@ -335,9 +381,35 @@ def _launch(
     args.netns_fd = netns_fd
     args.spin = int(spin)
     out = ffi.new("struct sbx_launched *")
-    if lib.sbx_launch(args, out) < 0:
-        return out
-    return Launched(out.pid, out.pidfd, socket.socket(fileno=out.ctl))
+    # What it returns is made first, with a socket the init's control fd is
+    # then moved onto: a KeyboardInterrupt is raised between two bytecodes,
+    # also right after a call returns, and one raised after sbx_launch (or
+    # within the Launched's construction) left a live init nothing held.
+    # From here on every step either cannot be interrupted (attribute
+    # stores) or is undone by the handler below.
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    launched = Launched(-1, -1, ctl)
+    try:
+        if lib.sbx_launch(args, out) < 0:
+            ctl.close()
+            return out
+        os.dup2(out.ctl, ctl.fileno(), inheritable=False)
+    except BaseException:
+        with interrupts.deferred():
+            if out.pidfd >= 0:
+                lib.sbx_kill_init(out.pidfd, out.pid)
+                try:
+                    os.waitid(os.P_PIDFD, out.pidfd, os.WEXITED)
+                except ChildProcessError:
+                    pass
+                os.close(out.pidfd)
+            ctl.close()
+        raise
+    finally:
+        if out.ctl >= 0:
+            os.close(out.ctl)  # on ctl's number now, or the init is gone
+    launched.pid, launched.pidfd = out.pid, out.pidfd
+    return launched
 
 
 def make_netns() -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from . import execio, files, protocol, redact
+from . import execio, files, interrupts, protocol, redact
 from . import warm as _warm
 from ._base import (
     DEVNULL,
@@ -26,7 +26,7 @@ from ._base import (
     stdin_bytes,
 )
 from .collector import Collector, drain
-from .errors import ProtocolError, SandboxError
+from .errors import ProtocolError, SandboxClosed, SandboxError
 from .files import Files
 from .limits import Limits, check_limits
 from .result import ExecResult
@@ -61,7 +61,8 @@ class Sandbox(SandboxBase):
                 ready = _wait_readable(launched.ctl, timeout)
                 err = self._first_reply(launched) if ready else self._not_ready(timeout)
             except BaseException:
-                self._reap(launched)
+                with interrupts.deferred():
+                    self._reap(launched)
                 raise
             if err is None:
                 break
@@ -109,7 +110,11 @@ class Sandbox(SandboxBase):
         """Start a command and return once it runs; stream with `stdout`,
         `stdin`.  A command that cannot start raises ExecError here."""
         p = self._spawn(argv, stdin, stdout, stderr, env, cwd, user, timeout, tty=tty, limits=limits)
-        p._wait_started()
+        try:
+            p._wait_started()
+        except BaseException as e:
+            p._abandon(e)  # interrupted as it starts: not left running with no handle
+            raise
         return p
 
     def _spawn(
@@ -133,8 +138,15 @@ class Sandbox(SandboxBase):
         sp = self._prepare_spawn((stdin, stdout, stderr), u, t, args, extra, wd, quiet, pty, lim)
         try:
             send_request(self._ctl(), sp.msg, sp.theirs)
+        except SandboxClosed:
+            sp.abort()  # nothing went out
+            raise
         except BaseException:
-            sp.abort()
+            # e.g. a KeyboardInterrupt, raised as the send returns: the
+            # command may be starting, and would run on with no handle
+            with interrupts.deferred():
+                self._kill_quietly(sp.req_id)
+                sp.abort()
             raise
         sp.sent()
         assert sp.reply is not None
@@ -172,6 +184,15 @@ class Sandbox(SandboxBase):
     def _kill_exec(self, req_id: int, sig: int = signal.SIGKILL) -> None:
         """Signal a command and everything it started in its session."""
         self._roundtrip(protocol.encode_kill(next(self._ids), req_id, int(sig)))
+
+    def _kill_quietly(self, req_id: int) -> None:
+        """Kill a command being given up on (a kill of an id the init does
+        not know, or of one that ended, does nothing); a sandbox that is
+        gone has killed it already."""
+        try:
+            self._kill_exec(req_id)
+        except SandboxError:
+            pass
 
 
 class RedactedStream(io.RawIOBase):
@@ -232,6 +253,7 @@ class Process:
         self._reply = reply
         self._col = col
         self._result: ExecResult | None = None
+        self._lost: BaseException | None = None  # why it was given up on (_abandon)
         self._fds = fds
         self.stdin: BinaryIO | None = os.fdopen(fds[0], "wb", buffering=0) if 0 in fds else None
         self.stdout: BinaryIO | None = self._reader(fds, 1)
@@ -276,13 +298,26 @@ class Process:
         self._reply.close()
 
     def _wait_started(self) -> None:
-        try:
-            if not _wait_readable(self._reply, START_TIMEOUT):
-                raise ProtocolError("the sandbox's init did not answer an exec request")
-            self._on_reply()
-        except BaseException:
+        if not _wait_readable(self._reply, START_TIMEOUT):
+            raise ProtocolError("the sandbox's init did not answer an exec request")
+        self._on_reply()
+
+    def _abandon(self, e: BaseException) -> None:
+        """Give the command up after `e`: killed unless the sandbox is gone
+        or it never started (a SandboxError), its group and fds let go.
+        Used again, the process raises SandboxClosed (not a ValueError of
+        a closed fd)."""
+        if self._lost is None:
+            self._lost = e
+        with interrupts.deferred():
+            if not isinstance(e, SandboxError):
+                self._sb._kill_quietly(self.id)
+            self._col.abandon()
             self._close_all()
-            raise
+
+    def _check_usable(self) -> None:
+        if self._lost is not None:
+            raise SandboxClosed(f"this process was given up on ({type(self._lost).__name__}: {self._lost})")
 
     def _on_reply(self) -> None:
         """Read one record: the start (or why it failed), or the exit."""
@@ -291,7 +326,8 @@ class Process:
             if fd is not None:
                 os.close(fd)
             self._col.on_reply(reply)
-        except SandboxError:
+        except SandboxError as e:
+            self._lost = e
             self._close_all()  # it failed to start, or the sandbox is gone
             raise
         if self._col.exited is None:
@@ -319,9 +355,12 @@ class Process:
         """Signal the command and everything it started in its session."""
         if self._result is not None:
             return
+        self._check_usable()
         self._sb._kill_exec(self.id, sig)
 
     def poll(self) -> ExecResult | None:
+        if self._result is None:
+            self._check_usable()
         while self._result is None and _wait_readable(self._reply, 0):
             self._on_reply()
         return self._result
@@ -334,18 +373,13 @@ class Process:
         deadline the command's process tree is killed: reason "timeout"."""
         if self._result is not None:
             return self._result
+        self._check_usable()
         try:
             return self._communicate(input, timeout)
-        except SandboxError:
-            self._close_all()
-            raise
-        except BaseException:
-            # interrupted (KeyboardInterrupt...): do not leave the command running
-            try:
-                self.kill()
-            except SandboxError:
-                pass
-            self._close_all()
+        except BaseException as e:
+            # the sandbox went away, or interrupted (KeyboardInterrupt...):
+            # then the command is not left running
+            self._abandon(e)
             raise
 
     def _communicate(self, input: bytes | None, timeout: float | None) -> ExecResult:

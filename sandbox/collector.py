@@ -25,6 +25,7 @@ from .watchdog import watchdog
 
 PIDS_POLL = 0.05  # seconds between looks at the pids limit's refusal counter
 CPU_POLL_MIN = 0.002
+JOIN_WAIT = 0.001  # seconds before a look again at a command that is not in its group yet
 
 
 def exec_error(f: protocol.Fail, argv0: str) -> ExecError:
@@ -211,6 +212,12 @@ class Collector:
             now = time.monotonic()
             used = g.cpu_seconds() if self.limits.cpu_time is not None else 0.0
             if self.deadline is not None and now >= self.deadline:
+                if self.pid is None and not g.has_processes():
+                    # Not in its group yet: the init is still starting it (a
+                    # deadline of a millisecond can come first).  A kill now
+                    # found nothing, and `killed` stopped the front end's own
+                    # deadline: the command ran on, its result "timeout".
+                    return now + JOIN_WAIT
                 self.verdict = "timeout"  # also for a spawn nobody waits for
             elif self.limits.cpu_time is not None and used >= self.limits.cpu_time:
                 self.verdict = "cpu_time"

@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import interrupts
 from .errors import HostError
 from .spec import CONTAINER_IDS, IdMap
 
@@ -87,7 +88,12 @@ def for_launch(idmap: IdMap | str) -> tuple[str, Lease | None]:
     if isinstance(idmap, IdMap):
         return idmap.uid_map(), None
     got = lease()
-    return got.idmap.uid_map(), got
+    try:
+        return got.idmap.uid_map(), got
+    except BaseException:
+        with interrupts.deferred():
+            got.release()  # interrupted: not a lease held by nothing
+        raise
 
 
 def _block(host_start: int) -> int:
@@ -189,20 +195,25 @@ def _try(b: int, home: str) -> Lease | None:
         except FileNotFoundError:  # the first lease here: not a mkdir per start
             os.makedirs(home, mode=0o700, exist_ok=True)
             fd = os.open(path, flags, 0o600)
+        got = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return None  # another process's sandbox has it
-            raise
-        try:
-            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return Lease(IdMap(start), fd, path)
-        os.close(fd)  # its holder released it (and unlinked it) meanwhile: again
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return None  # another process's sandbox has it
+                raise
+            try:
+                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                got = Lease(IdMap(start), fd, path)
+                return got
+            # else its holder released it (and unlinked it) meanwhile: again
+        finally:
+            if got is None:
+                os.close(fd)  # also on an interrupt: a lost fd would hold the lock
 
 
 def gc() -> list[str]:

@@ -38,16 +38,39 @@ class Reaper:
         self._thread: threading.Thread | None = None
         self._busy = 0
 
-    def reap(self, launched: _core.Launched, after: list[After]) -> None:
-        """Kill the init now; wait for it and run `after` in the thread."""
-        _core.kill(launched)
+    def reap(self, launched: _core.Launched, after: list[After]) -> bool:
+        """Kill the init now; wait for it and run `after` in the thread.
+        False if it was handed over already (two threads closing one
+        sandbox, or a close interrupted and done again), or is another
+        process's (inherited over a fork): then only its fds are closed
+        here, and nothing is killed or given back.
+
+        Killed and queued under the lock, and marked queued only once it is
+        killed: interrupted in between, a second call kills it again (a
+        dead init's pidfd stays valid until the thread reaps it)."""
+        if not launched.mine:
+            _core.forget(launched)
+            return False
+        inline = False
         with self._cond:
-            self._queue.append((launched, after))
-            self._busy += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sandbox-reaper", daemon=True)
-                self._thread.start()
-            self._cond.notify()
+            if launched.queued:
+                return False
+            _core.kill(launched)
+            launched.queued = True
+            if sys.is_finalizing():
+                # at exit, after atexit: a new thread would never start (its
+                # start blocks for ever), and nothing would wait for it
+                inline = True
+            else:
+                self._queue.append((launched, after))
+                self._busy += 1
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="sandbox-reaper", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
+        if inline:
+            self._finish(launched, after)
+        return True
 
     def _run(self) -> None:
         while True:
@@ -56,16 +79,28 @@ class Reaper:
                     self._cond.wait()
                 launched, after = self._queue.popleft()
             try:
-                _core.collect(launched)  # killed in reap(): wait, then close its fds
-                for fn in after:
-                    try:
-                        fn()
-                    except Exception as e:  # pragma: no cover - a bug, said where it happened
-                        print(f"sandbox: after closing a sandbox: {e!r}", file=sys.stderr)
+                self._finish(launched, after)
             finally:
                 with self._cond:
+                    launched.done = True
                     self._busy -= 1
                     self._cond.notify_all()
+
+    @staticmethod
+    def _finish(launched: _core.Launched, after: list[After]) -> None:
+        _core.collect(launched)  # killed in reap(): wait, then close its fds
+        for fn in after:
+            try:
+                fn()
+            except Exception as e:  # pragma: no cover - a bug, said where it happened
+                print(f"sandbox: after closing a sandbox: {e!r}", file=sys.stderr)
+        launched.done = True
+
+    def wait(self, launched: _core.Launched) -> None:
+        """Until `launched`, handed over, is gone and its `after` done."""
+        with self._cond:
+            while not launched.done:
+                self._cond.wait()
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every sandbox handed over is gone; False on timeout."""

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import _core, idranges, layout, netpool
+from . import _core, idranges, interrupts, layout, netpool
 from .spec import Spec
 
 TTL = 10.0
@@ -146,15 +146,25 @@ class WarmPool:
                 now = sources_of(spec)
                 stale = [x for x in entries if x.sources != now]
                 entries[:] = [x for x in entries if x.sources == now]
-            e = entries.pop(0) if entries else None
-        for x in stale:
-            self._drop(x)
-        if e is None:
-            return None
-        if e.release is not None:
-            e.release()  # the new Sandbox holds its image itself
-        if _alive(e.launched):
-            return e.launched
+            e = None
+            if entries:
+                # not pop(): an interrupt raised as that call returns lost the entry
+                e = entries[0]
+                del entries[0]
+        try:
+            for x in stale:
+                self._drop(x)
+            if e is None:
+                return None
+            if e.release is not None:
+                e.release()  # the new Sandbox holds its image itself
+            if _alive(e.launched):
+                return e.launched
+        except BaseException:
+            if e is not None:
+                with interrupts.deferred():
+                    _core.reap(e.launched)  # interrupted: ours, and held by nothing else
+            raise
         _core.reap(e.launched)
         return None
 

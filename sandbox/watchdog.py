@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import threading
 import time
 from typing import Protocol
@@ -109,5 +110,17 @@ class Watchdog:
                 self._live.pop(col.watch_id, None)
                 self._drop_ended()  # the thread may sleep on past this entry's time: once
 
+    def _after_fork(self) -> None:
+        # The thread does not exist in a forked child: without this, watch()
+        # saw one and never started it, and no cpu_time or pids limit of the
+        # child's own commands was enforced.  The parent's commands stay the
+        # parent's to watch.
+        self._cond = threading.Condition()
+        self._heap = []
+        self._live = {}
+        self._thread = None
+        self._until = float("inf")
+
 
 watchdog = Watchdog()
+os.register_at_fork(after_in_child=watchdog._after_fork)

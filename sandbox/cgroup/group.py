@@ -184,18 +184,21 @@ class Group(ABC):
             self._attach = self._open_attach()
 
     def close_files(self) -> None:
-        """Close the fds kept for the group's files (not its attach fds)."""
-        fsbatch.close_many(list(self._files.values()))
-        self._files.clear()
+        """Close the fds kept for the group's files (not its attach fds).
+        Forgotten first: interrupted between the two, the group kept the
+        numbers of closed fds, and a later write went to whatever file
+        reused one (EBADF seen; a limit written into another file, not)."""
+        files, self._files = self._files, {}
+        fsbatch.close_many(list(files.values()))
 
     def _drop_attach(self) -> None:
         fds, self._attach = self._attach, None
         fsbatch.close_many(fds or [])
 
     def _close_files(self) -> None:
-        fsbatch.close_many([*self._files.values(), *(self._attach or [])])
-        self._files.clear()
-        self._attach = None
+        files, self._files = self._files, {}
+        attach, self._attach = self._attach, None
+        fsbatch.close_many([*files.values(), *(attach or [])])
 
     def _open_resettable(self, paths: list[str]) -> None:
         """At an exec's group's making: open these counters read-write, for

@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .. import interrupts
 from ..limits import Limits
 from .group import RECYCLE_MEMORY, Group
 
@@ -64,26 +65,33 @@ class Pool:
 
     def take(self, limits: Limits) -> Group:
         key = limits_key(limits)
-        with self._cond:
-            g = next((k for k in self._kept if limits_key(k.applied) == key), None)
-            if g is not None:
-                self._kept.remove(g)
-            elif self._ready:
-                g = self._ready.popleft()
-            self._wake()
-        if g is None:
-            g = self._make()  # the pool is empty (a burst): made here, as without a pool
-            g.on_spare_taken = self._want_spare
-        g.sandbox = True
-        g.closed = False
-        if limits_key(g.applied) != key:
-            try:
+        g = None
+        try:
+            with self._cond:
+                g = next((k for k in self._kept if limits_key(k.applied) == key), None)
+                if g is not None:
+                    self._kept.remove(g)
+                elif self._ready:
+                    # not g = popleft(): an interrupt raised as it returns lost the group
+                    g = self._ready[0]
+                    del self._ready[0]
+                self._wake()
+            if g is None:
+                g = self._make()  # the pool is empty (a burst): made here, as without a pool
+                g.on_spare_taken = self._want_spare
+            g.sandbox = True
+            g.closed = False
+            if limits_key(g.applied) != key:
                 g.apply(limits)
-            except BaseException:
-                self.dispose(g)
-                raise
-        g.close_files()  # a sandbox's own group is written once, and never read
-        return g
+            g.close_files()  # a sandbox's own group is written once, and never read
+            return g
+        except BaseException:
+            # a failure, or an interrupt (KeyboardInterrupt) after the group
+            # left the pool: removed, not left on the host with nothing holding it
+            if g is not None:
+                with interrupts.deferred():
+                    self.dispose(g)
+            raise
 
     def _want_spare(self, g: Group) -> None:
         with self._cond:
