@@ -31,11 +31,15 @@ Answer = tuple[protocol.Reply, "int | None"]
 Op = Generator[bytes, Answer, T]
 
 
-def _fail_errno(reply: protocol.Reply) -> int:
+def _fail(reply: protocol.Reply) -> protocol.Fail:
     try:
-        return protocol.decode_fail(reply.body).errno
+        return protocol.decode_fail(reply.body)
     except protocol.Malformed as e:
         raise ProtocolError(str(e)) from None
+
+
+def _fail_errno(reply: protocol.Reply) -> int:
+    return _fail(reply).errno
 
 
 # How the init's refusal of a kernel file begins (KERNEL_FILE in init.c):
@@ -44,10 +48,7 @@ KERNEL_FILE = "kernel file "
 
 
 def _open_failed(op: str, path: str, reply: protocol.Reply) -> FileOpError:
-    try:
-        fail = protocol.decode_fail(reply.body)
-    except protocol.Malformed as e:
-        raise ProtocolError(str(e)) from None
+    fail = _fail(reply)
     if fail.errno == errno.EACCES and fail.detail.startswith(KERNEL_FILE):
         # Only the errno and a fixed marker are taken from the init's text.
         return FileOpError(
@@ -433,36 +434,32 @@ def get(
 def _link(src: Path, dst: Path, path: str) -> bool:
     """dst made a link of src, the host's copy of the same file of the
     sandbox; False where the host cannot link them (then it is copied)."""
-    for replaced in (False, True):
+    try:
         try:
             os.link(src, dst)
-            return True
-        except FileExistsError as e:
+        except FileExistsError:
             # there from before (a second get() into the same place): replaced,
-            # as a file is rewritten
-            if replaced:
-                raise _host_failed("get", path, dst, e) from None
-            try:
-                dst.unlink()
-            except OSError as e2:  # EISDIR: a directory of the host's, kept
-                raise _host_failed("get", path, dst, e2) from None
-        except OSError as e:
-            # EMLINK: src has as many links as its file system allows (65,000
-            # on ext4; the sandbox's tmpfs has no limit); EXDEV: dst is on
-            # another file system; EPERM: one with no hardlinks (vfat)
-            if e.errno in (errno.EMLINK, errno.EXDEV, errno.EPERM):
-                return False
-            raise _host_failed("get", path, dst, e) from None
-    raise AssertionError("unreachable")
+            # as a file is rewritten (a directory of the host's is kept: EISDIR)
+            dst.unlink()
+            os.link(src, dst)
+    except OSError as e:
+        # EMLINK: src has as many links as its file system allows (65,000
+        # on ext4; the sandbox's tmpfs has no limit); EXDEV: dst is on
+        # another file system; EPERM: one with no hardlinks (vfat)
+        if e.errno in (errno.EMLINK, errno.EXDEV, errno.EPERM):
+            return False
+        raise _host_failed("get", path, dst, e) from None
+    return True
 
 
 def _get(path: str, dst: Path, depth: int, copy: _Copy) -> Op[None]:
     try:
         fd = yield from _open("get", path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileOpError as e:
-        # a symlink (ELOOP), or a special file (EINVAL: the init refuses it)
-        # that replaced a plain one since the directory was read
-        if depth > 0 and e.errno in (errno.ELOOP, errno.EINVAL):
+        # a symlink (ELOOP), or a special file that replaced a plain one
+        # since the directory was read (EINVAL: the init refuses it; ENXIO:
+        # a socket, which no open() takes)
+        if depth > 0 and e.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO):
             return
         raise
     try:

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
@@ -29,6 +30,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -1378,12 +1380,6 @@ static void reap(void)
 
 /* ---- files the host asks for ----------------------------------------------- */
 
-#include <sys/statfs.h>
-
-#define PROC_MAGIC 0x9fa0        /* PROC_SUPER_MAGIC */
-#define SYSFS_MAGIC_ 0x62656572  /* SYSFS_MAGIC */
-#define CGROUP1_MAGIC 0x27e0eb   /* CGROUP_SUPER_MAGIC */
-#define CGROUP2_MAGIC 0x63677270 /* CGROUP2_SUPER_MAGIC */
 #define PROC_ROOT_INO 1
 #define KERNEL_FILE "kernel file" /* a refusal's detail begins so (files.KERNEL_FILE) */
 
@@ -1416,29 +1412,21 @@ static int harmless_own_entry(const char *rest)
  * of the init's own entries only the harmless ones; the other files of
  * /proc (the sandbox's processes', cpuinfo, net/...) read as before.  A
  * file elsewhere costs one fstatfs.  (fstatfs, readlinkat and, with
- * CAP_SYS_ADMIN, open_tree belong in bpf.INIT_SYSCALLS then.) */
+ * CAP_SYS_ADMIN, open_tree are in bpf.INIT_SYSCALLS: a filter the init
+ * carries allows them, else one that kills would leave the init waiting
+ * for its own notification.) */
 static int host_may_have(int fd, int flags, const struct stat *st)
 {
     struct statfs fs;
-    if (SYS2(SYS_fstatfs, fd, &fs) < 0) {
-        /* no fstatfs (a profile that denies it): procfs is told by its
-         * device, the one mounted at /proc (the sandbox cannot mount
-         * another: the kernel refuses a procfs in a user namespace where
-         * none is fully visible, and ours has masks); sysfs and cgroup fs
-         * then go unrefused */
-        int proc = xopen("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-        struct stat ps;
-        int on_proc = proc >= 0 && SYS2(SYS_fstat, proc, &ps) == 0 && ps.st_dev == st->st_dev;
-        if (proc >= 0)
-            xclose(proc);
-        fs.f_type = on_proc ? PROC_MAGIC : 0;
-    }
-    if (fs.f_type != PROC_MAGIC && fs.f_type != SYSFS_MAGIC_ && fs.f_type != CGROUP1_MAGIC &&
-        fs.f_type != CGROUP2_MAGIC)
+    long r = SYS2(SYS_fstatfs, fd, &fs);
+    if (r < 0)
+        return (int)-r; /* not on an open fd; should it fail, what cannot be told apart is refused */
+    if (fs.f_type != PROC_SUPER_MAGIC && fs.f_type != SYSFS_MAGIC && fs.f_type != CGROUP_SUPER_MAGIC &&
+        fs.f_type != CGROUP2_SUPER_MAGIC)
         return 0;
     if ((flags & O_ACCMODE) != O_RDONLY)
         return EACCES;
-    if (fs.f_type != PROC_MAGIC)
+    if (fs.f_type != PROC_SUPER_MAGIC)
         return 0;
     /* Whose file is it?  The name the kernel keeps for it must be under
      * /proc/ and lead to the same file again.  Where the sandbox's processes

@@ -6,7 +6,6 @@ failure is a FileOpError naming the operation and the path."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ from tests.conftest import require, require_sandbox_host, sh, sh_ok
 pytestmark = pytest.mark.integration
 
 OWN_PROC = "opens none of its own /proc files"
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
 @pytest.fixture
@@ -272,24 +270,3 @@ def test_async_files_take_max_entries(backend: str, busybox_rootfs, tmp_path: Pa
             assert sorted(os.listdir(tmp_path / "o")) == ["1", "2", "3"]
 
     anyio.run(main, backend=backend)
-
-
-def test_without_fstatfs_procfs_is_told_by_its_device(sandbox_host, busybox_rootfs, tmp_path: Path) -> None:
-    """A profile that denies fstatfs (the init carries the profile too): the
-    init tells procfs by the device of /proc instead, and refuses the same."""
-    profile = json.loads((POLICIES / "default.json").read_text())
-    for rule in profile["syscalls"]:
-        rule["names"] = [n for n in rule["names"] if n not in ("statfs", "fstatfs", "statfs64", "fstatfs64")]
-    (tmp_path / "profile.json").write_text(json.dumps(profile))
-    with Sandbox(rootfs=busybox_rootfs, seccomp=str(tmp_path / "profile.json")) as sb:
-        assert sh(sb, "stat -f /").exit_code != 0  # statfs is denied indeed
-        sh_ok(sb, "echo ok > /tmp/f; ln -s /proc/self /tmp/outdir")
-        assert sb.files.read_bytes("/tmp/f") == b"ok\n"
-        assert b"processor" in sb.files.read_bytes("/proc/cpuinfo")
-        for call in (
-            lambda: sb.files.read_bytes("/tmp/outdir/maps"),
-            lambda: sb.files.write_bytes("/tmp/outdir/oom_score_adj", b"500"),
-        ):
-            with pytest.raises(FileOpError) as e:
-                call()
-            assert e.value.errno == errno.EACCES and OWN_PROC in str(e.value)
