@@ -22,6 +22,8 @@ import platform
 import struct
 from functools import lru_cache
 
+from . import capabilities
+
 SECCOMP_RET_ACTION_FULL = 0xFFFF0000
 SECCOMP_RET_ALLOW = 0x7FFF0000
 
@@ -68,6 +70,8 @@ INIT_SYSCALLS: tuple[tuple[str, tuple[int | None, ...]], ...] = (
     ("waitid", (_P_PID, None, None, _WSTOPPED_WNOHANG, 0)),  # a child stopped before it
     ("sched_yield", ()),  # before an exec's fork
     ("pread64", ()),  # /proc/loadavg, before that yield
+    ("fstatfs", ()),  # a file opened for the host: on procfs, sysfs or a cgroup fs?
+    ("readlinkat", ()),  # and on procfs: one of the init's own /proc/<pid>/?
     ("exit", ()),
     ("exit_group", ()),
     # an exec's child, between its clone and its execve
@@ -89,6 +93,12 @@ INIT_SYSCALLS: tuple[tuple[str, tuple[int | None, ...]], ...] = (
     ("execve", ()),
     ("nanosleep", ()),  # between retries of an execve that met ETXTBSY
 )
+# Made only where the sandbox keeps CAP_SYS_ADMIN, and so required only
+# there: the init then looks its own /proc files up in a detached copy of
+# /proc, where no mount of the sandbox's covers them.  Docker's profile
+# allows open_tree only with CAP_SYS_ADMIN: requiring it always would make
+# every other sandbox load its filter per exec.
+INIT_SYSCALLS_SYS_ADMIN: tuple[tuple[str, tuple[int | None, ...]], ...] = (("open_tree", ()),)
 
 
 class Unsupported(Exception):
@@ -201,16 +211,21 @@ def kills_as_notifications(prog: bytes) -> bytes | None:
 
 
 @lru_cache(maxsize=64)
-def init_can_carry(prog: bytes) -> bool:
+def init_can_carry(prog: bytes, caps: int = 0) -> bool:
     """Whether every syscall of INIT_SYSCALLS is allowed by the program (on
-    this machine's architecture), so that the init may load it for all."""
+    this machine's architecture), so that the init may load it for all;
+    `caps` is the bounding set the init keeps (Spec.caps), and with
+    CAP_SYS_ADMIN in it, INIT_SYSCALLS_SYS_ADMIN must be allowed too."""
     arch = AUDIT_ARCH.get(platform.machine())
     if arch is None:
         return False
     from .seccomp import syscall_number
 
+    needed = INIT_SYSCALLS
+    if caps & (1 << capabilities.NUMBERS["CAP_SYS_ADMIN"]):
+        needed += INIT_SYSCALLS_SYS_ADMIN
     try:
-        for name, args in INIT_SYSCALLS:
+        for name, args in needed:
             nr = syscall_number(name)
             if nr is None:
                 return False

@@ -1,7 +1,10 @@
 """File access through the sandbox itself: the init opens the path inside
 the sandbox's root and passes the open file back.  Paths resolve inside the
 sandbox (its root is the pivoted one), so a symlink planted in the rootfs can
-never redirect a read or a write onto the host.
+never redirect a read or a write onto the host; nor onto the init's own /proc
+files, or into any procfs, sysfs or cgroup file for writing: the init refuses
+those (EACCES).  Every failure, also of the host's own I/O on what the init
+passed back, is a FileOpError naming the operation and the path.
 
 Each operation is written once, sans I/O, as a generator that yields request
 messages and is sent back (reply, fd); `Files` drives them with blocking
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from . import protocol
-from .errors import FileOpError, ProtocolError
+from .errors import FileOpError, ProtocolError, os_error_text
 from .spec import check_abs_path
 
 T = TypeVar("T")
@@ -28,11 +31,45 @@ Answer = tuple[protocol.Reply, "int | None"]
 Op = Generator[bytes, Answer, T]
 
 
-def _fail_errno(reply: protocol.Reply) -> int:
+def _fail(reply: protocol.Reply) -> protocol.Fail:
     try:
-        return protocol.decode_fail(reply.body).errno
+        return protocol.decode_fail(reply.body)
     except protocol.Malformed as e:
         raise ProtocolError(str(e)) from None
+
+
+def _fail_errno(reply: protocol.Reply) -> int:
+    return _fail(reply).errno
+
+
+# How the init's refusal of a kernel file begins (KERNEL_FILE in init.c):
+# one of its own /proc files, or a write to procfs, sysfs or a cgroup fs.
+KERNEL_FILE = "kernel file "
+
+
+def _open_failed(op: str, path: str, reply: protocol.Reply) -> FileOpError:
+    fail = _fail(reply)
+    if fail.errno == errno.EACCES and fail.detail.startswith(KERNEL_FILE):
+        # Only the errno and a fixed marker are taken from the init's text.
+        return FileOpError(
+            op,
+            path,
+            fail.errno,
+            f"{os_error_text(fail.errno)}: the sandbox's init opens none of its own /proc files for "
+            "the host, nor any procfs, sysfs or cgroup file for writing (a symlink may lead there)",
+        )
+    return FileOpError(op, path, fail.errno)
+
+
+def _failed(op: str, path: str, e: OSError) -> FileOpError:
+    """An error of the host's I/O on a file the sandbox passed back."""
+    return FileOpError(op, path, e.errno or errno.EIO)
+
+
+def _host_failed(op: str, path: str, host_path: str | os.PathLike[str], e: OSError) -> FileOpError:
+    """An error of the host's own file system during a put() or get()."""
+    err = e.errno or errno.EIO
+    return FileOpError(op, path, err, f"on the host, at {os.fspath(host_path)!r}: {os_error_text(err)}")
 
 
 def _open(op: str, path: str, flags: int, mode: int = 0o644) -> Op[int]:
@@ -50,7 +87,7 @@ def _open(op: str, path: str, flags: int, mode: int = 0o644) -> Op[int]:
     if fd is not None:
         os.close(fd)
     if reply.type == protocol.REP_ERROR:
-        raise FileOpError(op, p, _fail_errno(reply))
+        raise _open_failed(op, p, reply)
     raise ProtocolError(f"unexpected reply type {reply.type} to an open")
 
 
@@ -85,6 +122,11 @@ CHUNK = 1 << 20
 # MAX_GET bytes in all (holes and hardlinks are kept, and count once).
 MAX_READ = 64 << 20
 MAX_GET = 1 << 30
+# What list() returns and get() copies at most, in entries, unless told: a
+# sandbox makes a million empty files (or links of one) in seconds, at no
+# cost to its disk, and each name is host memory (and, in a get(), a round
+# trip and a file on the host).
+MAX_ENTRIES = 100_000
 
 
 def _too_big(op: str, path: str, max_size: int) -> FileOpError:
@@ -93,14 +135,28 @@ def _too_big(op: str, path: str, max_size: int) -> FileOpError:
     )
 
 
-def _read_all(fd: int, limit: int | None = None) -> bytes:
-    """Up to EOF, or the first `limit` bytes."""
+def _too_many(op: str, path: str, max_entries: int) -> FileOpError:
+    return FileOpError(
+        op,
+        path,
+        errno.EFBIG,
+        f"more than max_entries={max_entries} entries: pass a larger max_entries (None: no limit)",
+    )
+
+
+def _read_all(fd: int, path: str, limit: int | None = None) -> bytes:
+    """Up to EOF, or the first `limit` bytes.  A read() of a file of the
+    sandbox's can fail in any way (EIO from a /proc/PID/mem, EINVAL from a
+    file with no read): FileOpError, as for its open."""
     chunks, n = [], 0
-    while (limit is None or n < limit) and (
-        b := os.read(fd, CHUNK if limit is None else min(CHUNK, limit - n))
-    ):
-        chunks.append(b)
-        n += len(b)
+    try:
+        while (limit is None or n < limit) and (
+            b := os.read(fd, CHUNK if limit is None else min(CHUNK, limit - n))
+        ):
+            chunks.append(b)
+            n += len(b)
+    except OSError as e:
+        raise _failed("read", path, e) from None
     return b"".join(chunks)
 
 
@@ -124,7 +180,7 @@ def read_bytes(
             raise _too_big("read", path, max_size)
         if max_size is not None:  # a file of /proc says size 0; one may grow meanwhile
             limit = max_size + 1 if limit is None else min(limit, max_size + 1)
-        data = _read_all(fd, limit)
+        data = _read_all(fd, path, limit)
         if max_size is not None and len(data) > max_size:
             raise _too_big("read", path, max_size)
         return data
@@ -132,11 +188,19 @@ def read_bytes(
         os.close(fd)
 
 
-def _copy_out(src: int, dst: Path, room: int) -> int:
+def _pread(src: int, n: int, off: int, path: str) -> bytes:
+    try:
+        return os.pread(src, n, off)
+    except OSError as e:
+        raise _failed("get", path, e) from None
+
+
+def _copy_out(src: int, dst: Path, room: int, path: str) -> int:
     """A file of the sandbox onto the host, CHUNK at a time, its holes kept
     as holes (SEEK_DATA): a sparse file costs the host no disk beyond its
     data.  Its size; -1 (nothing left at dst beyond `room`) if it is larger
-    than `room`, also by growing meanwhile."""
+    than `room`, also by growing meanwhile.  A failure on the sandbox's side
+    (src) is a FileOpError here; any other OSError is the host's (dst)."""
     if os.fstat(src).st_size > room:
         return -1
     with open(dst, "wb") as f:
@@ -147,13 +211,13 @@ def _copy_out(src: int, dst: Path, room: int) -> int:
                 end = os.lseek(src, off, os.SEEK_HOLE)
             except OSError as e:
                 if e.errno in (errno.EINVAL, errno.ESPIPE):  # no SEEK_DATA (/proc): read it through
-                    return _copy_stream(src, out, off, room)
+                    return _copy_stream(src, out, off, room, path)
                 if e.errno != errno.ENXIO:  # ENXIO: no data past off
-                    raise
+                    raise _failed("get", path, e) from None
                 break
             if end > room:
                 return -1
-            while off < end and (b := os.pread(src, min(CHUNK, end - off), off)):
+            while off < end and (b := _pread(src, min(CHUNK, end - off), off, path)):
                 off = _pwrite_all(out, b, off)
             if off < end:
                 break  # shorter than it was: changed meanwhile
@@ -172,16 +236,52 @@ def write_bytes(path: str, data: bytes, mode: int = 0o644) -> Op[None]:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+    except OSError as e:  # ENOSPC when the sandbox filled its disk, EDQUOT, EFBIG...
+        raise _failed("write", path, e) from None
     finally:
         os.close(fd)
 
 
-def listdir(path: str) -> Op[list[str]]:
+def _scan(
+    op: str, path: str, fd: int, left: int | None, plain_only: bool = False
+) -> tuple[list[str], int | None]:
+    """The names in the directory `fd`, sorted, and what is left of the
+    entry budget `left` after them (None: no budget).  The names are counted
+    as they come, so the host never holds more than the budget: past it,
+    FileOpError (EFBIG), with `left` < 0.  With `plain_only`, only the names
+    of plain files and directories are kept (all are counted)."""
+    names = []
+    try:
+        with os.scandir(fd) as it:
+            for entry in it:
+                if left is not None:
+                    left -= 1
+                    if left < 0:
+                        break
+                # d_type where the file system gives it (else an lstat
+                # beside the fd, which follows nothing)
+                if plain_only and (
+                    entry.is_symlink()
+                    or not (entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False))
+                ):
+                    continue
+                names.append(entry.name)
+    except OSError as e:
+        raise _failed(op, path, e) from None
+    names.sort()
+    return names, left
+
+
+def listdir(path: str, max_entries: int | None = MAX_ENTRIES) -> Op[list[str]]:
     fd = yield from _open("list", path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return sorted(os.listdir(fd))
+        names, left = _scan("list", path, fd, max_entries)
     finally:
         os.close(fd)
+    if left is not None and left < 0:
+        assert max_entries is not None
+        raise _too_many("list", path, max_entries)
+    return names
 
 
 def is_dir(path: str) -> Op[bool]:
@@ -235,15 +335,26 @@ def seal_secrets() -> Op[None]:
 
 def put(host_path: str | os.PathLike[str], path: str) -> Op[None]:
     src = Path(host_path)
-    if src.is_dir():
+    tree = src.is_dir()
+    try:
+        if tree:
+            children = sorted(src.iterdir())
+        else:
+            data, mode = src.read_bytes(), stat.S_IMODE(src.stat().st_mode)
+    except OSError as e:
+        raise _host_failed("put", path, src, e) from None
+    if tree:
         yield from mkdir(path, parents=True, exist_ok=True)
-        for child in sorted(src.iterdir()):
+        for child in children:
             yield from put(child, path.rstrip("/") + "/" + child.name)
     else:
-        yield from write_bytes(path, src.read_bytes(), stat.S_IMODE(src.stat().st_mode))
+        yield from write_bytes(path, data, mode)
 
 
-MAX_DEPTH = 64  # directories deeper than this are not copied out
+# A tree deeper than this fails get() with ELOOP, and leaves nothing: a
+# chain of directories costs the sandbox next to nothing, and each level
+# holds host memory (and a path the host's own tools may not handle).
+MAX_DEPTH = 64
 
 
 def _pwrite_all(out: int, data: bytes, off: int) -> int:
@@ -256,10 +367,10 @@ def _pwrite_all(out: int, data: bytes, off: int) -> int:
     return off
 
 
-def _copy_stream(src: int, out: int, off: int, room: int) -> int:
+def _copy_stream(src: int, out: int, off: int, room: int, path: str) -> int:
     """The rest of a file without SEEK_DATA, read in order from `off`: its
     size, or -1 past `room`."""
-    while b := os.pread(src, CHUNK, off):
+    while b := _pread(src, CHUNK, off, path):
         if off + len(b) > room:
             return -1
         off = _pwrite_all(out, b, off)
@@ -267,12 +378,15 @@ def _copy_stream(src: int, out: int, off: int, room: int) -> int:
 
 
 class _Copy:
-    """What one get() has copied: bytes left of its budget, and the files
-    of more than one link, where each was put (made again as links)."""
+    """What one get() has copied: bytes and entries left of its budgets,
+    and the files of more than one link, where each was put (made again as
+    links)."""
 
-    def __init__(self, max_size: int | None) -> None:
+    def __init__(self, max_size: int | None, max_entries: int | None) -> None:
         self.max_size = max_size
         self.left = max_size
+        self.max_entries = max_entries
+        self.entries_left = max_entries
         self.links: dict[tuple[int, int], Path] = {}
         self.made: list[Path] = []  # what it created on the host, in order
 
@@ -293,14 +407,23 @@ class _Copy:
                 pass  # e.g. a directory the host put something in meanwhile
 
 
-def get(path: str, host_path: str | os.PathLike[str], max_size: int | None = MAX_GET) -> Op[None]:
-    """Copy out plain files and directories only.  Each entry is opened with
-    O_NOFOLLOW inside the sandbox: a symlink is skipped, never followed (a
-    link to "." would otherwise copy a tree without end).  At most
-    `max_size` bytes in all (files' sizes, a hardlinked file once), or
-    FileOpError (EFBIG).  A get() that fails leaves nothing it created on
-    the host (a file it had overwritten stays overwritten)."""
-    copy = _Copy(max_size)
+def get(
+    path: str,
+    host_path: str | os.PathLike[str],
+    max_size: int | None = MAX_GET,
+    max_entries: int | None = MAX_ENTRIES,
+) -> Op[None]:
+    """Copy out plain files and directories only.  Anything else in the tree
+    is skipped: a symlink (each entry is opened with O_NOFOLLOW inside the
+    sandbox, so one is never followed: a link to "." would otherwise copy a
+    tree without end), a FIFO, a socket, a device node.  At most `max_size`
+    bytes in all (files' sizes, a hardlinked file once) and `max_entries`
+    directory entries in all (skipped ones too), or FileOpError (EFBIG).  A
+    file of more than one link is made again as links of one file on the
+    host, where the host can link it (else it is copied again, and counted
+    again).  A get() that fails leaves nothing it created on the host (a
+    file it had overwritten stays overwritten)."""
+    copy = _Copy(max_size, max_entries)
     try:
         yield from _get(path, Path(host_path), 0, copy)
     except BaseException:
@@ -308,34 +431,71 @@ def get(path: str, host_path: str | os.PathLike[str], max_size: int | None = MAX
         raise
 
 
+def _link(src: Path, dst: Path, path: str) -> bool:
+    """dst made a link of src, the host's copy of the same file of the
+    sandbox; False where the host cannot link them (then it is copied)."""
+    try:
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            # there from before (a second get() into the same place): replaced,
+            # as a file is rewritten (a directory of the host's is kept: EISDIR)
+            dst.unlink()
+            os.link(src, dst)
+    except OSError as e:
+        # EMLINK: src has as many links as its file system allows (65,000
+        # on ext4; the sandbox's tmpfs has no limit); EXDEV: dst is on
+        # another file system; EPERM: one with no hardlinks (vfat)
+        if e.errno in (errno.EMLINK, errno.EXDEV, errno.EPERM):
+            return False
+        raise _host_failed("get", path, dst, e) from None
+    return True
+
+
 def _get(path: str, dst: Path, depth: int, copy: _Copy) -> Op[None]:
     try:
         fd = yield from _open("get", path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileOpError as e:
-        if depth > 0 and e.errno == errno.ELOOP:
-            return  # a symlink inside the tree
+        # a symlink (ELOOP), or a special file that replaced a plain one
+        # since the directory was read (EINVAL: the init refuses it; ENXIO:
+        # a socket, which no open() takes)
+        if depth > 0 and e.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO):
+            return
         raise
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             if depth >= MAX_DEPTH:
-                raise FileOpError("get", path, errno.ELOOP)
-            names = sorted(os.listdir(fd))
+                raise FileOpError(
+                    "get",
+                    path,
+                    errno.ELOOP,
+                    f"more than MAX_DEPTH={MAX_DEPTH} directories deep (ELOOP): get() goes no deeper",
+                )
+            names, copy.entries_left = _scan("get", path, fd, copy.entries_left, plain_only=True)
+            if copy.entries_left is not None and copy.entries_left < 0:
+                assert copy.max_entries is not None
+                raise _too_many("get", path, copy.max_entries)
         else:
             key = (st.st_dev, st.st_ino)
             copy.make(dst)
-            if st.st_nlink > 1 and key in copy.links:
-                os.link(copy.links[key], dst)  # the sandbox's one file, once on the host too
-                return
-            size = _copy_out(fd, dst, sys.maxsize if copy.left is None else copy.left)
+            if st.st_nlink > 1 and key in copy.links and _link(copy.links[key], dst, path):
+                return  # the sandbox's one file, once on the host too
+            try:
+                size = _copy_out(fd, dst, sys.maxsize if copy.left is None else copy.left, path)
+                if size < 0:
+                    dst.unlink(missing_ok=True)
+            except FileOpError:
+                raise
+            except OSError as e:
+                raise _host_failed("get", path, dst, e) from None
             if size < 0:
                 assert copy.max_size is not None
-                dst.unlink(missing_ok=True)
                 raise _too_big("get", path, copy.max_size)
             if copy.left is not None:
                 copy.left -= size
             if st.st_nlink > 1:
-                copy.links[key] = dst
+                copy.links[key] = dst  # the newest copy: where the next link goes
             return
     finally:
         os.close(fd)
@@ -343,7 +503,10 @@ def _get(path: str, dst: Path, depth: int, copy: _Copy) -> Op[None]:
         for parent in reversed(dst.parents):
             copy.make(parent)  # mkdir(parents=True) makes those missing
     copy.make(dst)
-    dst.mkdir(parents=depth == 0, exist_ok=True)
+    try:
+        dst.mkdir(parents=depth == 0, exist_ok=True)
+    except OSError as e:
+        raise _host_failed("get", path, dst, e) from None
     for name in names:
         # names come from the sandbox: never let one climb out of dst
         if "/" in name or name in (".", ".."):
@@ -393,8 +556,11 @@ class Files:
     def write_text(self, path: str, text: str, mode: int = 0o644, encoding: str = "utf-8") -> None:
         run_sync(write_bytes(path, text.encode(encoding), mode), self._rt)
 
-    def list(self, path: str) -> list[str]:
-        return run_sync(listdir(path), self._rt)
+    def list(self, path: str, *, max_entries: int | None = MAX_ENTRIES) -> list[str]:
+        """The names in a directory, sorted; FileOpError (EFBIG) past
+        `max_entries` (100,000 by default: the names are held in memory;
+        None: no limit)."""
+        return run_sync(listdir(path, max_entries), self._rt)
 
     def is_dir(self, path: str) -> bool:
         return run_sync(is_dir(path), self._rt)
@@ -406,11 +572,20 @@ class Files:
         """Copy a host file or directory tree into the sandbox."""
         run_sync(put(host_path, path), self._rt)
 
-    def get(self, path: str, host_path: str | os.PathLike[str], *, max_size: int | None = MAX_GET) -> None:
-        """Copy a file or directory tree of the sandbox onto the host: at most
-        `max_size` bytes in all (1 GiB by default; None: no limit), or
-        FileOpError (EFBIG)."""
-        run_sync(get(path, host_path, max_size), self._rt)
+    def get(
+        self,
+        path: str,
+        host_path: str | os.PathLike[str],
+        *,
+        max_size: int | None = MAX_GET,
+        max_entries: int | None = MAX_ENTRIES,
+    ) -> None:
+        """Copy a file or directory tree of the sandbox onto the host, its
+        plain files and directories only (symlinks, FIFOs, sockets and device
+        nodes are skipped): at most `max_size` bytes in all (1 GiB by default)
+        and `max_entries` directory entries in all (100,000 by default), or
+        FileOpError (EFBIG); None lifts either limit."""
+        run_sync(get(path, host_path, max_size, max_entries), self._rt)
 
 
 class AsyncFiles:
@@ -435,8 +610,8 @@ class AsyncFiles:
     async def write_text(self, path: str, text: str, mode: int = 0o644, encoding: str = "utf-8") -> None:
         await run_async(write_bytes(path, text.encode(encoding), mode), self._rt)
 
-    async def list(self, path: str) -> list[str]:
-        return await run_async(listdir(path), self._rt)
+    async def list(self, path: str, *, max_entries: int | None = MAX_ENTRIES) -> list[str]:
+        return await run_async(listdir(path, max_entries), self._rt)
 
     async def is_dir(self, path: str) -> bool:
         return await run_async(is_dir(path), self._rt)
@@ -450,6 +625,11 @@ class AsyncFiles:
         await run_async(put(host_path, path), self._rt)
 
     async def get(
-        self, path: str, host_path: str | os.PathLike[str], *, max_size: int | None = MAX_GET
+        self,
+        path: str,
+        host_path: str | os.PathLike[str],
+        *,
+        max_size: int | None = MAX_GET,
+        max_entries: int | None = MAX_ENTRIES,
     ) -> None:
-        await run_async(get(path, host_path, max_size), self._rt)
+        await run_async(get(path, host_path, max_size, max_entries), self._rt)

@@ -159,7 +159,7 @@ def _build(spec: Spec, late_seal: bool, dirs: tuple[bool, ...]) -> tuple[Plan, l
         p.attach(len(trees) - 1, m.dst)
 
     if spec.seccomp:
-        inherit = not late_seal and bpf.init_can_carry(spec.seccomp)
+        inherit = not late_seal and bpf.init_can_carry(spec.seccomp, spec.caps)
         notified = bpf.kills_as_notifications(spec.seccomp) if inherit else None
         if notified is not None:
             # the verdict can then name the syscall a kill action stopped

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
@@ -29,6 +30,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -1376,6 +1378,115 @@ static void reap(void)
     }
 }
 
+/* ---- files the host asks for ----------------------------------------------- */
+
+#define PROC_ROOT_INO 1
+#define KERNEL_FILE "kernel file" /* a refusal's detail begins so (files.KERNEL_FILE) */
+
+/* Entries of the init's own /proc/<pid>/ that say nothing of the init
+ * beyond what every process of the sandbox can read of pid 1 anyway: its
+ * mount table and its network namespace's files (/proc/mounts and /proc/net
+ * are links to "self/..."), its name, argv, status and sizes (not stat: to
+ * the init itself, that shows its code and stack addresses), and its
+ * environment (empty by construction, which the tests read here to prove). */
+static int harmless_own_entry(const char *rest)
+{
+    static const char *const ok[] = {"mounts", "mountinfo", "cmdline", "comm", "status", "statm", "environ"};
+    if (rt_streq(rest, "net") || rt_startswith(rest, "net/"))
+        return 1;
+    for (unsigned i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (rt_streq(rest, ok[i]))
+            return 1;
+    return 0;
+}
+
+/* 0 if the host may have `fd`, just opened for it with `flags` (st: its
+ * fstat); else the errno to refuse it with.  The path is the host's, but
+ * every name in it is the sandbox's to redirect (a symlink /tmp/out ->
+ * /proc/self), and the open is the init's.  On procfs that reaches the
+ * init's own /proc/<pid>/, which no process of the sandbox can read (the
+ * init is not dumpable): its memory (mem, maps, pagemap, auxv, syscall,
+ * stat, ...) and its fds.  And a write to a kernel file system is an act of
+ * the init on the kernel, with the host's data (oom_score_adj, attr/,
+ * setgroups, clear_refs, a cgroup's files).  So: no write there at all, and
+ * of the init's own entries only the harmless ones; the other files of
+ * /proc (the sandbox's processes', cpuinfo, net/...) read as before.  A
+ * file elsewhere costs one fstatfs.  (fstatfs, readlinkat and, with
+ * CAP_SYS_ADMIN, open_tree are in bpf.INIT_SYSCALLS: a filter the init
+ * carries allows them, else one that kills would leave the init waiting
+ * for its own notification.) */
+static int host_may_have(int fd, int flags, const struct stat *st)
+{
+    struct statfs fs;
+    long r = SYS2(SYS_fstatfs, fd, &fs);
+    if (r < 0)
+        return (int)-r; /* not on an open fd; should it fail, what cannot be told apart is refused */
+    if (fs.f_type != PROC_SUPER_MAGIC && fs.f_type != SYSFS_MAGIC && fs.f_type != CGROUP_SUPER_MAGIC &&
+        fs.f_type != CGROUP2_SUPER_MAGIC)
+        return 0;
+    if ((flags & O_ACCMODE) != O_RDONLY)
+        return EACCES;
+    if (fs.f_type != PROC_SUPER_MAGIC)
+        return 0;
+    /* Whose file is it?  The name the kernel keeps for it must be under
+     * /proc/ and lead to the same file again.  Where the sandbox's processes
+     * may mount (CAP_SYS_ADMIN), the names of /proc are theirs to rearrange
+     * too (a bind of /proc/1 over /proc/2 or onto /proc/cpuinfo, a forged
+     * /proc/1/fd): the lookups then go through a detached copy of the procfs
+     * mount at /proc, which has nothing mounted on it.  Else the sandbox's
+     * /proc is as the plan made it, and is looked up as it is. */
+    int tree = -1, base = AT_FDCWD;
+    const char *pfx = "/proc/";
+    if (bset_left & (1ull << 21 /* CAP_SYS_ADMIN */)) {
+        tree = (int)SYS3(SYS_open_tree, AT_FDCWD, "/proc", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree < 0)
+            return EACCES;
+        base = tree;
+        pfx = "";
+    }
+    static char name[4096], again[4096];
+    char self[24], link[48];
+    int err = EACCES, ofd = -1;
+    struct stat sb;
+    /* the copy: the root of the file's own procfs (not a bind of a part) */
+    if (tree >= 0 &&
+        (SYS2(SYS_fstat, tree, &sb) < 0 || sb.st_dev != st->st_dev || sb.st_ino != PROC_ROOT_INO))
+        goto out;
+    link[0] = 0;
+    rt_append(link, sizeof link, pfx);
+    rt_append(link, sizeof link, "self");
+    long n = SYS4(SYS_readlinkat, base, link, self, sizeof self - 1);
+    if (n <= 0 || n >= (long)sizeof self - 1)
+        goto out;
+    self[n] = 0; /* the init's pid, as this procfs numbers it */
+    rt_append(link, sizeof link, "/fd/");
+    rt_append_uint(link, sizeof link, (unsigned long)fd);
+    n = SYS4(SYS_readlinkat, base, link, name, sizeof name - 1);
+    if (n <= 0 || n >= (long)sizeof name - 1)
+        goto out;
+    name[n] = 0;
+    if (!rt_startswith(name, "/proc/") && !rt_streq(name, "/proc"))
+        goto out;
+    const char *rel = name[5] ? name + 6 : "";
+    again[0] = 0;
+    rt_append(again, sizeof again, pfx);
+    rt_append(again, sizeof again, *rel || tree < 0 ? rel : ".");
+    ofd = xopenat(base, again, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (ofd < 0 || SYS2(SYS_fstat, ofd, &sb) < 0 || sb.st_dev != st->st_dev || sb.st_ino != st->st_ino)
+        goto out;
+    size_t pl = rt_strlen(self);
+    if (rt_startswith(rel, self) && (rel[pl] == 0 || rel[pl] == '/'))
+        err = rel[pl] == '/' && harmless_own_entry(rel + pl + 1) ? 0 : EACCES;
+    else
+        err = 0;
+out:
+    if (ofd >= 0)
+        xclose(ofd);
+    if (tree >= 0)
+        xclose(tree);
+    return err;
+}
+
 static void do_path(uint32_t type, uint32_t id, const unsigned char *body, size_t len, int reply)
 {
     struct sbx_path_req r;
@@ -1413,6 +1524,12 @@ static void do_path(uint32_t type, uint32_t id, const unsigned char *body, size_
     if (SYS2(SYS_fstat, fd, &sb) < 0 || !(S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode))) {
         xclose(fd);
         send_fail(reply, SBX_REP_ERROR, id, 0, EINVAL, path, "is not a regular file or directory");
+        return;
+    }
+    int refuse = host_may_have(fd, (int)r.flags, &sb);
+    if (refuse) {
+        xclose(fd);
+        send_fail(reply, SBX_REP_ERROR, id, 0, refuse, KERNEL_FILE, path); /* marked for files.py */
         return;
     }
     long fl = SYS2(SYS_fcntl, fd, F_GETFL);

@@ -315,3 +315,51 @@ def test_exec_of_a_file_open_for_writing_is_retried_then_etxtbsy(sb) -> None:
     finally:
         os.close(fd)
     assert sb.exec(["/tmp/true"]).ok
+
+
+def test_a_second_get_of_linked_files_replaces_the_links(sb, tmp_path: Path) -> None:
+    """get() into a destination a first get() made: the links made then are
+    there already (EEXIST), and are made again."""
+    sh_ok(sb, "mkdir /res && echo one > /res/a && ln /res/a /res/b")
+    out = tmp_path / "out"
+    sb.files.get("/res", out)
+    sh_ok(sb, "echo two > /res/a")  # the same file, rewritten
+    sb.files.get("/res", out)
+    a, b = (out / "a").stat(), (out / "b").stat()
+    assert (a.st_ino, a.st_nlink) == (b.st_ino, 2) and (out / "b").read_text() == "two\n"
+
+
+def test_get_skips_fifos_as_it_skips_symlinks(sb, tmp_path: Path) -> None:
+    sh_ok(sb, "mkdir -p /res/sub && echo important > /res/result.txt && mkfifo /res/zz /res/sub/pipe")
+    sb.files.get("/res", tmp_path / "out")
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*")) == [
+        "result.txt",
+        "sub",
+    ]
+    with pytest.raises(FileOpError):
+        sb.files.get("/res/zz", tmp_path / "zz")  # asked for by name: not a file to copy
+
+
+def test_get_of_a_tree_too_deep_fails_and_says_why(sb, tmp_path: Path) -> None:
+    sh_ok(sb, "mkdir -p /res && echo x > /res/f && cd /res && for i in $(seq 70); do mkdir d && cd d; done")
+    with pytest.raises(FileOpError) as e:
+        sb.files.get("/res", tmp_path / "out")
+    assert e.value.errno == errno.ELOOP and "more than MAX_DEPTH=64 directories deep" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_and_get_count_entries_up_to_max_entries(sb, tmp_path: Path) -> None:
+    # get() counts every entry of the tree, a skipped symlink too
+    sh_ok(sb, "mkdir -p /o/d && touch /o/a /o/d/b /o/d/c && ln -s a /o/link")
+    assert sb.files.list("/o", max_entries=3) == ["a", "d", "link"]
+    with pytest.raises(FileOpError) as e:
+        sb.files.list("/o", max_entries=2)
+    assert e.value.errno == errno.EFBIG and str(e.value) == (
+        "list /o: more than max_entries=2 entries: pass a larger max_entries (None: no limit)"
+    )
+    with pytest.raises(FileOpError) as e:
+        sb.files.get("/o", tmp_path / "o", max_entries=4)
+    assert e.value.errno == errno.EFBIG and "max_entries=4" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+    sb.files.get("/o", tmp_path / "o", max_entries=5)
+    assert sorted(p.name for p in (tmp_path / "o").rglob("*")) == ["a", "b", "c", "d"]

@@ -5,9 +5,13 @@ exec runs under it."""
 
 from __future__ import annotations
 
+import errno
 import signal
 
-from sandbox import Sandbox
+import pytest
+
+from sandbox import FileOpError, Sandbox
+from tests.conftest import sh_ok
 
 PROFILE_DENYING_WHAT_THE_INIT_USES = {
     "defaultAction": "SCMP_ACT_ALLOW",
@@ -79,3 +83,40 @@ def test_a_kill_action_of_a_filter_loaded_per_exec_has_no_name(sandbox_host, bus
     with Sandbox(rootfs=busybox_rootfs, seccomp=profile) as sb:
         r = sb.exec(["mkdir", "/tmp/x"])
         assert (r.reason, r.signal, r.syscall) == ("seccomp", signal.SIGSYS, None)
+
+
+@pytest.mark.parametrize("name", ["fstatfs", "readlinkat"])
+def test_a_profile_that_kills_what_the_files_checks_use_is_loaded_per_exec(
+    sandbox_host, busybox_rootfs, name: str
+) -> None:
+    """The init checks each file it opens for the host with fstatfs and, on
+    procfs, readlinkat.  Carried by the init, a profile that kills either
+    would hand the init a notification of its own call, to wait on for
+    ever: such a profile is loaded per exec, and the checks still refuse."""
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": [name], "action": "SCMP_ACT_KILL_PROCESS"}],
+    }
+    with Sandbox(rootfs=busybox_rootfs, seccomp=profile) as sb:
+        assert _seccomp_of(sb, "1") == "0"
+        assert _seccomp_of(sb, "self") == "2"
+        sh_ok(sb, "echo ok > /tmp/f; ln -s /proc/self /tmp/outdir")
+        assert sb.files.read_bytes("/tmp/f") == b"ok\n"
+        assert b"processor" in sb.files.read_bytes("/proc/cpuinfo")
+        with pytest.raises(FileOpError) as e:
+            sb.files.read_bytes("/tmp/outdir/maps")
+        assert e.value.errno == errno.EACCES
+
+
+def test_open_tree_is_needed_only_where_the_sandbox_keeps_cap_sys_admin(sandbox_host, busybox_rootfs) -> None:
+    """With CAP_SYS_ADMIN the init looks its own /proc files up in a copy of
+    /proc made with open_tree, which the judge profile denies even then: the
+    init leaves that profile to each exec.  The default profile allows
+    open_tree with CAP_SYS_ADMIN (and only then), and stays the init's."""
+    with Sandbox(rootfs=busybox_rootfs, seccomp="judge", cap_add=["SYS_ADMIN"]) as sb:
+        assert _seccomp_of(sb, "1") == "0"
+        assert b"processor" in sb.files.read_bytes("/proc/cpuinfo")
+    for cap_add in ([], ["SYS_ADMIN"]):
+        with Sandbox(rootfs=busybox_rootfs, cap_add=cap_add) as sb:
+            assert _seccomp_of(sb, "1") == "2", cap_add
+            assert b"processor" in sb.files.read_bytes("/proc/cpuinfo")

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from sandbox import bpf, seccomp
+from sandbox import bpf, capabilities, seccomp
 
 ARCH = bpf.AUDIT_ARCH[platform.machine()]
 ALLOW = bpf.SECCOMP_RET_ALLOW
@@ -68,8 +68,21 @@ def test_an_unknown_opcode_is_never_guessed() -> None:
 
 def test_a_filter_that_denies_what_the_init_needs_stays_per_exec() -> None:
     assert bpf.init_can_carry(insn(0x06, ALLOW)) is True
-    for name in ("wait4", "recvmsg", "setresuid", "execve", "sched_yield", "pread64"):
+    needed = ("wait4", "recvmsg", "setresuid", "execve", "sched_yield", "pread64", "fstatfs", "readlinkat")
+    for name in needed:
         assert bpf.init_can_carry(deny_one(name)) is False, name
+
+
+def test_open_tree_is_needed_only_with_cap_sys_admin() -> None:
+    sys_admin = 1 << capabilities.NUMBERS["CAP_SYS_ADMIN"]
+    assert bpf.init_can_carry(deny_one("open_tree")) is True
+    assert bpf.init_can_carry(deny_one("open_tree"), sys_admin) is False
+    # the default profile allows open_tree with CAP_SYS_ADMIN, the judge profile never
+    default = seccomp.compile_profile("default", cap_add=["SYS_ADMIN"])
+    judge = seccomp.compile_profile("judge", cap_add=["SYS_ADMIN"])
+    assert default is not None and judge is not None
+    assert bpf.init_can_carry(default, sys_admin) is True
+    assert bpf.init_can_carry(judge, sys_admin) is False
 
 
 @pytest.mark.parametrize("profile", ["default", "judge"])
