@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,8 @@ from . import manifest as mf
 from .errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
 from .reference import Reference
 from .registry import Client
-from .store import Store, hexof, tree_summary, write_atomic
+from .store import Store, hexof, remove_tree, write_atomic
+from .trees import summary
 from .unpack import MAX_LAYER_SIZE, unpack
 
 # progress(event, digest, done, total): event is "download", "unpack" (starts), "unpacking"
@@ -99,8 +99,7 @@ def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
                     lambda n: ctx.tell("download", desc.digest, n, desc.size),
                 )
                 os.rename(partial, blob)
-        tmp = st.tmp()
-        try:
+        with st.scratch() as tmp:
             tree = tmp / "tree"
             tree.mkdir(mode=0o755)
             ctx.tell("unpack", desc.digest, 0, desc.size)
@@ -114,16 +113,13 @@ def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
                 "diff_id": diff_id,
                 "blob": desc.digest,
                 "unpacked": time.time(),
-                **tree_summary(str(tree)),
+                **summary(str(tree)),
                 "whiteouts": stats.whiteouts,
                 "opaque": stats.opaque,
                 "skipped_devices": stats.skipped_devices,
             }
             (tmp / "layer.json").write_text(json.dumps(info, sort_keys=True))
             os.rename(tmp, st.layer_dir(diff_id))  # the layer appears whole, or not at all
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     ctx.tell("done", desc.digest, desc.size, desc.size)
 
 
@@ -140,10 +136,10 @@ def _clean_dead_tmp(store: Store) -> None:
             pass
         except PermissionError:
             continue
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        try:
+            remove_tree(p)
+        except ImageError:
+            continue  # not this pull's business: `sandbox gc` names what stops it
 
 
 def pull_locked(

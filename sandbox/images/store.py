@@ -22,13 +22,12 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import trees
 from .config import sandbox_home
 from .errors import ImageError
 from .reference import Reference
@@ -59,16 +58,13 @@ def write_atomic(path: Path, data: bytes, tmpdir: Path) -> None:
     os.replace(tmp, path)
 
 
-def tree_summary(tree: str) -> dict[str, int]:
-    """What `images --verify` compares: entries and bytes of regular files."""
-    entries = size = 0
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for n in dirnames + filenames:
-            entries += 1
-            st = os.lstat(os.path.join(dirpath, n))
-            if stat.S_ISREG(st.st_mode):
-                size += st.st_size
-    return {"entries": entries, "bytes": size}
+def remove_tree(p: Path) -> None:
+    """Remove a tree (of any depth) or a file of the store; ImageError when it cannot."""
+    try:
+        trees.remove(p)
+    except OSError as e:
+        where = f" (at {e.filename!r} inside)" if e.filename and str(e.filename) != str(p) else ""
+        raise ImageError(f"cannot remove {str(p)!r}: {e.strerror or e}{where}; remove it by hand") from None
 
 
 @dataclass
@@ -128,6 +124,22 @@ class Store:
         p = self.root / "tmp" / f"{os.getpid()}.{secrets.token_hex(6)}"
         p.mkdir(mode=0o700)
         return p
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A new tmp/ directory, removed at the end (unless the work renamed
+        it into place).  Failing to remove it never hides the error that
+        ended the work: it is added to that error as a note."""
+        p = self.tmp()
+        try:
+            yield p
+        except BaseException as e:
+            try:
+                remove_tree(p)
+            except ImageError as cleanup:
+                e.add_note(str(cleanup))
+            raise
+        remove_tree(p)
 
     # -- locks -------------------------------------------------------------------
 
@@ -268,33 +280,37 @@ class Store:
 
     def sweep(self, content: bool) -> list[str]:
         """Remove leftovers, stale holds and (with `content`) every blob and
-        layer no record or held sandbox names.  Needs the exclusive lock."""
-        removed = []
+        layer no record or held sandbox names.  Needs the exclusive lock.
+        What cannot be removed does not stop the rest: an ImageError at the
+        end names it."""
+        removed: list[str] = []
+        failed: list[str] = []
+
+        def rm(p: Path, what: str) -> bool:
+            try:
+                remove_tree(p)
+            except ImageError as e:
+                failed.append(str(e))
+                return False
+            removed.append(what)
+            return True
+
         for p in self.leftovers():
-            _rmtree(p)
-            removed.append(f"tmp/{p.name}")
+            rm(p, f"tmp/{p.name}")
         held, stale = self._held()
         for p in stale:
             p.unlink(missing_ok=True)
-        if not content:
-            return removed
-        keep = self._referenced() | held
-        for p in sorted((self.root / "layers").iterdir()):
-            if f"sha256:{p.name}" not in keep:
-                _rmtree(p)
-                (self.root / "locks" / f"layer-{p.name}.lock").unlink(missing_ok=True)
-                removed.append(f"layer sha256:{p.name}")
-        for p in sorted((self.root / "blobs" / "sha256").iterdir()):
-            name = p.name.removesuffix(".partial")
-            if f"sha256:{name}" not in keep or p.name.endswith(".partial"):
-                p.unlink(missing_ok=True)
-                (self.root / "locks" / f"blob-{name}.lock").unlink(missing_ok=True)
-                removed.append(f"blob sha256:{p.name}")
+        if content:
+            keep = self._referenced() | held
+            for p in sorted((self.root / "layers").iterdir()):
+                if f"sha256:{p.name}" not in keep and rm(p, f"layer sha256:{p.name}"):
+                    (self.root / "locks" / f"layer-{p.name}.lock").unlink(missing_ok=True)
+            for p in sorted((self.root / "blobs" / "sha256").iterdir()):
+                name = p.name.removesuffix(".partial")
+                if f"sha256:{name}" not in keep or p.name.endswith(".partial"):
+                    p.unlink(missing_ok=True)
+                    (self.root / "locks" / f"blob-{name}.lock").unlink(missing_ok=True)
+                    removed.append(f"blob sha256:{p.name}")
+        if failed:
+            raise ImageError("; ".join(failed) + f" (removed meanwhile: {len(removed)} item(s))")
         return removed
-
-
-def _rmtree(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
-        p.unlink(missing_ok=True)

@@ -21,11 +21,11 @@ are user.* (but not overlay's own) or file capabilities.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
 import zlib
@@ -33,12 +33,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from . import trees
 from .errors import DigestMismatch, ImageError, UnsafeLayer
 
 CHUNK = 1 << 20
 MAX_LAYER_SIZE = 64 << 30  # bytes of file content per layer
 MAX_ENTRIES = 1_000_000
 MAX_NAME = 4096
+# Directory levels of an entry's path.  Real images stay far below (Debian's
+# deepest paths have about 15 levels; npm's nested node_modules rarely pass
+# 60), while the host's recursive walkers (os.walk, shutil.rmtree and
+# copytree in Python 3.11, one frame per level against a recursion limit of
+# about 1000) fail on a deeper tree: 256 leaves room for both.  PATH_MAX
+# (4096) alone would allow 2048 levels of one-letter names.
+MAX_DEPTH = 256
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "user.overlay.opaque"
@@ -81,6 +89,10 @@ def clean(name: str, what: str = "entry") -> str:
         raise UnsafeLayer(f"{what} {name[:200]!r}: contains '..' (it would leave the layer)")
     if any(len(os.fsencode(p)) > 255 for p in parts):
         raise UnsafeLayer(f"{what} {name[:200]!r}: a name component longer than 255 bytes")
+    if len(parts) > MAX_DEPTH:
+        raise UnsafeLayer(
+            f"{what} {name[:200]!r}: {len(parts)} directory levels deep, more than the {MAX_DEPTH} allowed"
+        )
     return "/".join(parts)
 
 
@@ -208,24 +220,37 @@ class _Extractor:
             os.close(self._dirs.pop(key))
 
     def dir_fd(self, rel: str, member: str, create: bool = True) -> int:
-        """An fd of the directory `rel` of the layer (made when missing)."""
+        """An fd of the directory `rel` of the layer (made when missing, with
+        the missing ones above it: a loop, not a recursion per level)."""
         if rel == "":
             return self.root
         fd = self._dirs.get(rel)
         if fd is not None:
             self._dirs.move_to_end(rel)
             return fd
+        parts = rel.split("/")
+        have = len(parts)  # the first `have` parts exist
         try:
-            fd = openat2(self.root, rel, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:
-            if e.errno == errno.ENOENT and create:
-                head, _, name = rel.rpartition("/")
-                parent = self.dir_fd(head, member)
+            while True:
                 try:
-                    os.mkdir(name, 0o755, dir_fd=parent)
-                except FileExistsError:
-                    pass
-                return self.dir_fd(rel, member, create=False)
+                    fd = openat2(self.root, "/".join(parts[:have]), os.O_RDONLY | os.O_DIRECTORY)
+                    break
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    have -= 1
+                    if have == 0:
+                        fd = os.dup(self.root)
+                        break
+            for name in parts[have:]:
+                try:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    sub = openat2(fd, name, os.O_RDONLY | os.O_DIRECTORY)
+                finally:
+                    os.close(fd)
+                fd = sub
+        except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV, errno.EAGAIN, errno.ENOENT):
                 raise UnsafeLayer(
                     f"entry {member!r}: its path goes through {self._culprit(rel)!r}, which is not a "
@@ -258,7 +283,7 @@ class _Extractor:
             return
         if stat.S_ISDIR(st.st_mode):
             self._forget_dirs(f"{head}/{name}" if head else name)
-            shutil.rmtree(name, dir_fd=parent)
+            trees.remove(name, dir_fd=parent)
         else:
             os.unlink(name, dir_fd=parent)
 

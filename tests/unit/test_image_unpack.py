@@ -338,3 +338,16 @@ def test_corrupt_zstd_is_a_digest_mismatch(box: dict[str, Path]) -> None:
     """zstandard's own error was raised as it was (found by review)."""
     with pytest.raises(DigestMismatch, match="corrupt zstd"):
         do(box, b"\x28\xb5\x2f\xfd" + b"\xff" * 100, "sha256:" + "1" * 64)
+
+
+def test_too_deep_refused(box: dict[str, Path]) -> None:
+    """1500 levels (found by review): dir_fd recursed once per level and raised
+    RecursionError, and a tree that deep breaks every recursive walker after."""
+    refused(box, raw_tar(ent("a/" * 1500 + "f", data=b"x")), "1501 directory levels deep, more than the 256")
+
+
+def test_depth_at_the_limit(box: dict[str, Path]) -> None:
+    name = "/".join(["d"] * 255 + ["f"])
+    do(box, raw_tar(ent(name, data=b"deep")))
+    assert (box["layer"] / name).read_bytes() == b"deep"
+    refused(box, raw_tar(ent("e/" + name, data=b"x")), "257 directory levels deep")
