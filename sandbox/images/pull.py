@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from . import manifest as mf
 from .errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
 from .reference import Reference
 from .registry import Client
-from .store import Store, hexof, remove_tree, write_atomic
+from .store import Store, hexof, owner_tag, remove_tree, write_atomic
 from .trees import summary
 from .unpack import MAX_LAYER_SIZE, unpack
 
@@ -124,20 +125,17 @@ def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
 
 
 def _clean_dead_tmp(store: Store) -> None:
-    """tmp/ entries of processes that are gone (killed mid-pull)."""
-    for p in (store.root / "tmp").iterdir():
-        pid = p.name.split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
+    """tmp/ entries of processes that are gone (killed mid-pull).  Pulls run
+    side by side (the store lock is shared): each entry is first renamed to
+    one of this process, so that only one of them removes it."""
+    for p in store.leftovers(exclusive=False):
+        mine = p.with_name(f"{owner_tag()}.{secrets.token_hex(6)}")
         try:
-            os.kill(int(pid), 0)
-            continue  # alive: its work in progress
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
+            os.rename(p, mine)
+        except FileNotFoundError:
+            continue  # another pull took it
         try:
-            remove_tree(p)
+            remove_tree(mine)
         except ImageError:
             continue  # not this pull's business: `sandbox gc` names what stops it
 

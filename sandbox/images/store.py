@@ -7,10 +7,13 @@
     images/KEY.json         image records by reference
     holds/HEX               held (flock LOCK_SH) by running sandboxes of manifest HEX
     locks/NAME.lock         one download / one unpack per blob or layer, across processes
-    tmp/                    work in progress: renamed into place when whole
+    tmp/PID-START.*         work in progress: renamed into place when whole; named for
+                            its owner (pid and start time, as pids are reused)
 
 Everything appears by rename(2) once it is complete, so a crash at any point
 leaves only tmp/ entries and .partial files, which no reader ever uses.
+Not all work holds the store lock (a build runs its recipe without it), so a
+tmp/ entry is a leftover only once its owner is gone.
 Reference counts are computed, not stored: a blob or layer is kept while an
 image record or a held sandbox names it."""
 
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..network.state import start_time
 from . import trees
 from .config import sandbox_home
 from .errors import ImageError
@@ -49,8 +53,24 @@ def record_key(ref: Reference) -> str:
     return hashlib.sha256(str(ref).encode()).hexdigest()[:32]
 
 
+def owner_tag() -> str:
+    """PID-START of this process: how tmp/ names its work."""
+    pid = os.getpid()
+    return f"{pid}-{start_time(pid)}"
+
+
+def owner_alive(name: str) -> bool | None:
+    """Whether the process a tmp/ entry is named for still runs (the same
+    process: a reused pid has another start time); None when the name
+    names no owner (made by an older version)."""
+    pid, sep, start = name.partition(".")[0].partition("-")
+    if not (sep and pid.isdigit() and start.isdigit()):
+        return None
+    return start_time(int(pid)) == int(start)
+
+
 def write_atomic(path: Path, data: bytes, tmpdir: Path) -> None:
-    tmp = tmpdir / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = tmpdir / f"{owner_tag()}.{secrets.token_hex(4)}.{path.name}"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -121,7 +141,7 @@ class Store:
 
     def tmp(self) -> Path:
         self.ensure()
-        p = self.root / "tmp" / f"{os.getpid()}.{secrets.token_hex(6)}"
+        p = self.root / "tmp" / f"{owner_tag()}.{secrets.token_hex(6)}"
         p.mkdir(mode=0o700)
         return p
 
@@ -272,11 +292,20 @@ class Store:
                 out.update([x["digest"], x["diff_id"]])
         return out
 
-    def leftovers(self) -> list[Path]:
+    def leftovers(self, exclusive: bool = True) -> list[Path]:
         """Work a killed process left in tmp/ (.partial downloads stay: the
-        next pull resumes them).  Call with the store lock held exclusively:
-        then no pull runs, and every tmp/ entry is a dead one's."""
-        return sorted((self.root / "tmp").iterdir()) if (self.root / "tmp").is_dir() else []
+        next pull resumes them): entries whose owner is gone.  With the store
+        lock held exclusively (no pull runs) also those that name no owner;
+        with it shared, only those of an owner known to be gone."""
+        d = self.root / "tmp"
+        if not d.is_dir():
+            return []
+        out = []
+        for p in sorted(d.iterdir()):
+            alive = owner_alive(p.name)
+            if alive is False or (alive is None and exclusive):
+                out.append(p)
+        return out
 
     def sweep(self, content: bool) -> list[str]:
         """Remove leftovers, stale holds and (with `content`) every blob and

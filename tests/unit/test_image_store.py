@@ -98,6 +98,21 @@ def test_gc_and_prune_remove_leftovers(st: Store) -> None:
     assert layers_left(st) == 1 and images.verify(st) == []
 
 
+def test_gc_keeps_the_work_of_a_live_process(st: Store) -> None:
+    """Found by review: gc removed a running `sandbox build`'s tmp/ tree (the
+    recipe runs without the store lock).  Only a dead owner's work goes, and
+    a reused pid is not its owner (another start time)."""
+    mine = st.tmp()
+    (mine / "rootfs").mkdir()
+    reused = st.root / "tmp" / f"{os.getpid()}-1.abc"  # our pid, another process's start time
+    reused.mkdir()
+    assert images.gc(store=st) == [f"tmp/{reused.name}"]
+    assert (mine / "rootfs").is_dir()
+    reused.mkdir()
+    _clean_dead_tmp(st)  # what a pull does first, with the store lock shared
+    assert os.listdir(st.root / "tmp") == [mine.name]
+
+
 def test_gc_skips_a_busy_store(st: Store) -> None:
     with st.lock():
         assert images.gc(store=st) == ["images: the store is busy (a pull runs); nothing removed"]
@@ -145,7 +160,7 @@ def deep_tree(top: Path, levels: int = DEEP) -> None:
 def deep(st: Store) -> Iterator[Path]:
     """A killed process's deep tree in tmp/ (an older version unpacked it,
     or a recipe built it); removed at the end whatever the test did."""
-    p = st.root / "tmp" / "99999999.deep"
+    p = st.root / "tmp" / "99999999-1.deep"  # the owner: pid 99999999, gone
     deep_tree(p)
     yield p
     trees.remove(p)
