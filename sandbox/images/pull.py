@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import config as _config
@@ -20,7 +20,7 @@ from .reference import Reference
 from .registry import Client
 from .store import Store, hexof, owner_tag, remove_tree, write_atomic
 from .trees import summary
-from .unpack import MAX_LAYER_SIZE, unpack
+from .unpack import MAX_LAYER_SIZE, Budget, unpack
 
 # progress(event, digest, done, total): event is "download", "unpack" (starts), "unpacking"
 # (done = uncompressed bytes so far), "exists" (already in the store) or "done"
@@ -47,6 +47,7 @@ class _Ctx:
     store: Store
     client: Source
     progress: Progress | None
+    budget: Budget = field(default_factory=Budget)  # what the image's layers may unpack
 
     def tell(self, event: str, digest: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -109,6 +110,7 @@ def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
                 str(tree),
                 diff_id,
                 progress=lambda n: ctx.tell("unpacking", desc.digest, n, desc.size),
+                budget=ctx.budget,
             )
             info = {
                 "diff_id": diff_id,

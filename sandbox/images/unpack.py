@@ -28,6 +28,7 @@ import hashlib
 import os
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,17 @@ from .errors import DigestMismatch, ImageError, UnsafeLayer
 
 CHUNK = 1 << 20
 MAX_LAYER_SIZE = 64 << 30  # bytes of file content per layer
+# Bytes of file content (apparent sizes) the layers of one image may unpack
+# between them, in one pull or load.  The largest images in common use (CUDA
+# and machine learning stacks) unpack to some 20-30 GB; without a cap, a
+# layer of a few KB claims far more (a sparse member, or zeros that
+# compress 1000:1), times up to 500 layers.
+MAX_IMAGE_SIZE = 64 << 30
+# Files are written with holes where a block this size (aligned) is all
+# zeros: a sparse tar member (tarfile hands its holes over as zeros) costs
+# the disk what its data does, not its apparent size.
+HOLE = 64 << 10
+_ZEROS = bytes(HOLE)
 MAX_ENTRIES = 1_000_000
 MAX_NAME = 4096
 # Directory levels of an entry's path.  Real images stay far below (Debian's
@@ -198,10 +210,43 @@ class _BoundedTarInfo(tarfile.TarInfo):
         return super()._proc_member(tf)  # type: ignore[misc, no-any-return]
 
 
+class Budget:
+    """What the layers of one image may still unpack (MAX_IMAGE_SIZE),
+    shared by the threads that unpack them."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_IMAGE_SIZE if limit is None else limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            self.used += n
+            over = self.used > self.limit
+        if over:
+            raise UnsafeLayer(
+                f"the image's layers hold more than {self.limit} bytes of files "
+                "(MAX_IMAGE_SIZE of sandbox.images.unpack)"
+            )
+
+
+def _write_sparse(fd: int, data: bytes, pos: int) -> None:
+    """Write `data` at offset `pos`, skipping the HOLE blocks of zeros."""
+    for i in range(0, len(data), HOLE):
+        block = data[i : i + HOLE]
+        if block == _ZEROS[: len(block)]:
+            continue
+        view, at = memoryview(block), pos + i
+        while view:
+            n = os.pwrite(fd, view, at)
+            view, at = view[n:], at + n
+
+
 class _Extractor:
-    def __init__(self, root_fd: int, max_size: int) -> None:
+    def __init__(self, root_fd: int, max_size: int, budget: Budget) -> None:
         self.root = root_fd
         self.max_size = max_size
+        self.budget = budget
         self.stats = Stats()
         self._dirs: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._dir_meta: list[tuple[str, int]] = []  # (path, mtime ns): set after their contents
@@ -361,6 +406,7 @@ class _Extractor:
             self.stats.bytes += m.size
             if self.stats.bytes > self.max_size:
                 raise UnsafeLayer(f"the layer holds more than {self.max_size} bytes of files")
+            self.budget.take(m.size)
             src = tf.extractfile(m)
             assert src is not None
             fd = os.open(
@@ -370,15 +416,14 @@ class _Extractor:
                 dir_fd=parent,
             )
             try:
-                left = m.size
-                while left > 0:
-                    data = src.read(min(CHUNK, left))
+                pos = 0
+                while pos < m.size:
+                    data = src.read(min(CHUNK, m.size - pos))  # whole CHUNKs: HOLE blocks stay aligned
                     if not data:
                         raise DigestMismatch(f"entry {m.name!r}: the tar ends inside the file")
-                    left -= len(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    _write_sparse(fd, data, pos)
+                    pos += len(data)
+                os.ftruncate(fd, m.size)  # the size, when the file ends in a hole
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode)  # after chown, which clears set-id bits
                 self._xattrs(fd, m)
@@ -433,12 +478,14 @@ def unpack(
     diff_id: str | None,
     max_size: int = MAX_LAYER_SIZE,
     progress: Callable[[int], None] | None = None,
+    budget: Budget | None = None,
 ) -> Stats:
     """Unpack the layer blob at `blob` into the existing empty directory
     `dest`; the uncompressed stream must hash to `diff_id` (when given).
-    On any error the caller removes `dest`."""
+    `budget` is the image's, when its other layers count too.  On any
+    error the caller removes `dest`."""
     root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    ex = _Extractor(root, max_size)
+    ex = _Extractor(root, max_size, budget if budget is not None else Budget())
     try:
         with open(blob, "rb") as f:
             stream = _Decompressed(f, limit=max_size + (MAX_ENTRIES * 1024))

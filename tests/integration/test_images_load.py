@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -15,7 +16,7 @@ import pytest
 
 from sandbox import Sandbox, images
 from sandbox.errors import ConfigError
-from sandbox.images.errors import DigestMismatch
+from sandbox.images.errors import DigestMismatch, UnsafeLayer
 from sandbox.images.store import Store
 from tests.conftest import require, require_sandbox_host, sh_ok
 from tests.registry import mkoci
@@ -114,3 +115,17 @@ def test_not_an_image(tmp_path: Path) -> None:
         images.load(tmp_path / "junk")
     with pytest.raises(ConfigError, match="not an OCI image layout"):
         images.load(tmp_path)
+
+
+def test_the_layers_of_an_image_share_one_size_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAX_IMAGE_SIZE counts the files of all the image's layers (each is
+    under it alone): the image is not stored (one layer may be, for prune)."""
+    monkeypatch.setattr("sandbox.images.unpack.MAX_IMAGE_SIZE", 1000)
+    lay = mkoci.Layout(str(tmp_path / "oci"))
+    layers = [mkoci.layer(lay, mkoci.tar_layer([("file", n, 0o644, "x" * 600)])) for n in ("a", "b")]
+    lay.tag("big:1", mkoci.image(lay, layers))
+    lay.save()
+    with pytest.raises(UnsafeLayer, match="the image's layers hold more than 1000 bytes of files"):
+        images.load(tmp_path / "oci", name="local/big")
+    assert images.list() == [] and len(os.listdir(Store().root / "layers")) <= 1
+    assert os.listdir(Store().root / "tmp") == []

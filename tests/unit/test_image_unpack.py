@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from sandbox.images.errors import DigestMismatch, UnsafeLayer
-from sandbox.images.unpack import unpack
+from sandbox.images.unpack import HOLE, Budget, unpack
 from tests.conftest import require
 
 
@@ -351,3 +351,41 @@ def test_depth_at_the_limit(box: dict[str, Path]) -> None:
     do(box, raw_tar(ent(name, data=b"deep")))
     assert (box["layer"] / name).read_bytes() == b"deep"
     refused(box, raw_tar(ent("e/" + name, data=b"x")), "257 directory levels deep")
+
+
+def test_sparse_member_written_sparse(box: dict[str, Path]) -> None:
+    """Found by review: a GNU sparse member (here PAX format 0.1) was
+    written densely, so a layer of a few KB made a file of any apparent
+    size on the host's disk.  Kept small here: 64 MiB apparent."""
+    size = 64 << 20
+    sparse = {"GNU.sparse.map": f"0,4,{size - 5},5", "GNU.sparse.size": str(size)}
+    data = gzip.compress(raw_tar(ent("big", data=b"headhello", pax=sparse)))
+    assert len(data) < 1024
+    do(box, data)
+    f = box["layer"] / "big"
+    st = os.stat(f)
+    assert st.st_size == size and st.st_blocks * 512 <= 2 * HOLE, f"{st.st_blocks * 512} bytes on disk"
+    with open(f, "rb") as r:
+        assert r.read(4) == b"head" and r.read(HOLE) == bytes(HOLE)
+        r.seek(size - 5)
+        assert r.read() == b"hello"
+
+
+def test_zeros_are_holes_and_data_is_kept(box: dict[str, Path]) -> None:
+    body = os.urandom(HOLE + 7) + bytes(3 * HOLE) + b"tail"
+    do(box, raw_tar(ent("f", data=body)))
+    assert (box["layer"] / "f").read_bytes() == body
+
+
+def test_image_budget(box: dict[str, Path]) -> None:
+    """The layers of one image share a Budget (MAX_IMAGE_SIZE): apparent sizes count."""
+    budget = Budget(100 << 20)
+    sparse = {"GNU.sparse.map": "0,1", "GNU.sparse.size": str(64 << 20)}
+    do(box, raw_tar(ent("a", data=b"x", pax=sparse)), budget=budget)  # type: ignore[arg-type]
+    (box["top"] / "layer2").mkdir()
+    blob = box["tmp"] / "blob2"
+    blob.write_bytes(raw_tar(ent("b", data=b"y", pax=sparse)))
+    over = r"the image's layers hold more than 104857600 bytes .*MAX_IMAGE_SIZE"
+    with pytest.raises(UnsafeLayer, match=over):
+        unpack(str(blob), str(box["top"] / "layer2"), None, budget=budget)
+    assert not (box["top"] / "layer2" / "b").exists()
