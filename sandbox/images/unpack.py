@@ -12,7 +12,8 @@ lower layer is never on the path either.
 The OCI whiteouts become what the core's overlay mount (`userxattr`, in a
 user namespace) reads: `.wh.NAME` a 0/0 character device NAME (made here, as
 host root; overlay treats it as "deleted" in any lower layer), and
-`.wh..wh..opq` the xattr user.overlay.opaque="y" on its directory.  Device
+`.wh..wh..opq` the xattr user.overlay.opaque="y" on its directory; neither
+deletes an entry of its own layer (see _Extractor._whiteout).  Device
 nodes of the image are skipped.  Ownership and modes are the tar's (the
 core's idmapped mounts shift them at run time); xattrs are kept when they
 are user.* (but not overlay's own) or file capabilities.
@@ -242,6 +243,11 @@ def _write_sparse(fd: int, data: bytes, pos: int) -> None:
             view, at = view[n:], at + n
 
 
+def _is_whiteout(st: os.stat_result) -> bool:
+    """What _whiteout makes (the image's own device nodes are never made)."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
 class _Extractor:
     def __init__(self, root_fd: int, max_size: int, budget: Budget) -> None:
         self.root = root_fd
@@ -332,6 +338,25 @@ class _Extractor:
         else:
             os.unlink(name, dir_fd=parent)
 
+    def _whiteout(self, parent: int, name: str) -> None:
+        """`.wh.NAME` deletes the NAME of the lower layers, never the NAME of
+        this layer (the OCI image spec, "Whiteouts": they "MUST only apply to
+        resources in lower/parent layers", whatever the order of the tar).
+        Overlay reads a 0/0 character device as the deletion.  An entry of
+        this layer by that name hides the lower one already; a directory
+        must be opaque too, or the lower one's entries show through it."""
+        try:
+            st = os.lstat(name, dir_fd=parent)
+        except FileNotFoundError:
+            os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                os.setxattr(fd, OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
+
     def _owner(self, m: tarfile.TarInfo) -> tuple[int, int]:
         if not (0 <= m.uid < 2**32 - 1 and 0 <= m.gid < 2**32 - 1):
             raise UnsafeLayer(f"entry {m.name!r}: owner {m.uid}:{m.gid} out of range")
@@ -375,8 +400,7 @@ class _Extractor:
                 target = name[len(WHITEOUT) :]
                 if target in ("", ".", ".."):  # ".wh..." would delete the directory above
                     raise UnsafeLayer(f"entry {m.name!r}: a whiteout of {target!r}")
-                self._remove(parent, head, target)
-                os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
+                self._whiteout(parent, target)
                 self.stats.whiteouts += 1
             return
         if m.ischr() or m.isblk():
@@ -386,17 +410,20 @@ class _Extractor:
             raise UnsafeLayer(f"entry {m.name!r}: {m.size} bytes, more than the {self.max_size} allowed")
         if m.isdir():
             try:
-                st = os.lstat(name, dir_fd=parent)
-                if not stat.S_ISDIR(st.st_mode):
-                    self._remove(parent, head, name)
-                    os.mkdir(name, 0o700, dir_fd=parent)
+                old: os.stat_result | None = os.lstat(name, dir_fd=parent)
             except FileNotFoundError:
+                old = None
+            if old is None or not stat.S_ISDIR(old.st_mode):
+                self._remove(parent, head, name)
                 os.mkdir(name, 0o700, dir_fd=parent)
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
             try:
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode)
                 self._xattrs(fd, m)
+                if old is not None and _is_whiteout(old):
+                    # `.wh.NAME` came first: a new directory, the lower layers' NAME stays deleted
+                    os.setxattr(fd, OPAQUE_XATTR, b"y")
             finally:
                 os.close(fd)
             self._dir_meta.append((rel, self._mtime(m)))

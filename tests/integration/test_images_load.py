@@ -129,3 +129,23 @@ def test_the_layers_of_an_image_share_one_size_cap(tmp_path: Path, monkeypatch: 
         images.load(tmp_path / "oci", name="local/big")
     assert images.list() == [] and len(os.listdir(Store().root / "layers")) <= 1
     assert os.listdir(Store().root / "tmp") == []
+
+
+def test_a_whiteout_hides_only_the_lower_layers(tmp_path: Path) -> None:
+    """Found by review: a whiteout deleted what its own layer made.  Seen
+    through the overlay: the top layer's x/ and y/ (whiteouts after and
+    before them) and its file `keep` are there; the lower ones' entries not."""
+    lay = mkoci.Layout(str(tmp_path / "oci"))
+    lower = [("dir", d, 0o755, None) for d in ("x", "y")]
+    lower += [("file", f"{d}/old", 0o644, "lower\n") for d in ("x", "y")]
+    lower.append(("file", "keep", 0o644, "lower\n"))
+    top = [("dir", "x", 0o755, None), ("file", "x/new", 0o644, "top\n"), ("file", ".wh.x", 0o644, "")]
+    top += [("file", ".wh.y", 0o644, ""), ("dir", "y", 0o755, None), ("file", "y/new", 0o644, "top\n")]
+    top += [("file", "keep", 0o644, "top\n"), ("file", ".wh.keep", 0o644, "")]
+    layers = [mkoci.layer(lay, mkoci.tar_layer(x)) for x in (mkoci.busybox(), lower, top)]
+    lay.tag("1", mkoci.image(lay, layers))
+    lay.save()
+    images.load(tmp_path / "oci", name="local/wh")
+    require_sandbox_host()
+    with Sandbox(image="local/wh:1") as sb:
+        assert sh_ok(sb, "ls -A /x /y; cat /keep") == "/x:\nnew\n\n/y:\nnew\ntop\n"

@@ -389,3 +389,31 @@ def test_image_budget(box: dict[str, Path]) -> None:
     with pytest.raises(UnsafeLayer, match=over):
         unpack(str(blob), str(box["top"] / "layer2"), None, budget=budget)
     assert not (box["top"] / "layer2" / "b").exists()
+
+
+def test_whiteout_spares_its_own_layer(box: dict[str, Path]) -> None:
+    """Found by review: `.wh.NAME` deleted the NAME the same layer had made.
+    The OCI image spec: whiteouts "MUST only apply to resources in
+    lower/parent layers", before or after the entry in the tar."""
+    stats = do(
+        box,
+        raw_tar(
+            ent("keep", data=b"mine"),
+            ent(".wh.keep", data=b""),
+            ent("x", tarfile.DIRTYPE, mode=0o755),
+            ent("x/new", data=b"n"),
+            ent(".wh.x", data=b""),
+            ent(".wh.y", data=b""),
+            ent("y", tarfile.DIRTYPE, mode=0o755),
+            ent("y/new", data=b"n"),
+            ent(".wh.z", data=b""),
+            ent("z", data=b"file after its whiteout"),
+        ),
+    )
+    lay = box["layer"]
+    assert (lay / "keep").read_bytes() == b"mine"
+    assert (lay / "z").read_bytes() == b"file after its whiteout"
+    for d in ("x", "y"):  # the layer's own directory, opaque: the lower one's entries stay hidden
+        assert sorted(os.listdir(lay / d)) == ["new"]
+        assert os.getxattr(lay / d, "user.overlay.opaque") == b"y"
+    assert stats.whiteouts == 4  # type: ignore[attr-defined]
