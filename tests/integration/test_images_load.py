@@ -16,7 +16,7 @@ import pytest
 
 from sandbox import Sandbox, images
 from sandbox.errors import ConfigError
-from sandbox.images.errors import DigestMismatch, UnsafeLayer
+from sandbox.images.errors import DigestMismatch, ImageError, UnsafeLayer
 from sandbox.images.store import Store
 from tests.conftest import require, require_sandbox_host, sh_ok
 from tests.registry import mkoci
@@ -149,3 +149,24 @@ def test_a_whiteout_hides_only_the_lower_layers(tmp_path: Path) -> None:
     require_sandbox_host()
     with Sandbox(image="local/wh:1") as sb:
         assert sh_ok(sb, "ls -A /x /y; cat /keep") == "/x:\nnew\n\n/y:\nnew\ntop\n"
+
+
+def test_a_bad_working_dir_is_the_images_fault(tmp_path: Path) -> None:
+    """Found by review: a WorkingDir with '..' was reported as a bad
+    `workdir` option, one the caller never gave."""
+    lay = mkoci.Layout(str(tmp_path / "oci"))
+    layers = [mkoci.layer(lay, mkoci.tar_layer(mkoci.busybox()))]
+    lay.tag("1", mkoci.image(lay, layers, extra={"WorkingDir": "/srv/../etc"}))
+    lay.save()
+    images.load(tmp_path / "oci", name="local/wd")
+    with pytest.raises(ImageError) as e:
+        Sandbox(image="local/wd:1")
+    assert not isinstance(e.value, ConfigError)
+    assert str(e.value) == (
+        "docker.io/local/wd:1: the image's WorkingDir '/srv/../etc' is not an absolute path without '..'; "
+        "pass workdir= to choose the working directory"
+    )
+    assert os.listdir(Store().root / "holds") == []
+    require_sandbox_host()
+    with Sandbox(image="local/wd:1", workdir="/etc") as sb:
+        assert sh_ok(sb, "pwd") == "/etc\n"
