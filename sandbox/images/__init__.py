@@ -26,7 +26,8 @@ from .errors import DigestMismatch, ImageError, ImageNotFound, PlatformNotFound,
 from .load import load
 from .pull import Progress, pull_locked
 from .reference import Reference, parse
-from .store import Hold, Store, tree_summary
+from .store import Hold, Store
+from .trees import summary
 
 __all__ = [
     "DigestMismatch",
@@ -195,7 +196,11 @@ def verify(store: Store | None = None) -> _list[str]:
             except (OSError, ValueError):
                 problems.append(f"layer sha256:{d.name}: no readable layer.json")
                 continue
-            now = tree_summary(str(d / "tree"))
+            try:
+                now = summary(str(d / "tree"))
+            except OSError as e:
+                problems.append(f"layer sha256:{d.name}: the tree cannot be read ({e.strerror or e})")
+                continue
             if now != {"entries": info.get("entries"), "bytes": info.get("bytes")}:
                 problems.append(
                     f"layer sha256:{d.name}: the tree has changed ({now}, unpacked as "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -93,8 +92,7 @@ def build(
     d = Path(recipe)
     r = _recipe(d)
     st = store or Store()
-    tmp = st.tmp()
-    try:
+    with st.scratch() as tmp:
         if rootfs is not None:
             tree = Path(rootfs)
             if not (tree / "bin").exists() or not os.path.isabs(tree):
@@ -136,5 +134,3 @@ def build(
         (lay / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": index}))
         with st.lock():
             return [ref for ref, _ in load_layout(st, lay, None, mf.host_platform(), progress)]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

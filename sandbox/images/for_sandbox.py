@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..spec import check_abs_path
 from . import Image, _image, local_or_pull
 from .errors import ImageError
 from .reference import parse
@@ -58,11 +59,19 @@ def resolve(
     img = _image(st, r, rec)
     merged = dict(img.config.env)
     merged.update(env or {})
+    if workdir is None and img.config.workdir is not None:
+        try:
+            workdir = check_abs_path("workdir", img.config.workdir)
+        except ConfigError:  # the image's fault, not the caller's option
+            raise ImageError(
+                f"{img.ref}: the image's WorkingDir {img.config.workdir!r} is not an absolute path "
+                "without '..'; pass workdir= to choose the working directory"
+            ) from None
     return Resolved(
         image=img,
         layers=list(img.layers),
         env=merged,
-        workdir=workdir if workdir is not None else img.config.workdir,
+        workdir=workdir,
         user=user if user is not None else img.config.user,
         store=st,
         record=rec,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import stat
 import tarfile
 from collections.abc import Callable
@@ -217,9 +216,6 @@ def load(
     with st.lock():
         if p.is_dir():
             return [ref for ref, _ in load_layout(st, p, name, plat, progress)]
-        tmp = st.tmp()
-        try:
+        with st.scratch() as tmp:
             docker_save_to_layout(p, tmp / "layout")
             return [ref for ref, _ in load_layout(st, tmp / "layout", name, plat, progress)]
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,9 @@ MANIFEST_MAX = 4 << 20
 CONFIG_MAX = 8 << 20
 LAYERS_MAX = 500
 DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+# OS/ARCH[/VARIANT]: what the platform= option takes, and what an image's
+# config may say (it is printed: no room for a terminal escape)
+PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,16 @@ def host_platform() -> str:
 
 
 def check_platform(value: object) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", value):
+    if not isinstance(value, str) or not PLATFORM.fullmatch(value):
         raise ConfigError(
             "platform", f"{value!r}: write OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
         )
     return value
+
+
+def shown(platform: str) -> str:
+    """A platform from a registry, for a message: as it is when well formed, else quoted."""
+    return platform if PLATFORM.fullmatch(platform) else repr(platform)
 
 
 def _norm(p: str) -> tuple[str, str, str]:
@@ -144,7 +152,7 @@ def select(entries: list[Descriptor], want: str, where: str) -> Descriptor:
         if (os_, arch) == (w_os, w_arch) and (not explicit_variant or var == w_var):
             return e
     offered = ", ".join(
-        sorted({e.platform for e in entries if e.platform and not e.platform.startswith("unknown")})
+        sorted({shown(e.platform) for e in entries if e.platform and not e.platform.startswith("unknown")})
     )
     raise PlatformNotFound(
         f"{where}: no image for platform {want}; the index offers: {offered or 'none'} "
@@ -177,7 +185,10 @@ def parse_config(body: bytes, where: str) -> ImageConfig:
         if sep and k:
             env.append((k, v))
     wd, user = c.get("WorkingDir"), c.get("User")
-    plat = "/".join(str(x) for x in (data.get("os"), data.get("architecture"), data.get("variant")) if x)
+    parts = [data.get("os"), data.get("architecture"), data.get("variant")]
+    plat = "/".join(str(x) for x in parts if x)
+    if plat and not PLATFORM.fullmatch(plat):
+        raise ImageError(f"{where}: the config's os/architecture/variant {plat!r} is not a platform")
     return ImageConfig(
         diff_ids=tuple(diff_ids),
         env=tuple(env),

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import config as _config
@@ -18,8 +18,9 @@ from . import manifest as mf
 from .errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
 from .reference import Reference
 from .registry import Client
-from .store import Store, hexof, tree_summary, write_atomic
-from .unpack import MAX_LAYER_SIZE, unpack
+from .store import Store, hexof, owner_tag, remove_tree, write_atomic
+from .trees import summary
+from .unpack import MAX_LAYER_SIZE, Budget, unpack
 
 # progress(event, digest, done, total): event is "download", "unpack" (starts), "unpacking"
 # (done = uncompressed bytes so far), "exists" (already in the store) or "done"
@@ -46,6 +47,7 @@ class _Ctx:
     store: Store
     client: Source
     progress: Progress | None
+    budget: Budget = field(default_factory=Budget)  # what the image's layers may unpack
 
     def tell(self, event: str, digest: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -99,8 +101,7 @@ def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
                     lambda n: ctx.tell("download", desc.digest, n, desc.size),
                 )
                 os.rename(partial, blob)
-        tmp = st.tmp()
-        try:
+        with st.scratch() as tmp:
             tree = tmp / "tree"
             tree.mkdir(mode=0o755)
             ctx.tell("unpack", desc.digest, 0, desc.size)
@@ -109,41 +110,36 @@ def _layer(ctx: _Ctx, desc: mf.Descriptor, diff_id: str) -> None:
                 str(tree),
                 diff_id,
                 progress=lambda n: ctx.tell("unpacking", desc.digest, n, desc.size),
+                budget=ctx.budget,
             )
             info = {
                 "diff_id": diff_id,
                 "blob": desc.digest,
                 "unpacked": time.time(),
-                **tree_summary(str(tree)),
+                **summary(str(tree)),
                 "whiteouts": stats.whiteouts,
                 "opaque": stats.opaque,
                 "skipped_devices": stats.skipped_devices,
             }
             (tmp / "layer.json").write_text(json.dumps(info, sort_keys=True))
             os.rename(tmp, st.layer_dir(diff_id))  # the layer appears whole, or not at all
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     ctx.tell("done", desc.digest, desc.size, desc.size)
 
 
 def _clean_dead_tmp(store: Store) -> None:
-    """tmp/ entries of processes that are gone (killed mid-pull)."""
-    for p in (store.root / "tmp").iterdir():
-        pid = p.name.split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
+    """tmp/ entries of processes that are gone (killed mid-pull).  Pulls run
+    side by side (the store lock is shared): each entry is first renamed to
+    one of this process, so that only one of them removes it."""
+    for p in store.leftovers(exclusive=False):
+        mine = p.with_name(f"{owner_tag()}.{secrets.token_hex(6)}")
         try:
-            os.kill(int(pid), 0)
-            continue  # alive: its work in progress
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+            os.rename(p, mine)
+        except FileNotFoundError:
+            continue  # another pull took it
+        try:
+            remove_tree(mine)
+        except ImageError:
+            continue  # not this pull's business: `sandbox gc` names what stops it
 
 
 def pull_locked(

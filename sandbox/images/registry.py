@@ -61,7 +61,7 @@ class Client:
             except NETWORK_ERRORS as e:
                 # nothing listens: no point in waiting (the next mirror is tried at once)
                 if attempt >= RETRIES or isinstance(e, ConnectionRefusedError):
-                    raise RegistryError(f"{what}: cannot reach {self.base}: {e}") from e
+                    raise RegistryError(f"{what}: cannot reach {self.base}: {e!r}") from e
                 backoff(attempt)
                 attempt += 1
                 continue
@@ -90,7 +90,7 @@ class Client:
                 f"{what}: access denied by {self.base} ({resp.status}); check the credentials "
                 f"for {self.host} in ~/.docker/config.json"
             )
-        return RegistryError(f"{what}: {self.base} answered {resp.status} {resp.reason} ({detail!r})")
+        return RegistryError(f"{what}: {self.base} answered {resp.status} {resp.reason!r} ({detail!r})")
 
     def _small(
         self, path: str, headers: dict[str, str], limit: int, what: str
@@ -182,7 +182,7 @@ class Client:
                                 progress(have)
                     except NETWORK_ERRORS as e:
                         if attempt >= RETRIES:
-                            raise RegistryError(f"{what}: the download kept breaking off: {e}") from e
+                            raise RegistryError(f"{what}: the download kept breaking off: {e!r}") from e
                         f.flush()
                         backoff(attempt)
                         attempt += 1

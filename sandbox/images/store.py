@@ -7,10 +7,13 @@
     images/KEY.json         image records by reference
     holds/HEX               held (flock LOCK_SH) by running sandboxes of manifest HEX
     locks/NAME.lock         one download / one unpack per blob or layer, across processes
-    tmp/                    work in progress: renamed into place when whole
+    tmp/PID-START.*         work in progress: renamed into place when whole; named for
+                            its owner (pid and start time, as pids are reused)
 
 Everything appears by rename(2) once it is complete, so a crash at any point
 leaves only tmp/ entries and .partial files, which no reader ever uses.
+Not all work holds the store lock (a build runs its recipe without it), so a
+tmp/ entry is a leftover only once its owner is gone.
 Reference counts are computed, not stored: a blob or layer is kept while an
 image record or a held sandbox names it."""
 
@@ -22,13 +25,13 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..network.state import start_time
+from . import trees
 from .config import sandbox_home
 from .errors import ImageError
 from .reference import Reference
@@ -50,8 +53,24 @@ def record_key(ref: Reference) -> str:
     return hashlib.sha256(str(ref).encode()).hexdigest()[:32]
 
 
+def owner_tag() -> str:
+    """PID-START of this process: how tmp/ names its work."""
+    pid = os.getpid()
+    return f"{pid}-{start_time(pid)}"
+
+
+def owner_alive(name: str) -> bool | None:
+    """Whether the process a tmp/ entry is named for still runs (the same
+    process: a reused pid has another start time); None when the name
+    names no owner (made by an older version)."""
+    pid, sep, start = name.partition(".")[0].partition("-")
+    if not (sep and pid.isdigit() and start.isdigit()):
+        return None
+    return start_time(int(pid)) == int(start)
+
+
 def write_atomic(path: Path, data: bytes, tmpdir: Path) -> None:
-    tmp = tmpdir / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = tmpdir / f"{owner_tag()}.{secrets.token_hex(4)}.{path.name}"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -59,16 +78,13 @@ def write_atomic(path: Path, data: bytes, tmpdir: Path) -> None:
     os.replace(tmp, path)
 
 
-def tree_summary(tree: str) -> dict[str, int]:
-    """What `images --verify` compares: entries and bytes of regular files."""
-    entries = size = 0
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for n in dirnames + filenames:
-            entries += 1
-            st = os.lstat(os.path.join(dirpath, n))
-            if stat.S_ISREG(st.st_mode):
-                size += st.st_size
-    return {"entries": entries, "bytes": size}
+def remove_tree(p: Path) -> None:
+    """Remove a tree (of any depth) or a file of the store; ImageError when it cannot."""
+    try:
+        trees.remove(p)
+    except OSError as e:
+        where = f" (at {e.filename!r} inside)" if e.filename and str(e.filename) != str(p) else ""
+        raise ImageError(f"cannot remove {str(p)!r}: {e.strerror or e}{where}; remove it by hand") from None
 
 
 @dataclass
@@ -125,9 +141,25 @@ class Store:
 
     def tmp(self) -> Path:
         self.ensure()
-        p = self.root / "tmp" / f"{os.getpid()}.{secrets.token_hex(6)}"
+        p = self.root / "tmp" / f"{owner_tag()}.{secrets.token_hex(6)}"
         p.mkdir(mode=0o700)
         return p
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A new tmp/ directory, removed at the end (unless the work renamed
+        it into place).  Failing to remove it never hides the error that
+        ended the work: it is added to that error as a note."""
+        p = self.tmp()
+        try:
+            yield p
+        except BaseException as e:
+            try:
+                remove_tree(p)
+            except ImageError as cleanup:
+                e.add_note(str(cleanup))
+            raise
+        remove_tree(p)
 
     # -- locks -------------------------------------------------------------------
 
@@ -260,41 +292,54 @@ class Store:
                 out.update([x["digest"], x["diff_id"]])
         return out
 
-    def leftovers(self) -> list[Path]:
+    def leftovers(self, exclusive: bool = True) -> list[Path]:
         """Work a killed process left in tmp/ (.partial downloads stay: the
-        next pull resumes them).  Call with the store lock held exclusively:
-        then no pull runs, and every tmp/ entry is a dead one's."""
-        return sorted((self.root / "tmp").iterdir()) if (self.root / "tmp").is_dir() else []
+        next pull resumes them): entries whose owner is gone.  With the store
+        lock held exclusively (no pull runs) also those that name no owner;
+        with it shared, only those of an owner known to be gone."""
+        d = self.root / "tmp"
+        if not d.is_dir():
+            return []
+        out = []
+        for p in sorted(d.iterdir()):
+            alive = owner_alive(p.name)
+            if alive is False or (alive is None and exclusive):
+                out.append(p)
+        return out
 
     def sweep(self, content: bool) -> list[str]:
         """Remove leftovers, stale holds and (with `content`) every blob and
-        layer no record or held sandbox names.  Needs the exclusive lock."""
-        removed = []
+        layer no record or held sandbox names.  Needs the exclusive lock.
+        What cannot be removed does not stop the rest: an ImageError at the
+        end names it."""
+        removed: list[str] = []
+        failed: list[str] = []
+
+        def rm(p: Path, what: str) -> bool:
+            try:
+                remove_tree(p)
+            except ImageError as e:
+                failed.append(str(e))
+                return False
+            removed.append(what)
+            return True
+
         for p in self.leftovers():
-            _rmtree(p)
-            removed.append(f"tmp/{p.name}")
+            rm(p, f"tmp/{p.name}")
         held, stale = self._held()
         for p in stale:
             p.unlink(missing_ok=True)
-        if not content:
-            return removed
-        keep = self._referenced() | held
-        for p in sorted((self.root / "layers").iterdir()):
-            if f"sha256:{p.name}" not in keep:
-                _rmtree(p)
-                (self.root / "locks" / f"layer-{p.name}.lock").unlink(missing_ok=True)
-                removed.append(f"layer sha256:{p.name}")
-        for p in sorted((self.root / "blobs" / "sha256").iterdir()):
-            name = p.name.removesuffix(".partial")
-            if f"sha256:{name}" not in keep or p.name.endswith(".partial"):
-                p.unlink(missing_ok=True)
-                (self.root / "locks" / f"blob-{name}.lock").unlink(missing_ok=True)
-                removed.append(f"blob sha256:{p.name}")
+        if content:
+            keep = self._referenced() | held
+            for p in sorted((self.root / "layers").iterdir()):
+                if f"sha256:{p.name}" not in keep and rm(p, f"layer sha256:{p.name}"):
+                    (self.root / "locks" / f"layer-{p.name}.lock").unlink(missing_ok=True)
+            for p in sorted((self.root / "blobs" / "sha256").iterdir()):
+                name = p.name.removesuffix(".partial")
+                if f"sha256:{name}" not in keep or p.name.endswith(".partial"):
+                    p.unlink(missing_ok=True)
+                    (self.root / "locks" / f"blob-{name}.lock").unlink(missing_ok=True)
+                    removed.append(f"blob sha256:{p.name}")
+        if failed:
+            raise ImageError("; ".join(failed) + f" (removed meanwhile: {len(removed)} item(s))")
         return removed
-
-
-def _rmtree(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
-        p.unlink(missing_ok=True)

@@ -12,7 +12,8 @@ lower layer is never on the path either.
 The OCI whiteouts become what the core's overlay mount (`userxattr`, in a
 user namespace) reads: `.wh.NAME` a 0/0 character device NAME (made here, as
 host root; overlay treats it as "deleted" in any lower layer), and
-`.wh..wh..opq` the xattr user.overlay.opaque="y" on its directory.  Device
+`.wh..wh..opq` the xattr user.overlay.opaque="y" on its directory; neither
+deletes an entry of its own layer (see _Extractor._whiteout).  Device
 nodes of the image are skipped.  Ownership and modes are the tar's (the
 core's idmapped mounts shift them at run time); xattrs are kept when they
 are user.* (but not overlay's own) or file capabilities.
@@ -21,24 +22,44 @@ are user.* (but not overlay's own) or file capabilities.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from . import trees
 from .errors import DigestMismatch, ImageError, UnsafeLayer
 
 CHUNK = 1 << 20
 MAX_LAYER_SIZE = 64 << 30  # bytes of file content per layer
+# Bytes of file content (apparent sizes) the layers of one image may unpack
+# between them, in one pull or load.  The largest images in common use (CUDA
+# and machine learning stacks) unpack to some 20-30 GB; without a cap, a
+# layer of a few KB claims far more (a sparse member, or zeros that
+# compress 1000:1), times up to 500 layers.
+MAX_IMAGE_SIZE = 64 << 30
+# Files are written with holes where a block this size (aligned) is all
+# zeros: a sparse tar member (tarfile hands its holes over as zeros) costs
+# the disk what its data does, not its apparent size.
+HOLE = 64 << 10
+_ZEROS = bytes(HOLE)
 MAX_ENTRIES = 1_000_000
 MAX_NAME = 4096
+# Directory levels of an entry's path.  Real images stay far below (Debian's
+# deepest paths have about 15 levels; npm's nested node_modules rarely pass
+# 60), while the host's recursive walkers (os.walk, shutil.rmtree and
+# copytree in Python 3.11, one frame per level against a recursion limit of
+# about 1000) fail on a deeper tree: 256 leaves room for both.  PATH_MAX
+# (4096) alone would allow 2048 levels of one-letter names.
+MAX_DEPTH = 256
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "user.overlay.opaque"
@@ -81,6 +102,10 @@ def clean(name: str, what: str = "entry") -> str:
         raise UnsafeLayer(f"{what} {name[:200]!r}: contains '..' (it would leave the layer)")
     if any(len(os.fsencode(p)) > 255 for p in parts):
         raise UnsafeLayer(f"{what} {name[:200]!r}: a name component longer than 255 bytes")
+    if len(parts) > MAX_DEPTH:
+        raise UnsafeLayer(
+            f"{what} {name[:200]!r}: {len(parts)} directory levels deep, more than the {MAX_DEPTH} allowed"
+        )
     return "/".join(parts)
 
 
@@ -186,10 +211,48 @@ class _BoundedTarInfo(tarfile.TarInfo):
         return super()._proc_member(tf)  # type: ignore[misc, no-any-return]
 
 
+class Budget:
+    """What the layers of one image may still unpack (MAX_IMAGE_SIZE),
+    shared by the threads that unpack them."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_IMAGE_SIZE if limit is None else limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            self.used += n
+            over = self.used > self.limit
+        if over:
+            raise UnsafeLayer(
+                f"the image's layers hold more than {self.limit} bytes of files "
+                "(MAX_IMAGE_SIZE of sandbox.images.unpack)"
+            )
+
+
+def _write_sparse(fd: int, data: bytes, pos: int) -> None:
+    """Write `data` at offset `pos`, skipping the HOLE blocks of zeros."""
+    for i in range(0, len(data), HOLE):
+        block = data[i : i + HOLE]
+        if block == _ZEROS[: len(block)]:
+            continue
+        view, at = memoryview(block), pos + i
+        while view:
+            n = os.pwrite(fd, view, at)
+            view, at = view[n:], at + n
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    """What _whiteout makes (the image's own device nodes are never made)."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
 class _Extractor:
-    def __init__(self, root_fd: int, max_size: int) -> None:
+    def __init__(self, root_fd: int, max_size: int, budget: Budget) -> None:
         self.root = root_fd
         self.max_size = max_size
+        self.budget = budget
         self.stats = Stats()
         self._dirs: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._dir_meta: list[tuple[str, int]] = []  # (path, mtime ns): set after their contents
@@ -208,24 +271,37 @@ class _Extractor:
             os.close(self._dirs.pop(key))
 
     def dir_fd(self, rel: str, member: str, create: bool = True) -> int:
-        """An fd of the directory `rel` of the layer (made when missing)."""
+        """An fd of the directory `rel` of the layer (made when missing, with
+        the missing ones above it: a loop, not a recursion per level)."""
         if rel == "":
             return self.root
         fd = self._dirs.get(rel)
         if fd is not None:
             self._dirs.move_to_end(rel)
             return fd
+        parts = rel.split("/")
+        have = len(parts)  # the first `have` parts exist
         try:
-            fd = openat2(self.root, rel, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:
-            if e.errno == errno.ENOENT and create:
-                head, _, name = rel.rpartition("/")
-                parent = self.dir_fd(head, member)
+            while True:
                 try:
-                    os.mkdir(name, 0o755, dir_fd=parent)
-                except FileExistsError:
-                    pass
-                return self.dir_fd(rel, member, create=False)
+                    fd = openat2(self.root, "/".join(parts[:have]), os.O_RDONLY | os.O_DIRECTORY)
+                    break
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    have -= 1
+                    if have == 0:
+                        fd = os.dup(self.root)
+                        break
+            for name in parts[have:]:
+                try:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    sub = openat2(fd, name, os.O_RDONLY | os.O_DIRECTORY)
+                finally:
+                    os.close(fd)
+                fd = sub
+        except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV, errno.EAGAIN, errno.ENOENT):
                 raise UnsafeLayer(
                     f"entry {member!r}: its path goes through {self._culprit(rel)!r}, which is not a "
@@ -258,9 +334,28 @@ class _Extractor:
             return
         if stat.S_ISDIR(st.st_mode):
             self._forget_dirs(f"{head}/{name}" if head else name)
-            shutil.rmtree(name, dir_fd=parent)
+            trees.remove(name, dir_fd=parent)
         else:
             os.unlink(name, dir_fd=parent)
+
+    def _whiteout(self, parent: int, name: str) -> None:
+        """`.wh.NAME` deletes the NAME of the lower layers, never the NAME of
+        this layer (the OCI image spec, "Whiteouts": they "MUST only apply to
+        resources in lower/parent layers", whatever the order of the tar).
+        Overlay reads a 0/0 character device as the deletion.  An entry of
+        this layer by that name hides the lower one already; a directory
+        must be opaque too, or the lower one's entries show through it."""
+        try:
+            st = os.lstat(name, dir_fd=parent)
+        except FileNotFoundError:
+            os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                os.setxattr(fd, OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
 
     def _owner(self, m: tarfile.TarInfo) -> tuple[int, int]:
         if not (0 <= m.uid < 2**32 - 1 and 0 <= m.gid < 2**32 - 1):
@@ -305,8 +400,7 @@ class _Extractor:
                 target = name[len(WHITEOUT) :]
                 if target in ("", ".", ".."):  # ".wh..." would delete the directory above
                     raise UnsafeLayer(f"entry {m.name!r}: a whiteout of {target!r}")
-                self._remove(parent, head, target)
-                os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
+                self._whiteout(parent, target)
                 self.stats.whiteouts += 1
             return
         if m.ischr() or m.isblk():
@@ -316,17 +410,20 @@ class _Extractor:
             raise UnsafeLayer(f"entry {m.name!r}: {m.size} bytes, more than the {self.max_size} allowed")
         if m.isdir():
             try:
-                st = os.lstat(name, dir_fd=parent)
-                if not stat.S_ISDIR(st.st_mode):
-                    self._remove(parent, head, name)
-                    os.mkdir(name, 0o700, dir_fd=parent)
+                old: os.stat_result | None = os.lstat(name, dir_fd=parent)
             except FileNotFoundError:
+                old = None
+            if old is None or not stat.S_ISDIR(old.st_mode):
+                self._remove(parent, head, name)
                 os.mkdir(name, 0o700, dir_fd=parent)
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
             try:
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode)
                 self._xattrs(fd, m)
+                if old is not None and _is_whiteout(old):
+                    # `.wh.NAME` came first: a new directory, the lower layers' NAME stays deleted
+                    os.setxattr(fd, OPAQUE_XATTR, b"y")
             finally:
                 os.close(fd)
             self._dir_meta.append((rel, self._mtime(m)))
@@ -336,6 +433,7 @@ class _Extractor:
             self.stats.bytes += m.size
             if self.stats.bytes > self.max_size:
                 raise UnsafeLayer(f"the layer holds more than {self.max_size} bytes of files")
+            self.budget.take(m.size)
             src = tf.extractfile(m)
             assert src is not None
             fd = os.open(
@@ -345,15 +443,14 @@ class _Extractor:
                 dir_fd=parent,
             )
             try:
-                left = m.size
-                while left > 0:
-                    data = src.read(min(CHUNK, left))
+                pos = 0
+                while pos < m.size:
+                    data = src.read(min(CHUNK, m.size - pos))  # whole CHUNKs: HOLE blocks stay aligned
                     if not data:
                         raise DigestMismatch(f"entry {m.name!r}: the tar ends inside the file")
-                    left -= len(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    _write_sparse(fd, data, pos)
+                    pos += len(data)
+                os.ftruncate(fd, m.size)  # the size, when the file ends in a hole
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode)  # after chown, which clears set-id bits
                 self._xattrs(fd, m)
@@ -408,12 +505,14 @@ def unpack(
     diff_id: str | None,
     max_size: int = MAX_LAYER_SIZE,
     progress: Callable[[int], None] | None = None,
+    budget: Budget | None = None,
 ) -> Stats:
     """Unpack the layer blob at `blob` into the existing empty directory
     `dest`; the uncompressed stream must hash to `diff_id` (when given).
-    On any error the caller removes `dest`."""
+    `budget` is the image's, when its other layers count too.  On any
+    error the caller removes `dest`."""
     root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    ex = _Extractor(root, max_size)
+    ex = _Extractor(root, max_size, budget if budget is not None else Budget())
     try:
         with open(blob, "rb") as f:
             stream = _Decompressed(f, limit=max_size + (MAX_ENTRIES * 1024))

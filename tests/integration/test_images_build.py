@@ -44,3 +44,20 @@ def test_bad_recipes(store: Path, tmp_path: Path) -> None:
     (tmp_path / "image.json").write_text(json.dumps({"tags": ["Bad"]}))
     with pytest.raises(ConfigError, match="bad name component 'Bad'"):
         images.build(tmp_path)
+
+
+def test_gc_during_a_build_keeps_its_work(store: Path, tmp_path: Path) -> None:
+    """Found by review: `sandbox gc` while a recipe ran removed the build's
+    tmp/ tree (a recipe runs without the store lock, and gc took every tmp/
+    entry for a dead process's).  This recipe runs gc itself, half-way."""
+    (tmp_path / "image.json").write_text(
+        json.dumps({"tags": ["gc-during-build:1"], "script_env": {"PYTHON": sys.executable}})
+    )
+    (tmp_path / "build-rootfs.sh").write_text(
+        'set -e\nmkdir -p "$1/bin"\necho made > "$1/bin/made"\n'
+        '"$PYTHON" -c "from sandbox import images; print(images.gc())"\n'
+        'cat "$1/bin/made"\n'
+    )
+    refs = images.build(tmp_path)
+    assert [r.familiar() for r in refs] == ["gc-during-build:1"]
+    assert images.verify() == []

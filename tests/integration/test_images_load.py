@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -15,7 +16,7 @@ import pytest
 
 from sandbox import Sandbox, images
 from sandbox.errors import ConfigError
-from sandbox.images.errors import DigestMismatch
+from sandbox.images.errors import DigestMismatch, ImageError, UnsafeLayer
 from sandbox.images.store import Store
 from tests.conftest import require, require_sandbox_host, sh_ok
 from tests.registry import mkoci
@@ -114,3 +115,58 @@ def test_not_an_image(tmp_path: Path) -> None:
         images.load(tmp_path / "junk")
     with pytest.raises(ConfigError, match="not an OCI image layout"):
         images.load(tmp_path)
+
+
+def test_the_layers_of_an_image_share_one_size_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAX_IMAGE_SIZE counts the files of all the image's layers (each is
+    under it alone): the image is not stored (one layer may be, for prune)."""
+    monkeypatch.setattr("sandbox.images.unpack.MAX_IMAGE_SIZE", 1000)
+    lay = mkoci.Layout(str(tmp_path / "oci"))
+    layers = [mkoci.layer(lay, mkoci.tar_layer([("file", n, 0o644, "x" * 600)])) for n in ("a", "b")]
+    lay.tag("big:1", mkoci.image(lay, layers))
+    lay.save()
+    with pytest.raises(UnsafeLayer, match="the image's layers hold more than 1000 bytes of files"):
+        images.load(tmp_path / "oci", name="local/big")
+    assert images.list() == [] and len(os.listdir(Store().root / "layers")) <= 1
+    assert os.listdir(Store().root / "tmp") == []
+
+
+def test_a_whiteout_hides_only_the_lower_layers(tmp_path: Path) -> None:
+    """Found by review: a whiteout deleted what its own layer made.  Seen
+    through the overlay: the top layer's x/ and y/ (whiteouts after and
+    before them) and its file `keep` are there; the lower ones' entries not."""
+    lay = mkoci.Layout(str(tmp_path / "oci"))
+    lower = [("dir", d, 0o755, None) for d in ("x", "y")]
+    lower += [("file", f"{d}/old", 0o644, "lower\n") for d in ("x", "y")]
+    lower.append(("file", "keep", 0o644, "lower\n"))
+    top = [("dir", "x", 0o755, None), ("file", "x/new", 0o644, "top\n"), ("file", ".wh.x", 0o644, "")]
+    top += [("file", ".wh.y", 0o644, ""), ("dir", "y", 0o755, None), ("file", "y/new", 0o644, "top\n")]
+    top += [("file", "keep", 0o644, "top\n"), ("file", ".wh.keep", 0o644, "")]
+    layers = [mkoci.layer(lay, mkoci.tar_layer(x)) for x in (mkoci.busybox(), lower, top)]
+    lay.tag("1", mkoci.image(lay, layers))
+    lay.save()
+    images.load(tmp_path / "oci", name="local/wh")
+    require_sandbox_host()
+    with Sandbox(image="local/wh:1") as sb:
+        assert sh_ok(sb, "ls -A /x /y; cat /keep") == "/x:\nnew\n\n/y:\nnew\ntop\n"
+
+
+def test_a_bad_working_dir_is_the_images_fault(tmp_path: Path) -> None:
+    """Found by review: a WorkingDir with '..' was reported as a bad
+    `workdir` option, one the caller never gave."""
+    lay = mkoci.Layout(str(tmp_path / "oci"))
+    layers = [mkoci.layer(lay, mkoci.tar_layer(mkoci.busybox()))]
+    lay.tag("1", mkoci.image(lay, layers, extra={"WorkingDir": "/srv/../etc"}))
+    lay.save()
+    images.load(tmp_path / "oci", name="local/wd")
+    with pytest.raises(ImageError) as e:
+        Sandbox(image="local/wd:1")
+    assert not isinstance(e.value, ConfigError)
+    assert str(e.value) == (
+        "docker.io/local/wd:1: the image's WorkingDir '/srv/../etc' is not an absolute path without '..'; "
+        "pass workdir= to choose the working directory"
+    )
+    assert os.listdir(Store().root / "holds") == []
+    require_sandbox_host()
+    with Sandbox(image="local/wd:1", workdir="/etc") as sb:
+        assert sh_ok(sb, "pwd") == "/etc\n"

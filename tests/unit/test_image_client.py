@@ -91,6 +91,40 @@ def test_5xx_retried_then_reported(
     assert len(seen) == 6  # the first try and five retries
 
 
+ESCAPES = "\x1b]0;owned\x07\x1b[2J"  # a terminal title and a cleared screen
+
+
+def test_status_reason_is_quoted(server: tuple[str, list[Handler], list[dict[str, str]]]) -> None:
+    """Found by review: the registry's reason phrase was printed raw."""
+    base, handlers, _ = server
+
+    def h(req: BaseHTTPRequestHandler) -> None:
+        req.send_response(418, ESCAPES)
+        req.send_header("Content-Length", "0")
+        req.end_headers()
+
+    handlers.append(h)
+    with pytest.raises(RegistryError) as e:
+        client(base).manifest("latest")
+    assert "\x1b" not in str(e.value) and f"answered 418 {ESCAPES!r}" in str(e.value)
+
+
+def test_bad_status_line_is_quoted(
+    server: tuple[str, list[Handler], list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: http.client.BadStatusLine carries the line as sent, and it was printed raw."""
+    base, handlers, _ = server
+    monkeypatch.setattr("sandbox.images.http.BACKOFF", 0.001)
+
+    def h(req: BaseHTTPRequestHandler) -> None:
+        req.wfile.write(ESCAPES.encode() + b"\r\n\r\n")
+
+    handlers.extend([h] * 6)
+    with pytest.raises(RegistryError, match="cannot reach") as e:
+        client(base).manifest("latest")
+    assert "\x1b" not in str(e.value) and "BadStatusLine(" in str(e.value)
+
+
 def test_authorization_not_sent_to_another_origin(
     server: tuple[str, list[Handler], list[dict[str, str]]],
 ) -> None:

@@ -46,6 +46,29 @@ def test_platform_missing_lists_offers() -> None:
     assert "no image for platform linux/s390x; the index offers: linux/amd64, linux/arm64/v8" in str(e.value)
 
 
+def test_offered_platforms_are_quoted_when_odd() -> None:
+    """Found by review: an index's platform strings were printed raw."""
+    idx = {"manifests": [*INDEX["manifests"], entry(D1, {"os": "linux\x1b[2J", "architecture": "amd64"})]}
+    with pytest.raises(PlatformNotFound) as e:
+        mf.select(mf.index_entries(idx, "img"), "linux/s390x", "img")
+    assert "\x1b" not in str(e.value)
+    assert "the index offers: 'linux\\x1b[2J/amd64', linux/amd64, linux/arm64/v8" in str(e.value)
+
+
+def test_config_platform_checked() -> None:
+    """Found by review: the config's os/architecture went raw into the
+    record, and from there to `sandbox images` and the pull's summary."""
+    body = {"os": "linux", "architecture": "amd64\x1b]0;owned\x07", "rootfs": {"diff_ids": [D1]}}
+    with pytest.raises(ImageError, match="is not a platform") as e:
+        mf.parse_config(json.dumps(body).encode(), "x")
+    assert "\x1b" not in str(e.value)
+    body["architecture"] = "arm64"
+    body["variant"] = "v8"
+    assert mf.parse_config(json.dumps(body).encode(), "x").platform == "linux/arm64/v8"
+    del body["os"], body["architecture"], body["variant"]
+    assert mf.parse_config(json.dumps(body).encode(), "x").platform == ""  # none said: the pull's
+
+
 def test_variant_must_match_when_asked() -> None:
     idx = {"manifests": [entry(D1, {"os": "linux", "architecture": "arm", "variant": "v6"})]}
     with pytest.raises(PlatformNotFound, match="linux/arm/v6"):

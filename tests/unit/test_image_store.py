@@ -3,17 +3,21 @@ a running sandbox (a Hold) uses, and remove what a killed pull left."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sandbox import images
-from sandbox.images.errors import ImageNotFound
+from sandbox.images import trees
+from sandbox.images.errors import ImageError, ImageNotFound
+from sandbox.images.pull import _clean_dead_tmp
 from sandbox.images.reference import parse
-from sandbox.images.store import Store, tree_summary
+from sandbox.images.store import Store
 
 
 def blob(st: Store, data: bytes) -> str:
@@ -29,7 +33,7 @@ def layer(st: Store, name: str) -> str:
         return diff_id
     tree.mkdir(parents=True)
     (tree / name).write_text(name)
-    (st.layer_dir(diff_id) / "layer.json").write_text(json.dumps(tree_summary(str(tree))))
+    (st.layer_dir(diff_id) / "layer.json").write_text(json.dumps(trees.summary(str(tree))))
     return diff_id
 
 
@@ -94,6 +98,21 @@ def test_gc_and_prune_remove_leftovers(st: Store) -> None:
     assert layers_left(st) == 1 and images.verify(st) == []
 
 
+def test_gc_keeps_the_work_of_a_live_process(st: Store) -> None:
+    """Found by review: gc removed a running `sandbox build`'s tmp/ tree (the
+    recipe runs without the store lock).  Only a dead owner's work goes, and
+    a reused pid is not its owner (another start time)."""
+    mine = st.tmp()
+    (mine / "rootfs").mkdir()
+    reused = st.root / "tmp" / f"{os.getpid()}-1.abc"  # our pid, another process's start time
+    reused.mkdir()
+    assert images.gc(store=st) == [f"tmp/{reused.name}"]
+    assert (mine / "rootfs").is_dir()
+    reused.mkdir()
+    _clean_dead_tmp(st)  # what a pull does first, with the store lock shared
+    assert os.listdir(st.root / "tmp") == [mine.name]
+
+
 def test_gc_skips_a_busy_store(st: Store) -> None:
     with st.lock():
         assert images.gc(store=st) == ["images: the store is busy (a pull runs); nothing removed"]
@@ -115,3 +134,64 @@ def test_list(st: Store) -> None:
     image(st, "b:1", ["x"])
     image(st, "a:1", ["x"])
     assert [r["ref"] for r in images.list(st)] == ["docker.io/library/a:1", "docker.io/library/b:1"]
+
+
+DEEP = 1500  # levels: past Python's recursion limit, which os.walk and shutil.rmtree (3.11) hit
+
+
+def deep_tree(top: Path, levels: int = DEEP) -> None:
+    """top/a/a/.../a/f, made one level at a time (Path.mkdir(parents=True) recurses too)."""
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("a", dir_fd=fd)
+            sub = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+        os.write(sub := os.open("g", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd), b"12345")
+        os.close(sub)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def deep(st: Store) -> Iterator[Path]:
+    """A killed process's deep tree in tmp/ (an older version unpacked it,
+    or a recipe built it); removed at the end whatever the test did."""
+    p = st.root / "tmp" / "99999999-1.deep"  # the owner: pid 99999999, gone
+    deep_tree(p)
+    yield p
+    trees.remove(p)
+
+
+def test_deep_tree_summary_and_removal(st: Store, deep: Path) -> None:
+    assert trees.summary(str(deep)) == {"entries": DEEP + 2, "bytes": 5}
+    trees.remove(deep)
+    assert not deep.exists()
+
+
+def test_gc_removes_a_deep_leftover(st: Store, deep: Path) -> None:
+    """Found by review: the leftover raised RecursionError in gc, and stayed."""
+    assert images.gc(store=st) == [f"tmp/{deep.name}"]
+    assert os.listdir(st.root / "tmp") == []
+
+
+def test_pull_removes_a_deep_leftover(st: Store, deep: Path) -> None:
+    """Found by review: every later pull raised RecursionError cleaning it."""
+    _clean_dead_tmp(st)
+    assert os.listdir(st.root / "tmp") == []
+
+
+def test_a_failed_cleanup_does_not_hide_the_error(st: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(p: object, dir_fd: object = None) -> None:
+        raise OSError(errno.EBUSY, "Device or resource busy", "x")
+
+    monkeypatch.setattr(trees, "remove", refuse)
+    with pytest.raises(ValueError, match="the work failed") as e, st.scratch():
+        raise ValueError("the work failed")
+    assert any("cannot remove" in n and "busy" in n for n in e.value.__notes__)
+    busy = r"cannot remove .*: Device or resource busy \(at 'x' inside\)"
+    with pytest.raises(ImageError, match=busy), st.scratch():
+        pass

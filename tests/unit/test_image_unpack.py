@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from sandbox.images.errors import DigestMismatch, UnsafeLayer
-from sandbox.images.unpack import unpack
+from sandbox.images.unpack import HOLE, Budget, unpack
 from tests.conftest import require
 
 
@@ -338,3 +338,82 @@ def test_corrupt_zstd_is_a_digest_mismatch(box: dict[str, Path]) -> None:
     """zstandard's own error was raised as it was (found by review)."""
     with pytest.raises(DigestMismatch, match="corrupt zstd"):
         do(box, b"\x28\xb5\x2f\xfd" + b"\xff" * 100, "sha256:" + "1" * 64)
+
+
+def test_too_deep_refused(box: dict[str, Path]) -> None:
+    """1500 levels (found by review): dir_fd recursed once per level and raised
+    RecursionError, and a tree that deep breaks every recursive walker after."""
+    refused(box, raw_tar(ent("a/" * 1500 + "f", data=b"x")), "1501 directory levels deep, more than the 256")
+
+
+def test_depth_at_the_limit(box: dict[str, Path]) -> None:
+    name = "/".join(["d"] * 255 + ["f"])
+    do(box, raw_tar(ent(name, data=b"deep")))
+    assert (box["layer"] / name).read_bytes() == b"deep"
+    refused(box, raw_tar(ent("e/" + name, data=b"x")), "257 directory levels deep")
+
+
+def test_sparse_member_written_sparse(box: dict[str, Path]) -> None:
+    """Found by review: a GNU sparse member (here PAX format 0.1) was
+    written densely, so a layer of a few KB made a file of any apparent
+    size on the host's disk.  Kept small here: 64 MiB apparent."""
+    size = 64 << 20
+    sparse = {"GNU.sparse.map": f"0,4,{size - 5},5", "GNU.sparse.size": str(size)}
+    data = gzip.compress(raw_tar(ent("big", data=b"headhello", pax=sparse)))
+    assert len(data) < 1024
+    do(box, data)
+    f = box["layer"] / "big"
+    st = os.stat(f)
+    assert st.st_size == size and st.st_blocks * 512 <= 2 * HOLE, f"{st.st_blocks * 512} bytes on disk"
+    with open(f, "rb") as r:
+        assert r.read(4) == b"head" and r.read(HOLE) == bytes(HOLE)
+        r.seek(size - 5)
+        assert r.read() == b"hello"
+
+
+def test_zeros_are_holes_and_data_is_kept(box: dict[str, Path]) -> None:
+    body = os.urandom(HOLE + 7) + bytes(3 * HOLE) + b"tail"
+    do(box, raw_tar(ent("f", data=body)))
+    assert (box["layer"] / "f").read_bytes() == body
+
+
+def test_image_budget(box: dict[str, Path]) -> None:
+    """The layers of one image share a Budget (MAX_IMAGE_SIZE): apparent sizes count."""
+    budget = Budget(100 << 20)
+    sparse = {"GNU.sparse.map": "0,1", "GNU.sparse.size": str(64 << 20)}
+    do(box, raw_tar(ent("a", data=b"x", pax=sparse)), budget=budget)  # type: ignore[arg-type]
+    (box["top"] / "layer2").mkdir()
+    blob = box["tmp"] / "blob2"
+    blob.write_bytes(raw_tar(ent("b", data=b"y", pax=sparse)))
+    over = r"the image's layers hold more than 104857600 bytes .*MAX_IMAGE_SIZE"
+    with pytest.raises(UnsafeLayer, match=over):
+        unpack(str(blob), str(box["top"] / "layer2"), None, budget=budget)
+    assert not (box["top"] / "layer2" / "b").exists()
+
+
+def test_whiteout_spares_its_own_layer(box: dict[str, Path]) -> None:
+    """Found by review: `.wh.NAME` deleted the NAME the same layer had made.
+    The OCI image spec: whiteouts "MUST only apply to resources in
+    lower/parent layers", before or after the entry in the tar."""
+    stats = do(
+        box,
+        raw_tar(
+            ent("keep", data=b"mine"),
+            ent(".wh.keep", data=b""),
+            ent("x", tarfile.DIRTYPE, mode=0o755),
+            ent("x/new", data=b"n"),
+            ent(".wh.x", data=b""),
+            ent(".wh.y", data=b""),
+            ent("y", tarfile.DIRTYPE, mode=0o755),
+            ent("y/new", data=b"n"),
+            ent(".wh.z", data=b""),
+            ent("z", data=b"file after its whiteout"),
+        ),
+    )
+    lay = box["layer"]
+    assert (lay / "keep").read_bytes() == b"mine"
+    assert (lay / "z").read_bytes() == b"file after its whiteout"
+    for d in ("x", "y"):  # the layer's own directory, opaque: the lower one's entries stay hidden
+        assert sorted(os.listdir(lay / d)) == ["new"]
+        assert os.getxattr(lay / d, "user.overlay.opaque") == b"y"
+    assert stats.whiteouts == 4  # type: ignore[attr-defined]
