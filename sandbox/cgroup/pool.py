@@ -77,7 +77,10 @@ class Pool:
                     del self._ready[0]
                 self._wake()
             if g is None:
-                g = self._make()  # the pool is empty (a burst): made here, as without a pool
+                # the pool is empty (a burst): made here, as without a pool (an
+                # interrupt inside the make would lose the group it made)
+                with interrupts.deferred():
+                    g = self._make()
                 g.on_spare_taken = self._want_spare
             g.sandbox = True
             g.closed = False
