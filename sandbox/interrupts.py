@@ -9,6 +9,13 @@ length of a cleanup and delivers them once it is done, to the handler the
 caller had (its default too: SIGINT's KeyboardInterrupt, or a SIGTERM that
 ends the process).
 
+Locks: `with cond:` enters a threading.Condition through Python code (its
+__enter__), and an interrupt raised as the acquire in it returned left the
+lock held for good: the reaper's thread then waited for ever, and every
+closed sandbox stayed a zombie.  The pools and threads of the SDK enter the
+C lock itself (`with self._lock`, the lock of their Condition), which
+nothing can cut between the acquire and the block.
+
 Only for cleanup paths: a hold costs ~15 us (two sigactions per signal),
 too much for a start or close that is 2 ms in all.  Those order their own
 steps so that an interrupt between two of them leaves nothing unheld

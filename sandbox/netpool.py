@@ -57,7 +57,8 @@ class NetnsPool:
     def __init__(self, target: int = TARGET) -> None:
         self._target = target
         self._ready: deque[int] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # entered as `with self._lock` (see interrupts.py)
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False  # no thread any more: no permission here, or shutdown()
         self._launching = 0
@@ -70,7 +71,7 @@ class NetnsPool:
         """A namespace fd (the caller closes it, or gives it back if `returned`);
         None where this host does not let us make one, or after shutdown()
         (the launcher then asks clone for a new one)."""
-        with self._cond:
+        with self._lock:
             self._launching += 1  # until launched(): no refill meanwhile
             if returned:
                 self._out += 1
@@ -100,14 +101,14 @@ class NetnsPool:
         """The caller's launch is over (its init runs, or it failed): the
         refill may go on.  Making a namespace while a clone and exec run
         slowed that exec from 65 us to 390 us here, so refills wait."""
-        with self._cond:
+        with self._lock:
             self._launching -= 1
             self._cond.notify()
 
     def give_back(self, fd: int) -> None:
         """A reaped sandbox's namespace (ours now): checked, then used again
         or closed, by the thread."""
-        with self._cond:
+        with self._lock:
             self._out = max(0, self._out - 1)
             if self.reuse and self._thread is not None and len(self._returned) + len(self._ready) < KEEP:
                 self._returned.append(fd)
@@ -118,13 +119,13 @@ class NetnsPool:
     def shutdown(self) -> None:
         """Stop the thread and close the namespaces the pool holds (those out
         are closed as they come back); launches then make their own."""
-        with self._cond:
+        with self._lock:
             self._stopped = True
             self._cond.notify_all()
             thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(5.0)
-        with self._cond:
+        with self._lock:
             held = [*self._ready, *self._returned]
             self._ready.clear()
             self._returned.clear()
@@ -137,7 +138,7 @@ class NetnsPool:
             os.close(f)
 
     def _want_new(self) -> bool:
-        # with self._cond held.  Below LOW always; up to the target only while
+        # with self._lock held.  Below LOW always; up to the target only while
         # no namespace is out: one that is comes back, and one made meanwhile
         # would make it one too many (made and destroyed for nothing)
         n = len(self._ready)
@@ -147,7 +148,7 @@ class NetnsPool:
 
     def _fill(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._stopped and (self._launching > 0 or not (self._returned or self._want_new())):
                     self._cond.wait()
                 if self._stopped:
@@ -156,7 +157,7 @@ class NetnsPool:
             if back is not None:
                 stats = self._stats.get(back)  # none: not one of ours, not checked
                 idle = stats is not None and _core.netns_idle(stats)  # three preads and a flush (see above)
-                with self._cond:
+                with self._lock:
                     if idle and len(self._ready) < KEEP:
                         self._ready.append(back)
                         back = None
@@ -164,7 +165,7 @@ class NetnsPool:
                     self._close(back)  # the kernel destroys it
                 continue
             fd, stats = _core.make_checked_netns()  # the GIL is released during the call
-            with self._cond:
+            with self._lock:
                 if fd < 0:
                     self._stopped = True  # no permission here: launches make their own
                     self._thread = None
@@ -176,7 +177,8 @@ class NetnsPool:
         # The refill thread does not exist in a forked child; start afresh.
         # The namespaces out (in the parent's sandboxes) keep their sockstat
         # files: a child that reaps such a sandbox closes them with it.
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # entered as `with self._lock` (see interrupts.py)
+        self._cond = threading.Condition(self._lock)
         self._thread = None
         self._launching = 0
         self._out = 0

@@ -29,12 +29,14 @@ from collections.abc import Callable
 from . import _core
 
 After = Callable[[], None]
+IDLE_LOOK = 1.0  # seconds between looks at the queue while nothing came
 
 
 class Reaper:
     def __init__(self) -> None:
         self._queue: deque[tuple[_core.Launched, list[After]]] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # entered as `with self._lock` (see interrupts.py)
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._busy = 0
 
@@ -52,7 +54,7 @@ class Reaper:
             _core.forget(launched)
             return False
         inline = False
-        with self._cond:
+        with self._lock:
             if launched.queued:
                 return False
             _core.kill(launched)
@@ -74,14 +76,16 @@ class Reaper:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._queue:
-                    self._cond.wait()
+                    # (not for ever: a notify an interrupt cut short in reap()
+                    # would leave a queued sandbox unreaped)
+                    self._cond.wait(IDLE_LOOK)
                 launched, after = self._queue.popleft()
             try:
                 self._finish(launched, after)
             finally:
-                with self._cond:
+                with self._lock:
                     launched.done = True
                     self._busy -= 1
                     self._cond.notify_all()
@@ -98,14 +102,14 @@ class Reaper:
 
     def wait(self, launched: _core.Launched) -> None:
         """Until `launched`, handed over, is gone and its `after` done."""
-        with self._cond:
+        with self._lock:
             while not launched.done:
-                self._cond.wait()
+                self._cond.wait(IDLE_LOOK)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every sandbox handed over is gone; False on timeout."""
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -115,7 +119,8 @@ class Reaper:
 
     def _after_fork(self) -> None:
         # The thread does not exist in a forked child; the inits are the parent's.
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # entered as `with self._lock` (see interrupts.py)
+        self._cond = threading.Condition(self._lock)
         self._queue.clear()
         self._thread = None
         self._busy = 0

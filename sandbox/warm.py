@@ -121,7 +121,8 @@ class WarmPool:
         self._in_flight: Spec | None = None  # the spec whose sandbox the thread makes now
         self._kicked = False
         self._catch_up: set[Spec] = set()  # wanted again at once, without a kick
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # entered as `with self._lock` (see interrupts.py)
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -133,7 +134,7 @@ class WarmPool:
         took ~4 ms, against ~2 ms for a warm one, on 2 CPUs)."""
         deadline = time.monotonic() + INFLIGHT_WAIT
         stale: list[_Entry] = []
-        with self._cond:
+        with self._lock:
             while not self._ready.get(spec) and self._in_flight == spec and not self._stopped:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -171,7 +172,7 @@ class WarmPool:
     def started(self, spec: Spec, hold: Callable[[], Releaser] | None = None) -> None:
         """A sandbox with `spec` starts: from its second time, have the next
         one made ahead.  `hold`: what keeps its image while it waits."""
-        with self._cond:
+        with self._lock:
             if self._stopped:
                 return
             n = self._seen.pop(spec, 0) + 1
@@ -194,13 +195,13 @@ class WarmPool:
     def kick(self) -> None:
         """An exec request went out: its caller now waits, the thread may work."""
         if self._wanted and not self._kicked:
-            with self._cond:
+            with self._lock:
                 self._kicked = True
                 self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._stopped and not self._wanted:
                     self._cond.wait(self._next_expiry())
                     self._expire()
@@ -234,7 +235,7 @@ class WarmPool:
             except Exception:
                 launched = None
             evicted: list[_Entry] = []
-            with self._cond:
+            with self._lock:
                 self._making -= 1
                 self._in_flight = None
                 if launched is not None and not self._stopped:
@@ -292,13 +293,13 @@ class WarmPool:
 
     def shutdown(self) -> None:
         """Stop every warm sandbox and the thread; usable again afterwards."""
-        with self._cond:
+        with self._lock:
             self._stopped = True
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
             thread.join(READY_TIMEOUT)
-        with self._cond:
+        with self._lock:
             entries = [e for es in self._ready.values() for e in es]
             self._ready.clear()
             self._wanted.clear()

@@ -49,7 +49,8 @@ class Watchdog:
         self._heap: list[tuple[float, int]] = []  # (when, id) of the next checks
         self._live: dict[int, Watched] = {}  # id -> a command that runs
         self._seq = itertools.count()
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # entered as `with self._lock` (see interrupts.py)
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._until = float("inf")  # when the thread wakes next (it has seen no sooner check)
 
@@ -57,7 +58,7 @@ class Watchdog:
         first = col.first_check()
         if first is None:
             return
-        with self._cond:
+        with self._lock:
             # not the heap's first: the thread may sleep until a dropped entry's time
             sooner = first < self._until
             col.watch_id = next(self._seq)
@@ -71,7 +72,7 @@ class Watchdog:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._heap or self._heap[0][0] > time.monotonic():
                     self._until = self._heap[0][0] if self._heap else float("inf")
                     self._cond.wait(None if not self._heap else self._until - time.monotonic())
@@ -85,7 +86,7 @@ class Watchdog:
                 nxt = col.check_watched()
             except OSError:
                 nxt = None  # its cgroup went away under us: nothing left to watch
-            with self._cond:
+            with self._lock:
                 if nxt is None:
                     self._live.pop(wid, None)
                 elif wid in self._live:
@@ -106,7 +107,7 @@ class Watchdog:
     def unwatch(self, col: Watched) -> None:
         """The command ended: no more checks (its heap entry is dropped, or skipped)."""
         if col.watch_id is not None:
-            with self._cond:
+            with self._lock:
                 self._live.pop(col.watch_id, None)
                 self._drop_ended()  # the thread may sleep on past this entry's time: once
 
@@ -115,7 +116,8 @@ class Watchdog:
         # saw one and never started it, and no cpu_time or pids limit of the
         # child's own commands was enforced.  The parent's commands stay the
         # parent's to watch.
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # entered as `with self._lock` (see interrupts.py)
+        self._cond = threading.Condition(self._lock)
         self._heap = []
         self._live = {}
         self._thread = None

@@ -51,13 +51,14 @@ class Pool:
         self._kept: deque[Group] = deque()  # closed sandboxes' groups, with their limits
         self._trash: deque[tuple[Group, int, float]] = deque()
         self._spares: deque[Group] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # entered as `with self._lock` (see interrupts.py)
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._busy = False
 
     def _wake(self) -> None:
-        # with self._cond held
+        # with self._lock held
         if self._thread is None and not self._stopped:
             self._thread = threading.Thread(target=self._run, name="sandbox-cgroups", daemon=True)
             self._thread.start()
@@ -67,7 +68,7 @@ class Pool:
         key = limits_key(limits)
         g = None
         try:
-            with self._cond:
+            with self._lock:
                 g = next((k for k in self._kept if limits_key(k.applied) == key), None)
                 if g is not None:
                     self._kept.remove(g)
@@ -97,7 +98,7 @@ class Pool:
             raise
 
     def _want_spare(self, g: Group) -> None:
-        with self._cond:
+        with self._lock:
             self._spares.append(g)
             self._wake()
 
@@ -105,7 +106,7 @@ class Pool:
         g.on_spare_taken = None
         with g._lock:
             g.closed = True  # its execs' groups are not taken back now (Group.recycle)
-        with self._cond:
+        with self._lock:
             # not at once: the caller's next steps (its close, its next start)
             # are Python work this thread's would contend with for the lock
             self._trash.append((g, 0, time.monotonic() + DISPOSE_DELAY))
@@ -113,7 +114,7 @@ class Pool:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._stopped and not self._work():
                     self._cond.wait(self._next_retry())
                 if self._stopped:
@@ -133,7 +134,7 @@ class Pool:
                     g.prepare_start(sandbox=True)
                     g.make_spare()
                     g.on_spare_taken = self._want_spare
-                    with self._cond:
+                    with self._lock:
                         if self._stopped:
                             g.remove()
                         else:
@@ -141,7 +142,7 @@ class Pool:
             except OSError:
                 time.sleep(RETRY_DELAY)  # e.g. EAGAIN/ENOMEM of the kernel: try later
             finally:
-                with self._cond:
+                with self._lock:
                     self._busy = False
                     self._cond.notify_all()
 
@@ -161,7 +162,7 @@ class Pool:
             return
         if g.remove(wait=False) or tries >= RETRIES:
             return
-        with self._cond:
+        with self._lock:
             self._trash.append((g, tries + 1, time.monotonic() + RETRY_DELAY))
 
     def _keep(self, g: Group) -> bool:
@@ -171,7 +172,7 @@ class Pool:
         caller whose limits changed (a judge's next problem) would else
         never have a group kept again, behind groups of limits no longer
         asked for (a mkdir and rmdir per hierarchy, each sandbox)."""
-        with self._cond:
+        with self._lock:
             if self._stopped:
                 return False
         if not g.clear():
@@ -180,7 +181,7 @@ class Pool:
             return False  # tmpfs files its commands left would count against the next one's limit
         g.make_spare()
         g.on_spare_taken = self._want_spare
-        with self._cond:
+        with self._lock:
             if self._stopped:
                 return False
             self._kept.append(g)
@@ -194,19 +195,19 @@ class Pool:
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until every disposed group is removed (tests, shutdown)."""
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while (self._trash or self._busy) and time.monotonic() < deadline:
                 self._cond.wait(0.01)
 
     def shutdown(self) -> None:
         """Stop the thread; remove the pooled groups and what was disposed."""
-        with self._cond:
+        with self._lock:
             self._stopped = True
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
             thread.join(5.0)
-        with self._cond:
+        with self._lock:
             groups = [g for g, _, _ in self._trash] + list(self._ready) + list(self._kept)
             self._trash.clear()
             self._ready.clear()
@@ -217,7 +218,7 @@ class Pool:
 
     def restart(self) -> None:
         """After shutdown(): usable again (the thread starts on demand)."""
-        with self._cond:
+        with self._lock:
             self._stopped = False
             self._thread = None
 
