@@ -1514,8 +1514,16 @@ static void do_path(uint32_t type, uint32_t id, const unsigned char *body, size_
         return;
     }
     /* O_NONBLOCK so that a FIFO planted by the sandbox cannot stall the init;
-     * anything but a regular file or a directory is refused. */
-    int fd = xopen(path, (int)r.flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, (int)(r.mode & 07777));
+     * anything but a regular file or a directory is refused.  No magic link
+     * is followed (/proc/<pid>/fd/N, exe, cwd, root): through one a symlink
+     * of the sandbox's reached a file the init holds open (its own binary,
+     * the files of an exec under way), which the checks below could not
+     * tell apart, as they see only the file reached. */
+    int oflags = (int)r.flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+    struct open_how how = {.flags = (uint64_t)oflags,
+                           .mode = (oflags & O_CREAT) ? (uint64_t)(r.mode & 07777) : 0,
+                           .resolve = RESOLVE_NO_MAGICLINKS};
+    int fd = (int)SYS4(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
     if (fd < 0) {
         send_fail(reply, SBX_REP_ERROR, id, 0, -fd, path, NULL);
         return;

@@ -186,7 +186,10 @@ def test_symlinks_planted_in_the_rootfs_resolve_inside(
                 sb.files.write_bytes(path, b"PWNED")
             except FileOpError:
                 pass
-            got = sb.files.read_bytes(path, missing_ok=True) if not path.endswith("evil-file") else None
+            try:
+                got = sb.files.read_bytes(path, missing_ok=True) if not path.endswith("evil-file") else None
+            except FileOpError:
+                got = None  # refused (through /proc/1/root, a magic link: ELOOP)
             assert got in (None, b"PWNED"), path  # never the host's content
         with pytest.raises(FileOpError):
             sb.files.read_bytes("/evil-dir/existing")
