@@ -227,11 +227,14 @@ class SandboxBase:
         self._group: cgroup.Group | None = None
         self._group_lock = threading.Lock()
         resolved = None
+        image_user = None
         if image is not None:
             # an OCI image (pulled when missing): its layers, and its defaults under ours
             from .images.for_sandbox import resolve
 
             resolved = resolve(image, rootfs=rootfs, layers=layers, env=env, workdir=workdir, user=user)
+            if user is None and resolved.user is not None:
+                image_user = str(resolved.user)  # a failure to resolve it is the image's, not `user`
             layers, env, workdir, user = resolved.layers, resolved.env, resolved.workdir, resolved.user
         workdir = "/" if workdir is None else workdir
         self._spec = make_spec(
@@ -263,6 +266,7 @@ class SandboxBase:
         self._ids = itertools.count(1)
         self._userdb: tuple[bytes | None, bytes | None] | None = None
         self._users: dict[str | None, users.User] = {}  # see _plain_user
+        self._image_user = image_user  # the image's User, where it is the sandbox's
         self._att: Attachment | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -530,7 +534,7 @@ class SandboxBase:
         files (none, or numeric ids), resolved once; None for a name."""
         u = self._users.get(spec)
         if u is None and not users.needs_lookup(spec):
-            u = self._users[spec] = users.resolve("user", spec)
+            u = self._users[spec] = self._resolve_user(spec)
             if len(self._users) > USERS_MAX:
                 self._users.clear()
         return u
@@ -542,8 +546,26 @@ class SandboxBase:
                 pw = yield from files.read_bytes("/etc/passwd", True, users.MAX_DB)
                 gr = yield from files.read_bytes("/etc/group", True, users.MAX_DB)
                 self._userdb = (pw, gr)
-            return users.resolve("user", spec, *self._userdb)
-        return users.resolve("user", spec)
+            return self._resolve_user(spec, *self._userdb)
+        return self._resolve_user(spec)
+
+    def _resolve_user(
+        self, spec: str | None, passwd: bytes | None = None, group: bytes | None = None
+    ) -> users.User:
+        """users.resolve; where `spec` is the image's User, a failure says
+        so (an ImageError with the fix), not that the caller's `user` is bad."""
+        try:
+            return users.resolve("user", spec, passwd, group)
+        except ConfigError as e:
+            if spec is None or spec != self._image_user:
+                raise
+            from .images.errors import ImageError
+
+            why = str(e).removeprefix("user: ")
+            raise ImageError(
+                f"{self.image.ref if self.image else 'the image'}: the image's User {spec!r} cannot be used "
+                f"({why}); pass user= to choose the user"
+            ) from None
 
     def _after_start_op(self) -> files.Op[None]:
         """After READY: secrets of a sandbox whose user is a name go to that

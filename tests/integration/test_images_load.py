@@ -170,3 +170,24 @@ def test_a_bad_working_dir_is_the_images_fault(tmp_path: Path) -> None:
     require_sandbox_host()
     with Sandbox(image="local/wd:1", workdir="/etc") as sb:
         assert sh_ok(sb, "pwd") == "/etc\n"
+
+
+def test_a_bad_user_is_the_images_fault(tmp_path: Path) -> None:
+    """An image whose User names no user of its /etc/passwd: the exec says
+    it is the image's User, not a bad `user` option the caller never gave."""
+    require_sandbox_host()
+    lay = mkoci.Layout(str(tmp_path / "oci"))
+    layers = [mkoci.layer(lay, mkoci.tar_layer(mkoci.busybox()))]
+    lay.tag("1", mkoci.image(lay, layers, extra={"User": "nosuchuser"}))
+    lay.save()
+    images.load(tmp_path / "oci", name="local/baduser")
+    with Sandbox(image="local/baduser:1") as sb:
+        with pytest.raises(ImageError) as e:
+            sb.exec(["true"])
+        assert not isinstance(e.value, ConfigError)
+        assert "the image's User 'nosuchuser' cannot be used" in str(e.value)
+        assert "pass user= to choose the user" in str(e.value)
+        assert sb.exec(["id", "-u"], user="0").stdout_text == "0\n"  # the caller's choice works
+    theirs = Sandbox(image="local/baduser:1", user="nosuchuser")
+    with pytest.raises(ConfigError, match=r"^user: "), theirs as sb:
+        sb.exec(["true"])  # the caller's own bad option is theirs
