@@ -149,9 +149,11 @@ class AsyncSandbox(SandboxBase):
         except BaseException:
             # e.g. a KeyboardInterrupt, raised as the send returns: the
             # command may be starting, and would run on with no handle
-            with interrupts.deferred():
-                await self._kill_quietly(sp.req_id)
-                sp.abort()
+            # (no interrupts.deferred() around an await: holds of tasks that
+            # interleave would restore each other's handlers out of order;
+            # the kill is shielded from cancellation)
+            await self._kill_quietly(sp.req_id)
+            sp.abort()
             raise
         sp.sent()
         assert sp.reply is not None
@@ -242,11 +244,10 @@ class AsyncProcess:
         the process raises SandboxClosed (not a ValueError of a closed fd)."""
         if self._lost is None:
             self._lost = e
-        with interrupts.deferred():
-            if not isinstance(e, SandboxError):
-                await self._sb._kill_quietly(self.id)
-            self._col.abandon()
-            self._close_all()
+        if not isinstance(e, SandboxError):
+            await self._sb._kill_quietly(self.id)  # shielded (no signal hold: see _spawn)
+        self._col.abandon()
+        self._close_all()
 
     def _check_usable(self) -> None:
         if self._lost is not None:

@@ -16,6 +16,10 @@ closed sandbox stayed a zombie.  The pools and threads of the SDK enter the
 C lock itself (`with self._lock`, the lock of their Condition), which
 nothing can cut between the acquire and the block.
 
+Holds nest only as `with` blocks do: never around an `await`, where the
+holds of two tasks would interleave and restore each other's handlers out
+of order (one of them then stayed installed, swallowing every SIGINT).
+
 Only for cleanup paths: a hold costs ~15 us (two sigactions per signal),
 too much for a start or close that is 2 ms in all.  Those order their own
 steps so that an interrupt between two of them leaves nothing unheld

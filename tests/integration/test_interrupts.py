@@ -228,3 +228,30 @@ def test_a_deadline_before_the_command_joined_its_cgroup_still_kills(sandbox_hos
             assert r.reason == "timeout"
             assert r.signal == signal.SIGKILL, r
         assert _count_sleeps(sb) == 0
+
+
+def test_cancelled_spawns_leave_the_signal_handlers_as_they_were(sandbox_host, busybox_rootfs) -> None:
+    """Several spawns cancelled at once, each killing its command as it gives
+    up: no signal handler of the caller's is left replaced (holds of signals
+    around those awaits interleaved and restored each other's out of order)."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    async def one(sb: AsyncSandbox, delay: float) -> None:
+        p = None
+        with anyio.move_on_after(delay):
+            p = await sb.spawn(["sleep", "100"])
+        if p is not None:
+            await p.kill()
+            await p.wait()
+
+    async def main() -> None:
+        async with AsyncSandbox(rootfs=busybox_rootfs) as sb:
+            for i in range(20):
+                async with anyio.create_task_group() as tg:
+                    for k in range(3):
+                        tg.start_soon(one, sb, (i % 5) * 0.0001 + k * 0.00003)
+            r = await sb.exec(["sh", "-c", "cat /proc/[0-9]*/comm"])
+            assert r.stdout_text.split().count("sleep") == 0, r.stdout_text
+
+    anyio.run(main)
+    assert {s: signal.getsignal(s) for s in before} == before
