@@ -77,6 +77,10 @@ def _mount(spec: str) -> Mount:
     parts = spec.split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("rw", "ro")):
         raise ConfigError("--mount", f"{spec!r}: write SRC:DST, SRC:DST:ro or SRC:DST:rw")
+    if not parts[0]:
+        # abspath("") is the working directory: `-v "$DIR:/data"` with DIR
+        # unset would show the caller's own directory to the sandbox
+        raise ConfigError("--mount", f"{spec!r} has no SRC: write the host directory before the colon")
     return Mount(os.path.abspath(parts[0]), parts[1], read_only=not (len(parts) == 3 and parts[2] == "rw"))
 
 

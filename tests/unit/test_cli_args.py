@@ -1,13 +1,17 @@
 """`sandbox` command-line parsing: an option argparse refuses exits 125 (the
 sandbox's own failure) naming the option, never argparse's 2, which a judge
-reading the status could not tell from the command's `exit 2`.  Nothing here
-starts a sandbox: each case fails while parsing."""
+reading the status could not tell from the command's `exit 2`; a --mount
+without a source is refused.  Nothing here starts a sandbox: each case
+fails while parsing."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from sandbox import cli
+from sandbox.errors import ConfigError
 
 
 def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -58,3 +62,17 @@ def test_help_still_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
         cli._parser().parse_args(["run", "--help"])
     assert e.value.code == 0
     assert "--timeout" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", [":/data", ":/data:rw", ":/data:ro"])
+def test_a_mount_without_a_source_is_refused(spec: str) -> None:
+    """abspath("") is the working directory: `-v "$DIR:/data"` with DIR
+    unset mounted the caller's own directory into the sandbox."""
+    with pytest.raises(ConfigError) as e:
+        cli._mount(spec)
+    assert e.value.option == "--mount" and "SRC" in str(e.value)
+
+
+def test_a_mount_source_is_made_absolute() -> None:
+    m = cli._mount("rel/dir:/data:rw")
+    assert (m.src, m.dst, m.read_only) == (os.path.abspath("rel/dir"), "/data", False)
