@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields, replace
 from functools import cached_property, lru_cache
 
 from .errors import ConfigError
-from .sizes import parse_seconds, parse_size
+from .sizes import MAX_SIZE, parse_seconds, parse_size, shown
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 OUTPUT_ACTIONS = ("kill", "close")
@@ -37,6 +37,11 @@ UNLIMITED = -1  # memory_swap=-1: swap without a limit; output=-1: keep it all
 # host memory, and a command writes it at pipe speed (~0.5 GB/s here):
 # without a cap, `cat /dev/zero` is the host's OOM killer.
 DEFAULT_OUTPUT = 64 << 20
+# The kernel refuses a pids.max above PID_MAX_LIMIT (EINVAL, at the start).
+MAX_PIDS = 1 << 22
+# A quota of more CPUs than any host has limits nothing; the kernel's own
+# ceiling (2**44 us per 100 ms period) is far above this one.
+MAX_CPUS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -83,19 +88,24 @@ class Limits:
             if swap < int(self.memory):
                 raise ConfigError(
                     "limits.memory_swap",
-                    f"{self.memory_swap!r} is below memory ({self.memory}): it counts memory plus swap",
+                    f"{shown(self.memory_swap)} is below memory ({self.memory}): it counts memory plus swap",
                 )
             put("memory_swap", swap)
         if self.cpus is not None:
             if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)):
-                raise ConfigError("limits.cpus", f"expected a number of CPUs such as 1.5, got {self.cpus!r}")
-            if not math.isfinite(self.cpus) or self.cpus < 0.01:
-                raise ConfigError("limits.cpus", f"must be at least 0.01 CPUs, got {self.cpus!r}")
+                raise ConfigError(
+                    "limits.cpus", f"expected a number of CPUs such as 1.5, got {shown(self.cpus)}"
+                )
+            # `not 0.01 <= x`: also NaN; an int past a float's range compares as it is
+            if not 0.01 <= self.cpus <= MAX_CPUS:
+                raise ConfigError(
+                    "limits.cpus", f"must be from 0.01 to {MAX_CPUS} CPUs, got {shown(self.cpus)}"
+                )
             put("cpus", float(self.cpus))
         if self.cpuset is not None:
             if not isinstance(self.cpuset, str) or not _CPUSET.match(self.cpuset):
                 raise ConfigError(
-                    "limits.cpuset", f'expected CPU numbers such as "0-1,3", got {self.cpuset!r}'
+                    "limits.cpuset", f'expected CPU numbers such as "0-1,3", got {shown(self.cpuset)}'
                 )
             for part in self.cpuset.split(","):
                 lo, _, hi = part.partition("-")
@@ -106,10 +116,12 @@ class Limits:
                 raise ConfigError(
                     "limits.cpuset", f"CPU {top} does not exist here: this host has {os.cpu_count()} CPUs"
                 )
-        for name in ("pids", "open_files"):
+        for name, top in (("pids", MAX_PIDS), ("open_files", MAX_SIZE)):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"limits.{name}", f"expected a positive whole number, got {v!r}")
+                raise ConfigError(f"limits.{name}", f"expected a positive whole number, got {shown(v)}")
+            if v is not None and v > top:
+                raise ConfigError(f"limits.{name}", f"{shown(v)} is too large: the maximum is {top}")
         for name in ("cpu_time", "timeout"):
             v = getattr(self, name)
             if v is not None:
@@ -117,7 +129,7 @@ class Limits:
         if self.output_action is not None and self.output_action not in OUTPUT_ACTIONS:
             raise ConfigError(
                 "limits.output_action",
-                f"expected one of {', '.join(OUTPUT_ACTIONS)}, got {self.output_action!r}",
+                f"expected one of {', '.join(OUTPUT_ACTIONS)}, got {shown(self.output_action)}",
             )
 
     def merge(self, override: Limits | None) -> Limits:

@@ -16,10 +16,12 @@ the package is installed) and loadable by hand with ``pytest -p sandbox``.
 - ``sandbox``: function-scoped, closed after the test.  Its options come
   from the closest ``@pytest.mark.sandbox(...)`` (any keyword of
   ``Sandbox(...)``: ``image=``, ``network=``, ``limits=``, ``mounts=``...;
-  markers on the class or module fill in what the closer ones leave out),
-  then the command line (``--sandbox-image``, ``--sandbox-network``,
-  ``--sandbox-memory``, ``--sandbox-timeout``), then the ini keys of the same
-  names (``sandbox_image = python``), then ``image="debian"``.
+  markers on the class or module fill in what the closer ones leave out,
+  but the file system, ``image=``, ``rootfs=`` or ``layers=``, comes whole
+  from the closest that names one), then the command line
+  (``--sandbox-image``, ``--sandbox-network``, ``--sandbox-memory``,
+  ``--sandbox-timeout``), then the ini keys of the same names
+  (``sandbox_image = python``), then ``image="debian"``.
 - ``sandbox_factory(**kwargs)``: makes as many sandboxes as the test wants,
   each with those defaults overridden by ``kwargs``; all closed at teardown.
 - Each image is resolved once per session (pulled when the store lacks it),
@@ -102,9 +104,20 @@ def _defaults(config: pytest.Config) -> dict[str, Any]:
     return out
 
 
+# The keywords that say what the sandbox's file system is: the closest
+# marker (or the factory call) naming any of them replaces all three.
+_TREE = ("image", "rootfs", "layers")
+
+
+def _names_tree(kw: dict[str, Any]) -> bool:
+    return any(kw.get(k) is not None for k in _TREE)
+
+
 def _marker_kwargs(node: pytest.Item) -> dict[str, Any]:
-    """The closest marker's keywords win; farther ones fill in the rest.
-    One positional argument is the image: ``@pytest.mark.sandbox("python")``."""
+    """The closest marker's keywords win; farther ones fill in the rest,
+    except the file system (_TREE), taken whole from the closest marker that
+    names one.  One positional argument is the image:
+    ``@pytest.mark.sandbox("python")``."""
     out: dict[str, Any] = {}
     for mark in node.iter_markers("sandbox"):
         if len(mark.args) > 1:
@@ -115,6 +128,9 @@ def _marker_kwargs(node: pytest.Item) -> dict[str, Any]:
         kw = dict(mark.kwargs)
         if mark.args:
             kw.setdefault("image", mark.args[0])
+        if _names_tree(out):
+            # a module's rootfs= must not displace a test's image= (nor the reverse)
+            kw = {k: v for k, v in kw.items() if k not in _TREE}
         for k, v in kw.items():
             out.setdefault(k, v)
     return out
@@ -123,15 +139,18 @@ def _marker_kwargs(node: pytest.Item) -> dict[str, Any]:
 def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
     """Later layers override earlier ones, except that a `limits` given as
     a dict on the command line is only a default: a marker's limits replace
-    it field by field."""
+    it field by field.  A layer that names the file system (image, rootfs or
+    layers) replaces the one earlier layers named: a test's rootfs= the
+    default image, a factory call's image= a marker's rootfs=."""
     out: dict[str, Any] = {}
     for layer in layers:
+        if _names_tree(layer):
+            for k in _TREE:
+                out.pop(k, None)
         for k, v in layer.items():
             if k == "limits" and isinstance(out.get(k), dict) and v is not None:
                 v = _limits_over(out[k], v)
             out[k] = v
-    if out.get("rootfs") is not None or out.get("layers") is not None:
-        out.pop("image", None)  # a tree given by the test replaces the default image
     return out
 
 

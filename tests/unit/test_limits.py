@@ -195,6 +195,50 @@ def test_seconds_refused(name: str, bad: object) -> None:
     refused(f"limits.{name}", **{name: bad})
 
 
+@pytest.mark.parametrize(
+    ("name", "huge"),
+    [
+        ("cpus", 10**400),
+        ("cpus", 1e300),
+        ("cpus", 2**20 + 1),
+        ("pids", 2**22 + 1),
+        ("pids", 10**30),
+        ("open_files", 2**64),
+        ("file_size", 2**64),
+        ("stack", "99999999T"),
+        ("memory", "9" * 400),
+        pytest.param("memory", 10**5000, id="memory-10**5000"),
+        ("timeout", 1e10),
+        ("cpu_time", 10**400),
+        pytest.param("output_action", 10**5000, id="output_action-10**5000"),
+        pytest.param("cpuset", 10**5000, id="cpuset-10**5000"),
+    ],
+)
+def test_huge_values_are_refused_naming_the_field(name: str, huge: object) -> None:
+    """Not OverflowError or ValueError from the check itself, nor a
+    struct.error (the init's 64-bit rlimit fields), EINVAL (pids.max above
+    the kernel's PID_MAX_LIMIT) or OverflowError (a wait) inside an exec."""
+    e = refused(f"limits.{name}", **{name: huge})
+    assert len(str(e)) < 200
+
+
+def test_the_largest_values_fit_what_they_become() -> None:
+    from sandbox import protocol
+
+    top = (1 << 63) - 1
+    lim = Limits(
+        pids=1 << 22,
+        cpus=1 << 20,
+        open_files=top,
+        file_size=top,
+        stack=top,
+        memory=top,
+        cpu_time=1e9,
+        timeout=1e9,
+    )
+    protocol.exec_fixed(0, 0, [], lim.rlimits(), [])  # the init's rlimit records hold them
+
+
 # -- output_action -----------------------------------------------------------------------
 
 

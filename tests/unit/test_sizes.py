@@ -96,3 +96,51 @@ def test_parse_seconds_rejects_naming_the_option(bad: object) -> None:
         parse_seconds("timeout", bad)
     assert e.value.option == "timeout"
     assert str(e.value).startswith("timeout: ")
+
+
+@pytest.mark.parametrize(
+    "huge",
+    [
+        "9" * 400,
+        pytest.param("9" * 100_000, id="100000-nines"),
+        "8388608T",
+        "99999999T",
+        2**63,
+        10**400,
+        pytest.param(10**5000, id="10**5000"),
+    ],
+)
+def test_parse_size_refuses_what_no_64_bit_count_holds(huge: object) -> None:
+    """A ConfigError naming the option, not OverflowError (a float of 400
+    nines is inf), nor a struct.error or EINVAL from deep inside an exec;
+    and an int of 5000 digits, which has no repr, is named without one."""
+    with pytest.raises(ConfigError, match="too large") as e:
+        parse_size("limits.memory", huge)
+    assert e.value.option == "limits.memory"
+    assert len(str(e.value)) < 200
+
+
+def test_parse_size_is_exact_up_to_the_maximum() -> None:
+    """Digits are not rounded through a float: 2**63 - 1 as text stays
+    itself (a float made it 2**63, past the maximum)."""
+    assert parse_size("disk", 2**63 - 1) == 2**63 - 1
+    assert parse_size("disk", "9223372036854775807") == 2**63 - 1
+    assert parse_size("disk", "0000000000000000000000001G") == G
+    assert parse_size("disk", "8388607.5T") == 8388607 * T + T // 2
+
+
+@pytest.mark.parametrize("huge", [1e10, 1e300, 10**400, pytest.param(10**5000, id="10**5000")])
+def test_parse_seconds_refuses_what_no_clock_waits_for(huge: object) -> None:
+    """Python's waits take at most ~9.2e9 s: a timeout of 1e10 raised
+    OverflowError inside exec(), 10**400 inside the check itself."""
+    with pytest.raises(ConfigError, match="too long") as e:
+        parse_seconds("timeout", huge)
+    assert e.value.option == "timeout"
+    assert len(str(e.value)) < 200
+
+
+def test_parse_seconds_takes_up_to_a_billion_seconds() -> None:
+    assert parse_seconds("timeout", 10**9) == 1e9
+    with pytest.raises(ConfigError, match="positive") as e:
+        parse_seconds("timeout", -(10**400))
+    assert e.value.option == "timeout"

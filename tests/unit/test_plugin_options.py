@@ -1,0 +1,66 @@
+"""The pytest plugin's options: which markers, command-line defaults and
+factory keywords make a fixture's Sandbox(...).  The file system (image=,
+rootfs= or layers=) is one choice: the closest place naming one wins whole.
+Nothing here makes a sandbox: the merging is pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sandbox.pytest_plugin import _marker_kwargs, _merge
+
+
+class _Node:
+    """What _marker_kwargs asks of a test item: its markers, closest first."""
+
+    def __init__(self, *marks: pytest.MarkDecorator) -> None:
+        self.nodeid = "test_x.py::test_x"
+        self._marks = [m.mark for m in marks]
+
+    def iter_markers(self, name: str) -> Any:
+        return (m for m in self._marks if m.name == name)
+
+
+def marked(*marks: pytest.MarkDecorator) -> dict[str, Any]:
+    return _marker_kwargs(_Node(*marks))  # type: ignore[arg-type]
+
+
+DEFAULTS = {"image": "debian"}
+
+
+def test_a_marker_rootfs_replaces_the_default_image() -> None:
+    assert _merge(DEFAULTS, marked(pytest.mark.sandbox(rootfs="/r"))) == {"rootfs": "/r"}
+    assert _merge(DEFAULTS, marked(pytest.mark.sandbox(layers=["/a", "/b"]))) == {"layers": ["/a", "/b"]}
+
+
+def test_a_factory_image_replaces_the_markers_rootfs() -> None:
+    """sandbox_factory(image="alpine") in a module marked rootfs=...: the
+    image the test asked for, not the module's rootfs (it was dropped)."""
+    made = _merge(DEFAULTS, marked(pytest.mark.sandbox(rootfs="/r", hostname="h")))
+    assert _merge(made, {"image": "alpine"}) == {"image": "alpine", "hostname": "h"}
+    assert _merge(made, {"layers": ["/l"]}) == {"layers": ["/l"], "hostname": "h"}
+    assert _merge(made, {"hostname": "other"}) == {"rootfs": "/r", "hostname": "other"}
+
+
+def test_the_closest_markers_image_beats_a_farther_rootfs() -> None:
+    """A test's @pytest.mark.sandbox(image=...) under a module's
+    rootfs=...: the test's image (the module's rootfs won)."""
+    test, module = pytest.mark.sandbox(image="python"), pytest.mark.sandbox(rootfs="/r", network="bridge")
+    assert _merge(DEFAULTS, marked(test, module)) == {"image": "python", "network": "bridge"}
+    assert _merge(DEFAULTS, marked(pytest.mark.sandbox("python"), module)) == {
+        "image": "python",
+        "network": "bridge",
+    }
+    assert _merge(DEFAULTS, marked(module, test)) == {"rootfs": "/r", "network": "bridge"}
+
+
+def test_a_marker_without_a_tree_keeps_the_farther_one() -> None:
+    test, module = pytest.mark.sandbox(hostname="t"), pytest.mark.sandbox(rootfs="/r", hostname="m")
+    assert _merge(DEFAULTS, marked(test, module)) == {"rootfs": "/r", "hostname": "t"}
+
+
+def test_one_place_naming_two_trees_is_left_for_sandbox_to_refuse() -> None:
+    """Not one of them dropped in silence: Sandbox(...) refuses both."""
+    assert _merge(DEFAULTS, {"image": "x", "rootfs": "/r"}) == {"image": "x", "rootfs": "/r"}
