@@ -88,7 +88,7 @@ def _resolv_mountable(spec: Spec) -> bool:
 def attach(opts: NetOptions, spec: Spec, netns_fd: int) -> Attachment:
     reserved = _reserve(opts.publish)
     try:
-        att = links.call(_attach, opts, spec, netns_fd)
+        att = links.call(_attach, opts, spec, netns_fd, undo=_detach)
     except BaseException:
         for s in reserved:
             s.close()
