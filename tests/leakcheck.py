@@ -12,7 +12,8 @@ Checked, each as a set of "keys" so that a snapshot is plain JSON:
            run/net, the network state dir, which is kept (its lock file must
            stay: processes may be waiting on it); and of run/ids, the id
            ranges leased to running sandboxes
-  net      what run/net holds: networks, their leases and files
+  net      what /var/lib/sandbox/run/net holds (one per host, whatever
+           SANDBOX_HOME says): networks, their leases and files
   nft      nftables tables named "sandbox" (ours)
 
 Only what is new since the snapshot counts: the host may run other
@@ -241,9 +242,13 @@ def _state() -> list[str]:
         return top
 
 
+# sandbox/network/state.py's ROOT: one per host, whatever SANDBOX_HOME says
+NET_ROOT = "/var/lib/sandbox/run/net"
+
+
 def _net_state() -> list[str]:
     """Entries of run/net and of each network's dir and leases, but the lock."""
-    top = os.path.join(state_dir(), NET_DIR)
+    top = NET_ROOT
     out = []
     for dirpath, dirnames, filenames in os.walk(top, onerror=lambda e: None):
         rel = os.path.relpath(dirpath, top)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError, HostError
 from ..spec import Mount, Spec
 from . import hosts, links, nft, state
-from .options import AUTO_PREFIX, AUTO_RANGE, NetOptions, Network, Port
+from .options import AUTO_PREFIX, AUTO_RANGE, FORWARD_SAVED, NetOptions, Network, Port
 
 _swept: set[str] = set()  # networks whose stale leases this process reclaimed
 _mtu: int | None = None
@@ -88,7 +88,7 @@ def _resolv_mountable(spec: Spec) -> bool:
 def attach(opts: NetOptions, spec: Spec, netns_fd: int) -> Attachment:
     reserved = _reserve(opts.publish)
     try:
-        att = links.call(_attach, opts, spec, netns_fd)
+        att = links.call(_attach, opts, spec, netns_fd, undo=_detach)
     except BaseException:
         for s in reserved:
             s.close()
@@ -320,7 +320,7 @@ FORWARD = "net/ipv4/ip_forward"
 
 
 def _forwarding_on() -> None:
-    saved = os.path.join(state.root(), "ip_forward.saved")
+    saved = os.path.join(state.root(), FORWARD_SAVED)
     cur = links.read_sysctl(FORWARD)
     if not os.path.exists(saved):
         state.write_atomic(saved, cur)
@@ -331,7 +331,7 @@ def _forwarding_on() -> None:
 def _forwarding_restore() -> None:
     if any(not r.internal for r in state.records()):
         return
-    saved = os.path.join(state.root(), "ip_forward.saved")
+    saved = os.path.join(state.root(), FORWARD_SAVED)
     try:
         with open(saved) as f:
             old = f.read().strip()

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .. import interrupts
 from ..errors import HostError
 
 BRIDGE_PREFIX = "sbx-"
@@ -42,8 +43,14 @@ def _mark_worker() -> None:
     _worker_ident = threading.get_ident()
 
 
-def call(fn: Callable[..., T], *args: Any) -> T:
-    """Run fn on the network thread and wait (inline when already on it)."""
+def call(fn: Callable[..., T], *args: Any, undo: Callable[[T], object] | None = None) -> T:
+    """Run fn on the network thread and wait (inline when already on it).
+
+    `undo`: what takes back fn's result when the wait is cut short (a
+    KeyboardInterrupt in the caller's thread): fn runs on regardless, and
+    what it made (an address lease, its rules, a network) was held by
+    nobody for the rest of the process.  The interrupt is raised once fn is
+    over and its result undone."""
     global _pool
     if threading.get_ident() == _worker_ident:
         return fn(*args)
@@ -53,7 +60,19 @@ def call(fn: Callable[..., T], *args: Any) -> T:
                 1, thread_name_prefix="sandbox-net", initializer=_mark_worker
             )
         pool = _pool
-    return pool.submit(fn, *args).result()
+    fut = pool.submit(fn, *args)
+    try:
+        return fut.result()
+    except BaseException:
+        if undo is not None:
+            with interrupts.deferred():
+                concurrent.futures.wait([fut])
+                if fut.exception() is None:  # (else it was fn's own: fn undid itself)
+                    # the interrupt is what the caller must see: should the undo
+                    # fail, what is left is reclaimed once this process is gone
+                    with contextlib.suppress(Exception):
+                        pool.submit(undo, fut.result()).result()
+        raise
 
 
 def _after_fork() -> None:

@@ -23,6 +23,10 @@ AUTO_PREFIX = 24
 IFNAMSIZ = 15
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 PROTOCOLS = ("tcp", "udp")
+# A file of the state dir's top level, beside the networks' dirs (state.py):
+# a network of that name made its dir there, so the host's old ip_forward
+# was never saved, nor put back when the last network went.
+FORWARD_SAVED = "ip_forward.saved"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class Network:
             raise ConfigError(
                 "Network.name",
                 f"{self.name!r}: use 1-63 lower-case letters, digits, '_', '.' or '-', starting alphanumeric",
+            )
+        if self.name.startswith(FORWARD_SAVED):  # (and its temporary files, FORWARD_SAVED.tmpPID)
+            raise ConfigError(
+                "Network.name", f"{self.name!r} is reserved (a file of the state dir): pick another"
             )
         if self.subnet is not None:
             subnet_of(self.subnet)

@@ -1,5 +1,6 @@
 """What the host's networks hold, on disk, so that any process (and `sandbox
-gc` after a crash) sees the same: $SANDBOX_HOME/run/net/
+gc` after a crash) sees the same: /var/lib/sandbox/run/net/, whatever
+$SANDBOX_HOME says (see root())
 
     .lock                 flock'd around every change, by every process
     ip_forward.saved      the host's ip_forward before our first network
@@ -28,9 +29,19 @@ from .options import Port
 LEASES = "leases"
 
 
+# One place per host, not one per $SANDBOX_HOME: what this state describes
+# is the host's, shared by every process on it (the sbx-NAME bridges, our
+# two nftables tables, ip_forward).  Under $SANDBOX_HOME, two processes with
+# two homes each rewrote our sets from their own leases alone (an egress
+# list or an internal network of the other's lost its rules), removed the
+# tables with their last network, joined the other's bridge of the same
+# name, and `sandbox gc` deleted the other's links as stale.  (The default
+# home's path, so that processes of older versions and of this one agree.)
+ROOT = "/var/lib/sandbox/run/net"
+
+
 def root() -> str:
-    home = os.environ.get("SANDBOX_HOME", "/var/lib/sandbox")
-    return os.path.join(home, "run", "net")
+    return ROOT
 
 
 @contextlib.contextmanager

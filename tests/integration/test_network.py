@@ -9,6 +9,7 @@ import ipaddress
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,47 @@ def test_egress_allow_list_blocks_what_it_does_not_list(net_host: None, busybox_
 
 def net_prefix(sb: Sandbox) -> str:
     return sh_ok(sb, "ip -o -4 addr show eth0").split()[3].split("/")[1]
+
+
+_OTHER_HOME = """
+import sys
+from sandbox import Network, Sandbox
+with Sandbox(rootfs=sys.argv[1], network=Network("t-home-b", internal=True)) as sb:
+    assert sb.exec(["true"]).exit_code == 0
+"""
+
+
+def test_a_process_with_another_sandbox_home_leaves_our_rules(
+    net_host: None, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    """Found in review: the network state lived under $SANDBOX_HOME, but our
+    nftables tables and bridges are the host's.  A process with another home
+    rewrote the sets from its own leases only, then removed the tables with
+    its last network: our egress list was gone while our sandbox ran."""
+    net = Network("t-home-a", internal=True)
+    with (
+        Sandbox(rootfs=busybox_rootfs, network=net, hostname="s1") as s1,
+        Sandbox(rootfs=busybox_rootfs, network=net, egress=[]) as limited,
+    ):
+        p = _serve(s1)
+        ip1 = _ip(s1)
+        assert fetch(limited, ip1, 3).exit_code != 0
+        env = dict(os.environ, SANDBOX_HOME=str(tmp_path / "home"))
+        r = subprocess.run(
+            [sys.executable, "-c", _OTHER_HOME, str(busybox_rootfs)],
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r
+        # its network came and went; ours and its rules are still there
+        assert state.read_record("t-home-b") is None and state.read_record("t-home-a") is not None
+        r = fetch(limited, ip1, 3)
+        assert r.exit_code != 0, r
+        p.kill()
+        p.wait()
 
 
 def test_persistent_network_stays_until_gc(net_host: None, busybox_rootfs: Path) -> None:

@@ -171,3 +171,53 @@ def test_the_next_start_on_the_network_reclaims_a_dead_owners_lease(
         now = state.lease_ips("t-killed")
         assert len(now) == 1 and now.isdisjoint(stale)  # the dead owner's lease is gone, ours is there
     assert _settled(before) == before  # we were the last: the network went with us
+
+
+_INTERRUPTED = textwrap.dedent(r"""
+    import signal, sys, threading
+    from sandbox import Network, Sandbox
+    from sandbox.network import lifecycle, links, state
+
+    real = lifecycle._attach
+    main = threading.main_thread().ident
+
+    def _attach(*args):
+        att = real(*args)  # the lease, the hosts line, the veth: all made
+        # Ctrl-C now, while the caller waits for this thread (spun for, not slept
+        # for: the caller's frame is the Condition.wait inside Future.result)
+        while True:
+            f = sys._current_frames()[main]
+            if f.f_code.co_name == "wait" and f.f_back and f.f_back.f_code.co_name == "result":
+                break
+        signal.pthread_kill(main, signal.SIGINT)
+        return att
+
+    lifecycle._attach = _attach
+    try:
+        Sandbox(rootfs=sys.argv[1], network=Network("t-intr", internal=True)).start()
+    except KeyboardInterrupt:
+        pass
+    else:
+        sys.exit("not interrupted")
+    links.call(lambda: None)  # what was queued on the network thread ran
+    print(sorted(state.lease_ips("t-intr")), state.read_record("t-intr") is not None)
+""")
+
+
+def test_an_interrupt_while_the_network_is_set_up_leaves_no_lease(
+    quiet_host: None, busybox_rootfs: Path
+) -> None:
+    """Found in review: the caller's wait for the network thread was cut
+    short, that thread finished the setup, and its Attachment went to
+    nobody: the lease (of a live owner: no sweep takes it), its hosts line
+    and the network stayed for the rest of the process."""
+    before = _ours()
+    r = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, str(busybox_rootfs)], capture_output=True, text=True, timeout=120
+    )
+    try:
+        assert r.returncode == 0, r
+        assert r.stdout == "[] False\n", r.stdout  # no lease left, the network went with it
+    finally:
+        subprocess.run([sys.executable, "-m", "sandbox.cli", "gc"], check=True, capture_output=True)
+    assert _settled(before) == before

@@ -93,3 +93,12 @@ def test_elements_follow_networks_and_live_leases() -> None:
     assert el["restricted"] == ["10.1.0.2"]
     assert el["egress"] == [{"concat": ["10.1.0.2", {"range": ["10.3.0.0", "10.3.255.255"]}]}]
     assert el["rport_ip"] == [{"concat": ["sbxv-1", "10.1.0.2"]}]
+
+
+def test_a_network_named_like_a_file_of_the_state_dir_is_refused() -> None:
+    # its dir took the place of the saved ip_forward (state.py): the host's
+    # old value was then never saved, nor put back
+    for name in (options.FORWARD_SAVED, options.FORWARD_SAVED + ".tmp123"):
+        with pytest.raises(ConfigError, match=r"^Network.name: .* is reserved"):
+            Network(name)
+    assert Network("ip_forward").name == "ip_forward"
