@@ -76,8 +76,9 @@ def call(fn: Callable[..., T], *args: Any, undo: Callable[[T], object] | None = 
 
 
 def _after_fork() -> None:
-    global _pool, _worker_ident
-    _pool, _worker_ident = None, None
+    # (the lock too: held by another thread at the fork, it stayed held in the child for good)
+    global _pool, _pool_lock, _worker_ident
+    _pool, _pool_lock, _worker_ident = None, threading.Lock(), None
 
 
 os.register_at_fork(after_in_child=_after_fork)

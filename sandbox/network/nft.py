@@ -73,6 +73,16 @@ _ctx: dict[int, Any] = {}  # pid -> context (a forked child makes its own)
 _run_lock = threading.Lock()
 
 
+def _after_fork() -> None:
+    # A child forked while another thread held one of these would wait on
+    # it for ever at its first network call: that thread is not in it.
+    global _lib_lock, _run_lock
+    _lib_lock, _run_lock = threading.Lock(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def _context() -> Any:
     lib = _nft()
     ctx = _ctx.get(os.getpid())
