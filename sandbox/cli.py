@@ -27,6 +27,7 @@ from .images import cli as images_cli
 from .limits import Limits
 from .sizes import parse_seconds
 from .spec import IdMap, Mount
+from .users import is_num
 
 EXIT_SANDBOX = 125
 EXIT_NOT_FOUND = 127
@@ -250,10 +251,10 @@ def _network(a: argparse.Namespace) -> dict[str, object]:
     publish: dict[int | str, int | str] = {}
     for it in a.publish:
         host, sep, port = it.partition(":")
-        if not sep or not host.isdigit():
+        if not sep or not is_num(host):
             raise ConfigError("--publish", f"{it!r}: write HOST_PORT:PORT, e.g. 8080:80 or 5353:53/udp")
         proto = port.partition("/")[2]
-        publish[f"{host}/{proto}" if proto else int(host)] = int(port) if port.isdigit() else port
+        publish[f"{host}/{proto}" if proto else int(host)] = int(port) if is_num(port) else port
     net = a.network if a.network in ("none", "bridge") else Network(a.network)
     return {"network": net, "publish": publish or None, "egress": a.egress}
 
@@ -261,7 +262,7 @@ def _network(a: argparse.Namespace) -> dict[str, object]:
 def _idmap(text: str) -> IdMap | str:
     if text in ("auto", "shared"):
         return text
-    if not text.isdigit():
+    if not is_num(text):  # (not isdigit(): '²' passed it, and int() then raised ValueError)
         raise ConfigError("--idmap", f"{text!r}: write auto, shared, or the first host id, e.g. 300000")
     return IdMap(int(text))
 

@@ -76,3 +76,25 @@ def test_a_mount_without_a_source_is_refused(spec: str) -> None:
 def test_a_mount_source_is_made_absolute() -> None:
     m = cli._mount("rel/dir:/data:rw")
     assert (m.src, m.dst, m.read_only) == (os.path.abspath("rel/dir"), "/data", False)
+
+
+@pytest.mark.parametrize("text", ["²", "٣٠٠٠٠٠"])
+def test_non_ascii_digits_in_idmap_are_a_config_error(text: str) -> None:
+    """str.isdigit() takes '²' and Arabic-Indic digits: int() then raised a
+    ValueError traceback (or read another number)."""
+    with pytest.raises(ConfigError, match=r"^--idmap: "):
+        cli._idmap(text)
+
+
+def test_non_ascii_digits_in_publish_are_not_a_traceback() -> None:
+    import argparse
+
+    def publish(spec: str) -> object:
+        a = argparse.Namespace(publish=[spec], network="bridge", egress=None)
+        return cli._network(a)["publish"]
+
+    with pytest.raises(ConfigError, match=r"^--publish: "):
+        publish("²:80")
+    # a port that is not ASCII digits goes on as text, for the Sandbox's
+    # check of publish= to refuse by name (int('²') raised ValueError here)
+    assert publish("8080:²") == {8080: "²"}
