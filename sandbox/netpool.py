@@ -102,7 +102,10 @@ class NetnsPool:
         refill may go on.  Making a namespace while a clone and exec run
         slowed that exec from 65 us to 390 us here, so refills wait."""
         with self._lock:
-            self._launching -= 1
+            # never below 0: a launch cut short by an interrupt may say so
+            # without its take() having counted it, and one count short the
+            # refill would run during the next launch
+            self._launching = max(0, self._launching - 1)
             self._cond.notify()
 
     def give_back(self, fd: int) -> None:
