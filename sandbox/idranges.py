@@ -12,9 +12,16 @@ the span systemd documents for container ids, which systemd-nspawn's
 `--private-users=pick` also uses), but any block that holds a uid or gid
 of the host's /etc/passwd or /etc/group, a range of /etc/subuid or
 /etc/subgid, or the caller's uid.  A block is leased by holding an flock
-on $SANDBOX_HOME/run/ids/START (any process of this package sees it; a
+on /var/lib/sandbox/run/ids/START (any process of this package sees it; a
 killed one's lock goes with it), from the launch until the init is reaped:
-then no process of the sandbox is left, and the file is removed.  The
+then no process of the sandbox is left, and the file is removed.
+
+The lease directory is one per host, whatever $SANDBOX_HOME says: host
+ids are the host's, not a store's.  Under $SANDBOX_HOME, a process with
+another home (another user of the library with a store of its own, a test
+session beside a production one) saw none of our leases and took the same
+lowest free block: two tenants' sandboxes were one host user, each the
+owner of the other's processes and files.  The
 lowest free block is taken that this process did not release in the last
 COOL seconds, so sandboxes one after another reuse the same few ranges (the
 idmapped mounts' user namespaces are kept per range, up to 64 idle ones,
@@ -54,8 +61,17 @@ _checked = 0.0
 _taken: tuple[tuple[tuple[int, int], ...], frozenset[int]] | None = None  # (db stamps, blocks in use)
 
 
+# The default home's path (beside the network state's /var/lib/sandbox/run/net,
+# one per host for the same reason): processes of older versions with the
+# default home and this one lock the same files.  Not /run: it is not a
+# tmpfs on every host (nor in every container), and a lease needs no
+# clearing at boot, since a lock never outlives its process: a file left
+# behind is a free block (gc() tidies it).
+ROOT = "/var/lib/sandbox/run/ids"
+
+
 def root() -> str:
-    return os.path.join(os.environ.get("SANDBOX_HOME", "/var/lib/sandbox"), "run", "ids")
+    return ROOT
 
 
 @dataclass

@@ -9,9 +9,9 @@ Checked, each as a set of "keys" so that a snapshot is plain JSON:
   link     network links (`ip -o link`)
   cgroup   directories under /sys/fs/cgroup/*/, down to depth 6
   state    entries of $SANDBOX_HOME/run (default /var/lib/sandbox/run), but
-           run/net, the network state dir, which is kept (its lock file must
-           stay: processes may be waiting on it); and of run/ids, the id
-           ranges leased to running sandboxes
+           run/net and run/ids; and of /var/lib/sandbox/run/ids (one per
+           host, whatever SANDBOX_HOME says), the id ranges leased to
+           running sandboxes (the dir stays, its files must not)
   net      what /var/lib/sandbox/run/net holds (one per host, whatever
            SANDBOX_HOME says): networks, their leases and files
   nft      nftables tables named "sandbox" (ours)
@@ -50,7 +50,9 @@ from dataclasses import dataclass, field
 
 KINDS = ("proc", "mount", "link", "cgroup", "state", "net", "nft")
 NET_DIR = "net"
-IDS_DIR = "ids"  # leased id ranges (sandbox/idranges.py): the dir stays, its files must not
+IDS_DIR = "ids"  # left out of $SANDBOX_HOME/run (older versions kept id leases there)
+# sandbox/idranges.py's ROOT: leased id ranges, one dir per host
+IDS_ROOT = "/var/lib/sandbox/run/ids"
 NFT_TABLE = "sandbox"
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_DEPTH = 6
@@ -237,7 +239,7 @@ def _state() -> list[str]:
     except OSError:
         return []
     try:
-        return top + sorted(f"{IDS_DIR}/{n}" for n in os.listdir(os.path.join(state_dir(), IDS_DIR)))
+        return top + sorted(f"{IDS_DIR}/{n}" for n in os.listdir(IDS_ROOT))
     except OSError:
         return top
 

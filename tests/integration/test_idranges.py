@@ -68,6 +68,46 @@ def test_a_range_another_process_holds_is_not_taken(sandbox_host, busybox_rootfs
     assert other.returncode == 0
 
 
+_HOLD = (
+    "import sys; from sandbox import idranges; l = idranges.lease(); "
+    "print(l.idmap.host_start, flush=True); sys.stdin.read(); l.release()"
+)
+
+
+def test_processes_with_two_sandbox_homes_never_share_a_range(tmp_path: Path) -> None:
+    """Found in review: the leases lived under $SANDBOX_HOME/run/ids, so a
+    process with another home (another user of the library, a test session
+    beside a production one) saw none of ours and leased the same lowest
+    free block: two tenants' sandboxes were one host user.  Each process
+    here holds its lease while the other takes one."""
+    holders: list[subprocess.Popen[str]] = []
+    starts: list[int] = []
+    try:
+        for home in ("a", "b"):
+            env = dict(os.environ, SANDBOX_HOME=str(tmp_path / home))
+            holders.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _HOLD],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                    cwd=Path(__file__).resolve().parents[2],
+                )
+            )
+            assert holders[-1].stdout is not None
+            starts.append(int(holders[-1].stdout.readline()))  # held while the next one leases
+        for h in holders:
+            h.communicate("")
+    finally:
+        for h in holders:
+            if h.poll() is None:
+                h.kill()
+                h.wait()
+    assert [h.returncode for h in holders] == [0, 0]
+    assert starts[0] != starts[1], f"two homes' processes both leased host ids {starts[0]}.."
+
+
 def test_a_block_with_a_host_id_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A host user inside the first free block (here a passwd of our own):
     the lease is of another block, and that user's uid is in none."""
