@@ -12,15 +12,27 @@ the span systemd documents for container ids, which systemd-nspawn's
 `--private-users=pick` also uses), but any block that holds a uid or gid
 of the host's /etc/passwd or /etc/group, a range of /etc/subuid or
 /etc/subgid, or the caller's uid.  A block is leased by holding an flock
-on $SANDBOX_HOME/run/ids/START (any process of this package sees it; a
+on /var/lib/sandbox/run/ids/START (any process of this package sees it; a
 killed one's lock goes with it), from the launch until the init is reaped:
-then no process of the sandbox is left, and the file is removed.  The
-lowest free block is taken that this process did not release in the last
-COOL seconds, so sandboxes one after another reuse the same few ranges (the
-idmapped mounts' user namespaces are kept per range, up to 64 idle ones,
-sandbox/_core.py).  Ranges keep sandboxes running at once apart, not one
-sandbox from the next: what one left in a writable host mount (files of
-its host uid, mode 0600 too) is the next one's on the same range."""
+then no process of the sandbox is left.  The file stays, written to, and
+its mtime is the release time that every process sees: the lowest free
+block is taken that no process released in the last COOL seconds (a file
+of a process that died holding it is empty: free at once).  So sandboxes
+one after another reuse the same few ranges (the idmapped mounts' user
+namespaces are kept per range, up to 64 idle ones, sandbox/_core.py), and
+the files are about as many as the most blocks leased at once; gc() removes the
+free ones.
+
+The lease directory is one per host, whatever $SANDBOX_HOME says: host
+ids are the host's, not a store's.  Under $SANDBOX_HOME, a process with
+another home (another user of the library with a store of its own, a test
+session beside a production one) saw none of our leases and took the same
+lowest free block: two tenants' sandboxes were one host user, each the
+owner of the other's processes and files.
+
+Ranges keep sandboxes running at once apart, not one sandbox from the
+next: what one left in a writable host mount (files of its host uid, mode
+0600 too) is the next one's on the same range."""
 
 from __future__ import annotations
 
@@ -42,20 +54,36 @@ _HOST_DBS = ("/etc/passwd", "/etc/group", "/etc/subuid", "/etc/subgid")
 
 _lock = threading.Lock()
 _held: set[int] = set()  # blocks this process holds (not tried again)
-# Blocks this process released, and when.  One is not leased again for
-# COOL seconds: the kernel frees a dead sandbox's IPC namespace (and with
-# it the POSIX message queue bytes charged to its host user) in deferred
-# work, measured ~11-13 ms after the init is reaped here, longer under load;
-# a sandbox given the range at once could not make a queue.
-_released: dict[int, float] = {}
+# A released block is not leased again, by any process, for COOL seconds:
+# the kernel frees a dead sandbox's IPC namespace (and with it the POSIX
+# message queue bytes charged to its host user) in deferred work, measured
+# ~11-13 ms after the init is reaped here, longer under load; a sandbox
+# given the range at once could not make a queue.  The release time is the
+# lease file's mtime (see _cooling()), not this process's memory: another
+# process that took the range at once had the same failure.
 COOL = 0.25  # seconds
+# Blocks this process released, and when (monotonic): skipped without a
+# look at their files.  Back to back a range cools for ~125 sandboxes; a
+# look at each file (open, flock, two stats, close) made a lease cost twice
+# the launcher thread's CPU (0.7 -> 1.3 ms per sandbox, measured).  The
+# file's mtime is for the blocks other processes released.
+_released: dict[int, float] = {}
 RECHECK = 1.0  # seconds between looks at the host's user files
 _checked = 0.0
 _taken: tuple[tuple[tuple[int, int], ...], frozenset[int]] | None = None  # (db stamps, blocks in use)
 
 
+# The default home's path (beside the network state's /var/lib/sandbox/run/net,
+# one per host for the same reason): processes of older versions with the
+# default home and this one lock the same files.  Not /run: it is not a
+# tmpfs on every host (nor in every container), and a lease needs no
+# clearing at boot, since a lock never outlives its process: a file left
+# behind is a free block (gc() tidies it).
+ROOT = "/var/lib/sandbox/run/ids"
+
+
 def root() -> str:
-    return os.path.join(os.environ.get("SANDBOX_HOME", "/var/lib/sandbox"), "run", "ids")
+    return ROOT
 
 
 @dataclass
@@ -69,12 +97,12 @@ class Lease:
     def release(self) -> None:
         if self.fd < 0:
             return
-        # unlinked while still locked: a process that opened it meanwhile
-        # finds, once it has the lock, that the path is no longer its file
+        # written while still locked: the size says "released", the mtime
+        # when, to every process (kept, not unlinked, for that)
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            os.pwrite(self.fd, b"released\n", 0)
+        except OSError:
+            pass  # a full disk: the block is free at once, as a dead holder's
         os.close(self.fd)
         self.fd = -1
         with _lock:
@@ -98,6 +126,14 @@ def for_launch(idmap: IdMap | str) -> tuple[str, Lease | None]:
 
 def _block(host_start: int) -> int:
     return (host_start - FIRST) // CONTAINER_IDS
+
+
+def _cooling(st: os.stat_result) -> bool:
+    """A lease file released (not empty) less than COOL seconds ago.  The
+    mtime is the wall clock: one set back leaves an mtime ahead of now,
+    taken as cooled (the block is then free at once, as before cooling)."""
+    age = time.time_ns() - st.st_mtime_ns
+    return st.st_size > 0 and 0 <= age < COOL * 1e9
 
 
 def _stamps() -> tuple[tuple[int, int], ...]:
@@ -154,8 +190,8 @@ def lease() -> Lease:
     now = time.monotonic()
     with _lock:
         if len(_released) > 64:  # forget those cooled down
-            for b in [b for b, t in _released.items() if now - t >= COOL]:
-                del _released[b]
+            for c in [c for c, t in _released.items() if now - t >= COOL]:
+                del _released[c]
     b = -1
     while True:
         with _lock:  # the next candidate, found in one hold of the lock
@@ -203,23 +239,28 @@ def _try(b: int, home: str) -> Lease | None:
                 if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                     return None  # another process's sandbox has it
                 raise
+            st = os.fstat(fd)
             try:
-                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+                same = os.stat(path, follow_symlinks=False).st_ino == st.st_ino
             except FileNotFoundError:
                 same = False
             if same:
+                if _cooling(st):
+                    return None  # released a moment ago, by whichever process
+                os.ftruncate(fd, 0)  # held: empty until release() (so a dead holder's is free)
                 got = Lease(IdMap(start), fd, path)
                 return got
-            # else its holder released it (and unlinked it) meanwhile: again
+            # else gc() removed it meanwhile: again
         finally:
             if got is None:
                 os.close(fd)  # also on an interrupt: a lost fd would hold the lock
 
 
 def gc() -> list[str]:
-    """Remove the lease files of processes that died holding them (their
-    flock went with them; the file stays, harmless but untidy: the next
-    lease of that block takes it over).  The blocks removed."""
+    """Remove the lease files no process holds: released ones, once cooled,
+    and those of processes that died holding them (their flock went with
+    them).  Harmless but untidy: the next lease of a block takes its file
+    over.  The blocks removed."""
     home = root()
     try:
         names = sorted(os.listdir(home))
@@ -234,7 +275,8 @@ def gc() -> list[str]:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+            st = os.fstat(fd)
+            if os.stat(path, follow_symlinks=False).st_ino == st.st_ino and not _cooling(st):
                 os.unlink(path)
                 out.append(n)
         except OSError:

@@ -9,9 +9,10 @@ Checked, each as a set of "keys" so that a snapshot is plain JSON:
   link     network links (`ip -o link`)
   cgroup   directories under /sys/fs/cgroup/*/, down to depth 6
   state    entries of $SANDBOX_HOME/run (default /var/lib/sandbox/run), but
-           run/net, the network state dir, which is kept (its lock file must
-           stay: processes may be waiting on it); and of run/ids, the id
-           ranges leased to running sandboxes
+           run/net and run/ids; and the held leases of
+           /var/lib/sandbox/run/ids (one per host, whatever SANDBOX_HOME
+           says), the id ranges of running sandboxes (a released lease's
+           file stays, unlocked: its mtime is the release time)
   net      what /var/lib/sandbox/run/net holds (one per host, whatever
            SANDBOX_HOME says): networks, their leases and files
   nft      nftables tables named "sandbox" (ours)
@@ -38,6 +39,7 @@ Command line (CI runs it around the whole suite):
 from __future__ import annotations
 
 import argparse
+import fcntl
 import fnmatch
 import json
 import os
@@ -50,7 +52,9 @@ from dataclasses import dataclass, field
 
 KINDS = ("proc", "mount", "link", "cgroup", "state", "net", "nft")
 NET_DIR = "net"
-IDS_DIR = "ids"  # leased id ranges (sandbox/idranges.py): the dir stays, its files must not
+IDS_DIR = "ids"  # left out of $SANDBOX_HOME/run (older versions kept id leases there)
+# sandbox/idranges.py's ROOT: leased id ranges, one dir per host
+IDS_ROOT = "/var/lib/sandbox/run/ids"
 NFT_TABLE = "sandbox"
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_DEPTH = 6
@@ -237,9 +241,26 @@ def _state() -> list[str]:
     except OSError:
         return []
     try:
-        return top + sorted(f"{IDS_DIR}/{n}" for n in os.listdir(os.path.join(state_dir(), IDS_DIR)))
+        names = sorted(os.listdir(IDS_ROOT))
     except OSError:
         return top
+    return top + [f"{IDS_DIR}/{n}" for n in names if _held(os.path.join(IDS_ROOT, n))]
+
+
+def _held(path: str) -> bool:
+    """A lease some process holds.  Probed with a shared lock of a moment:
+    a lease() of that block meanwhile takes another one, nothing worse."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 # sandbox/network/state.py's ROOT: one per host, whatever SANDBOX_HOME says

@@ -4,6 +4,7 @@ until its init is reaped, and never a block that holds an id the host uses."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -17,6 +18,22 @@ from sandbox.reaper import reaper
 from sandbox.spec import default_idmap
 
 pytestmark = pytest.mark.integration
+
+
+def held(start: int) -> bool:
+    """Whether a process holds the lease of the block at `start` (its file
+    stays once released: its mtime tells other processes when)."""
+    try:
+        fd = os.open(os.path.join(idranges.root(), str(start)), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def host_range(sb: Sandbox) -> tuple[int, int]:
@@ -33,7 +50,7 @@ def test_two_sandboxes_are_two_host_users(sandbox_host, busybox_rootfs) -> None:
         for s in (sa, sb_):
             assert s >= idranges.FIRST and s + 65536 - 1 <= idranges.LAST
             assert not s <= os.geteuid() < s + 65536
-            assert os.path.exists(os.path.join(idranges.root(), str(s))), "the range is not leased"
+            assert held(s), "the range is not leased"
         # their inits (container root) run as those host users
         assert a.pid is not None and b.pid is not None
         assert (os.stat(f"/proc/{a.pid}").st_uid, os.stat(f"/proc/{b.pid}").st_uid) == (sa, sb_)
@@ -42,10 +59,9 @@ def test_two_sandboxes_are_two_host_users(sandbox_host, busybox_rootfs) -> None:
 def test_a_range_is_released_once_its_sandbox_is_gone(sandbox_host, busybox_rootfs) -> None:
     with Sandbox(rootfs=busybox_rootfs, warm=False) as sb:
         start, _ = host_range(sb)
-        lease = os.path.join(idranges.root(), str(start))
-        assert os.path.exists(lease)
+        assert held(start)
     reaper.drain()
-    assert not os.path.exists(lease), "the range stayed leased after the sandbox closed"
+    assert not held(start), "the range stayed leased after the sandbox closed"
 
 
 def test_a_range_another_process_holds_is_not_taken(sandbox_host, busybox_rootfs) -> None:
@@ -66,6 +82,46 @@ def test_a_range_another_process_holds_is_not_taken(sandbox_host, busybox_rootfs
     finally:
         other.communicate("")
     assert other.returncode == 0
+
+
+_HOLD = (
+    "import sys; from sandbox import idranges; l = idranges.lease(); "
+    "print(l.idmap.host_start, flush=True); sys.stdin.read(); l.release()"
+)
+
+
+def test_processes_with_two_sandbox_homes_never_share_a_range(tmp_path: Path) -> None:
+    """Found in review: the leases lived under $SANDBOX_HOME/run/ids, so a
+    process with another home (another user of the library, a test session
+    beside a production one) saw none of ours and leased the same lowest
+    free block: two tenants' sandboxes were one host user.  Each process
+    here holds its lease while the other takes one."""
+    holders: list[subprocess.Popen[str]] = []
+    starts: list[int] = []
+    try:
+        for home in ("a", "b"):
+            env = dict(os.environ, SANDBOX_HOME=str(tmp_path / home))
+            holders.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _HOLD],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                    cwd=Path(__file__).resolve().parents[2],
+                )
+            )
+            assert holders[-1].stdout is not None
+            starts.append(int(holders[-1].stdout.readline()))  # held while the next one leases
+        for h in holders:
+            h.communicate("")
+    finally:
+        for h in holders:
+            if h.poll() is None:
+                h.kill()
+                h.wait()
+    assert [h.returncode for h in holders] == [0, 0]
+    assert starts[0] != starts[1], f"two homes' processes both leased host ids {starts[0]}.."
 
 
 def test_a_block_with_a_host_id_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,7 +189,45 @@ def test_a_released_range_cools_before_it_is_leased_again(monkeypatch: pytest.Mo
         assert second.idmap.host_start != first.idmap.host_start
     finally:
         second.release()
-    monkeypatch.setattr(idranges, "_released", {})
+
+
+def test_a_range_another_process_released_cools_here_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: cooling was this process's memory alone, so a range
+    another process had just released (its sandbox's IPC namespace perhaps
+    not yet freed) was leased here at once."""
+    code = (
+        "from sandbox import idranges; l = idranges.lease(); l.release(); "
+        "print(l.idmap.host_start, flush=True)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setattr(idranges, "COOL", 3600.0)
+    got = idranges.lease()
+    try:
+        assert got.idmap.host_start != int(r.stdout), "a range released a moment ago elsewhere was leased"
+    finally:
+        got.release()
+    # a process that died holding its lease released nothing: its block is
+    # free at once (the lowest: any below it were held or cooling for it too)
+    r = subprocess.run(
+        [sys.executable, "-c", code.replace("l.release(); ", "") + "; import os; os._exit(0)"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    got = idranges.lease()
+    try:
+        assert got.idmap.host_start == int(r.stdout), "a dead holder's range was taken as cooling"
+    finally:
+        got.release()
 
 
 @pytest.mark.parametrize("how", ["closed", "reused"])
