@@ -126,6 +126,10 @@ def _attach(opts: NetOptions, spec: Spec, netns_fd: int) -> Attachment:
         ip = _allocate(rec, veth, spec.hostname, opts)
         has_rules = bool(opts.publish) or opts.egress is not None
         try:
+            if opts.egress is not None:
+                # an allow-list that silently did not hold towards the peers
+                # on its bridge would be worse than a refusal
+                links.check_bridge_filtering(rec.bridge)
             d = state.net_dir(rec.name)
             if net.resolves_peers:
                 hosts.set_slot(os.path.join(d, "hosts"), rec.net, ip, spec.hostname)
