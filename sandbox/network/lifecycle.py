@@ -223,6 +223,7 @@ def _ensure_network(net: Network) -> state.Record:
                 f"persistent={rec.persistent}: pass the same settings, or remove it first "
                 "(`sandbox gc --networks` once no sandbox uses it)",
             )
+        _repair_files(rec)
         if links.ensure_bridge(rec.bridge, rec.gateway, rec.net.prefixlen, _uplink_mtu()):
             _sync_rules()  # the bridge was gone (a crash while it was removed): its rules too
         return rec
@@ -240,11 +241,12 @@ def _ensure_network(net: Network) -> state.Record:
             "Network.subnet", f"{subnet} overlaps the host's route {clash[0]}: pick another subnet"
         )
     rec = state.Record(net.name, subnet, net.bridge, net.internal, net.persistent)
+    # The files before the record: a crash between them leaves a dir with no
+    # record, which the next start of this network overwrites and gc removes
+    # (with the record first, that start found no hosts file to write to).
+    state.make_network_dir(rec.name)
+    _write_files(rec)
     state.write_record(rec)
-    d = state.net_dir(rec.name)
-    state.write_atomic(os.path.join(d, "resolv.conf"), hosts.resolv_conf())
-    if net.resolves_peers:
-        hosts.create(os.path.join(d, "hosts"))
     try:
         if not net.internal:
             _forwarding_on()
@@ -254,6 +256,30 @@ def _ensure_network(net: Network) -> state.Record:
         _remove_network(rec)
         raise
     return rec
+
+
+def _write_files(rec: state.Record) -> None:
+    d = state.net_dir(rec.name)
+    state.write_atomic(os.path.join(d, "resolv.conf"), hosts.resolv_conf())
+    if Network(rec.name).resolves_peers:
+        hosts.create(os.path.join(d, "hosts"))
+
+
+def _repair_files(rec: state.Record) -> None:
+    """Under the lock: the files of a network whose record was written before
+    them (by an older version) by an owner that died in between; the hosts
+    file with the lines of its live sandboxes (none can have it mounted: it
+    was not there).  Two stat()s when nothing is missing."""
+    d = state.net_dir(rec.name)
+    resolv = os.path.join(d, "resolv.conf")
+    if not os.path.exists(resolv):
+        state.write_atomic(resolv, hosts.resolv_conf())
+    path = os.path.join(d, "hosts")
+    if Network(rec.name).resolves_peers and not os.path.exists(path):
+        hosts.create(path)
+        for lease in state.leases(rec.name):
+            if lease.alive() and lease.hostname:
+                hosts.set_slot(path, rec.net, lease.ip, lease.hostname)
 
 
 def _allocate(rec: state.Record, veth: str, hostname: str, opts: NetOptions) -> str:

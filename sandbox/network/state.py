@@ -139,8 +139,12 @@ def read_record(name: str) -> Record | None:
         return None
 
 
+def make_network_dir(name: str) -> None:
+    os.makedirs(os.path.join(net_dir(name), LEASES), mode=0o755, exist_ok=True)
+
+
 def write_record(rec: Record) -> None:
-    os.makedirs(os.path.join(net_dir(rec.name), LEASES), mode=0o755, exist_ok=True)
+    make_network_dir(rec.name)
     write_atomic(os.path.join(net_dir(rec.name), "network.json"), json.dumps(asdict(rec)))
 
 
