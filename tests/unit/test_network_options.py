@@ -102,3 +102,33 @@ def test_a_network_named_like_a_file_of_the_state_dir_is_refused() -> None:
         with pytest.raises(ConfigError, match=r"^Network.name: .* is reserved"):
             Network(name)
     assert Network("ip_forward").name == "ip_forward"
+
+
+def test_subnets_are_kept_in_canonical_cidr_form() -> None:
+    """Found in review: a subnet given with a netmask was kept as written, a
+    string other than the same subnet's CIDR (the existing network's record
+    then "conflicted" with it)."""
+    for form in ("10.88.0.0/255.255.255.0", "10.88.0.0/0.0.0.255", "10.88.0.0/24"):
+        assert Network("n", subnet=form).subnet == "10.88.0.0/24"
+    assert Network("n", subnet="10.88.0.0/255.255.255.0") == Network("n", subnet="10.88.0.0/24")
+    o = options.check(Network("n", subnet="10.88.0.0/255.255.0.0"), None, None)
+    assert o is not None and o.network.subnet == "10.88.0.0/16"
+    with pytest.raises(
+        ConfigError, match=r"^Network.subnet: '10.88.0.1/24': .*host bits set; write it as '10.88.0.0/24'"
+    ):
+        Network("n", subnet="10.88.0.1/24")
+    with pytest.raises(ConfigError, match=r"^Network.subnet: '10.88.0.0/255.0.255.0'"):
+        Network("n", subnet="10.88.0.0/255.0.255.0")
+
+
+def test_a_record_with_a_netmask_reads_as_cidr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox.network import state
+
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "network.json").write_text(
+        '{"name": "n", "subnet": "10.88.0.0/255.255.255.0", "bridge": "sbx-n", '
+        '"internal": false, "persistent": true}'
+    )
+    rec = state.read_record("n")
+    assert rec is not None and rec.subnet == "10.88.0.0/24"
