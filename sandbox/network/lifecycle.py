@@ -184,10 +184,24 @@ def _release(rec: state.Record, ip: str, veth: str, has_rules: bool, veth_dies: 
     if Network(rec.name).resolves_peers:
         with contextlib.suppress(OSError):
             hosts.set_slot(os.path.join(state.net_dir(rec.name), "hosts"), rec.net, ip, None)
-    if not rec.persistent and not state.lease_ips(rec.name):
-        _remove_network(rec)
-    elif has_rules:
+    if not state.lease_ips(rec.name):
+        if not rec.persistent:
+            _remove_network(rec)
+            return
+        _compact_hosts(rec)
+    if has_rules:
         _sync_rules()
+
+
+def _compact_hosts(rec: state.Record) -> None:
+    """Under the lock, with no lease left on the network: its hosts file back
+    to the header alone (it only grows while sandboxes use it: hosts.py).
+    Safe now and only now: a sandbox binds the file once it holds a lease,
+    and leaves it when its init is gone, before the lease goes; so with no
+    lease no sandbox has it mounted, and every writer holds this lock."""
+    if Network(rec.name).resolves_peers:
+        with contextlib.suppress(OSError):
+            hosts.create(os.path.join(state.net_dir(rec.name), "hosts"))
 
 
 def _rule_leases() -> list[state.Lease]:
@@ -336,6 +350,8 @@ def _sweep(rec: state.Record) -> list[str]:
                 hosts.set_slot(os.path.join(state.net_dir(rec.name), "hosts"), rec.net, lease.ip, None)
         rules = rules or bool(lease.publish) or lease.egress is not None
         gone.append(f"lease {rec.name}/{lease.ip} (pid {lease.pid})")
+    if gone and not state.lease_ips(rec.name):
+        _compact_hosts(rec)
     if rules:
         _sync_rules()
     return gone

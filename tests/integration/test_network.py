@@ -323,11 +323,17 @@ def test_a_process_with_another_sandbox_home_leaves_our_rules(
 
 def test_persistent_network_stays_until_gc(net_host: None, busybox_rootfs: Path) -> None:
     from sandbox import network
+    from sandbox.network import hosts
 
     net = Network("t-keep", persistent=True)
-    with Sandbox(rootfs=busybox_rootfs, network=net) as sb:
+    hosts_file = Path(state.net_dir("t-keep")) / "hosts"
+    with Sandbox(rootfs=busybox_rootfs, network=net, hostname="k") as sb:
         sh_ok(sb, "true")
+        assert hosts_file.stat().st_size >= 3 * hosts.LINE  # up to its slot (.2 or later)
     assert state.read_record("t-keep") is not None
+    # found in review: the file never shrank; with no sandbox on the
+    # network, nobody has it mounted, and it goes back to the header
+    assert hosts_file.stat().st_size == hosts.LINE and "\tk" not in hosts_file.read_text()
     assert "sbx-t-keep" in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert not any("t-keep" in x for x in network.gc())
     removed = network.gc(networks=True)

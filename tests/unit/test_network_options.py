@@ -132,3 +132,24 @@ def test_a_record_with_a_netmask_reads_as_cidr(tmp_path: Path, monkeypatch: pyte
     )
     rec = state.read_record("n")
     assert rec is not None and rec.subnet == "10.88.0.0/24"
+
+
+def test_a_sweep_that_empties_a_network_compacts_its_hosts_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no lease left, no sandbox has the file mounted: it goes back to
+    the header (it only grew before).  A dead owner's lease with no veth
+    and no rules: the sweep touches files only."""
+    from sandbox.network import lifecycle, state
+
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    rec = Record("n", "10.88.0.0/24", "sbx-n", True, True)
+    state.write_record(rec)
+    path = str(tmp_path / "n" / "hosts")
+    hosts.create(path)
+    dead = Lease("10.88.0.9", 0, -1, "", "h")
+    assert state.take_lease("n", dead)
+    hosts.set_slot(path, rec.net, dead.ip, "h")
+    assert Path(path).stat().st_size == 10 * hosts.LINE
+    assert lifecycle._sweep(rec) == ["lease n/10.88.0.9 (pid 0)"]
+    assert Path(path).stat().st_size == hosts.LINE and state.lease_ips("n") == set()
