@@ -10,7 +10,16 @@ it is a table of fixed-width lines, one slot per address of the subnet
 (slot = host index), written with one pwrite() of LINE bytes that never
 crosses a page.  A reader (glibc re-reads /etc/hosts on every lookup) sees
 each line whole, old or new, and every other line untouched.  Freed slots
-become comment lines; the file grows to the highest address in use."""
+become comment lines; the file grows to the highest address used, so up to
+LINE bytes per address of the subnet (32 KiB for a /24): addresses are
+handed out round-robin, past the slots just freed.
+
+It shrinks only when no sandbox is on the network (lifecycle._compact_hosts,
+under the state lock): back to the header alone.  Not while sandboxes run,
+even by cutting a tail of comment lines: a reader that mapped the file
+(mmap) would take a SIGBUS on the pages cut, and a reader mid-way through
+the tail would see its last line cut short; with no sandbox, there is no
+reader."""
 
 from __future__ import annotations
 

@@ -126,6 +126,10 @@ def _attach(opts: NetOptions, spec: Spec, netns_fd: int) -> Attachment:
         ip = _allocate(rec, veth, spec.hostname, opts)
         has_rules = bool(opts.publish) or opts.egress is not None
         try:
+            if opts.egress is not None:
+                # an allow-list that silently did not hold towards the peers
+                # on its bridge would be worse than a refusal
+                links.check_bridge_filtering(rec.bridge)
             d = state.net_dir(rec.name)
             if net.resolves_peers:
                 hosts.set_slot(os.path.join(d, "hosts"), rec.net, ip, spec.hostname)
@@ -180,10 +184,24 @@ def _release(rec: state.Record, ip: str, veth: str, has_rules: bool, veth_dies: 
     if Network(rec.name).resolves_peers:
         with contextlib.suppress(OSError):
             hosts.set_slot(os.path.join(state.net_dir(rec.name), "hosts"), rec.net, ip, None)
-    if not rec.persistent and not state.lease_ips(rec.name):
-        _remove_network(rec)
-    elif has_rules:
+    if not state.lease_ips(rec.name):
+        if not rec.persistent:
+            _remove_network(rec)
+            return
+        _compact_hosts(rec)
+    if has_rules:
         _sync_rules()
+
+
+def _compact_hosts(rec: state.Record) -> None:
+    """Under the lock, with no lease left on the network: its hosts file back
+    to the header alone (it only grows while sandboxes use it: hosts.py).
+    Safe now and only now: a sandbox binds the file once it holds a lease,
+    and leaves it when its init is gone, before the lease goes; so with no
+    lease no sandbox has it mounted, and every writer holds this lock."""
+    if Network(rec.name).resolves_peers:
+        with contextlib.suppress(OSError):
+            hosts.create(os.path.join(state.net_dir(rec.name), "hosts"))
 
 
 def _rule_leases() -> list[state.Lease]:
@@ -219,6 +237,7 @@ def _ensure_network(net: Network) -> state.Record:
                 f"persistent={rec.persistent}: pass the same settings, or remove it first "
                 "(`sandbox gc --networks` once no sandbox uses it)",
             )
+        _repair_files(rec)
         if links.ensure_bridge(rec.bridge, rec.gateway, rec.net.prefixlen, _uplink_mtu()):
             _sync_rules()  # the bridge was gone (a crash while it was removed): its rules too
         return rec
@@ -236,11 +255,12 @@ def _ensure_network(net: Network) -> state.Record:
             "Network.subnet", f"{subnet} overlaps the host's route {clash[0]}: pick another subnet"
         )
     rec = state.Record(net.name, subnet, net.bridge, net.internal, net.persistent)
+    # The files before the record: a crash between them leaves a dir with no
+    # record, which the next start of this network overwrites and gc removes
+    # (with the record first, that start found no hosts file to write to).
+    state.make_network_dir(rec.name)
+    _write_files(rec)
     state.write_record(rec)
-    d = state.net_dir(rec.name)
-    state.write_atomic(os.path.join(d, "resolv.conf"), hosts.resolv_conf())
-    if net.resolves_peers:
-        hosts.create(os.path.join(d, "hosts"))
     try:
         if not net.internal:
             _forwarding_on()
@@ -250,6 +270,30 @@ def _ensure_network(net: Network) -> state.Record:
         _remove_network(rec)
         raise
     return rec
+
+
+def _write_files(rec: state.Record) -> None:
+    d = state.net_dir(rec.name)
+    state.write_atomic(os.path.join(d, "resolv.conf"), hosts.resolv_conf())
+    if Network(rec.name).resolves_peers:
+        hosts.create(os.path.join(d, "hosts"))
+
+
+def _repair_files(rec: state.Record) -> None:
+    """Under the lock: the files of a network whose record was written before
+    them (by an older version) by an owner that died in between; the hosts
+    file with the lines of its live sandboxes (none can have it mounted: it
+    was not there).  Two stat()s when nothing is missing."""
+    d = state.net_dir(rec.name)
+    resolv = os.path.join(d, "resolv.conf")
+    if not os.path.exists(resolv):
+        state.write_atomic(resolv, hosts.resolv_conf())
+    path = os.path.join(d, "hosts")
+    if Network(rec.name).resolves_peers and not os.path.exists(path):
+        hosts.create(path)
+        for lease in state.leases(rec.name):
+            if lease.alive() and lease.hostname:
+                hosts.set_slot(path, rec.net, lease.ip, lease.hostname)
 
 
 def _allocate(rec: state.Record, veth: str, hostname: str, opts: NetOptions) -> str:
@@ -306,6 +350,8 @@ def _sweep(rec: state.Record) -> list[str]:
                 hosts.set_slot(os.path.join(state.net_dir(rec.name), "hosts"), rec.net, lease.ip, None)
         rules = rules or bool(lease.publish) or lease.egress is not None
         gone.append(f"lease {rec.name}/{lease.ip} (pid {lease.pid})")
+    if gone and not state.lease_ips(rec.name):
+        _compact_hosts(rec)
     if rules:
         _sync_rules()
     return gone

@@ -177,6 +177,7 @@ def ensure_bridge(name: str, gateway: str, prefix: int, mtu: int) -> bool:
             return False
         # nf_call_iptables on this bridge only: bridged traffic between its
         # sandboxes passes the inet hooks, so egress lists hold there too
+        # (when br_netfilter is loaded: check_bridge_filtering)
         ipr.link("add", ifname=name, kind="bridge", mtu=mtu, br_nf_call_iptables=1)
         idx = _index(ipr, name)
         if idx is None:  # pragma: no cover
@@ -195,6 +196,60 @@ def ensure_bridge(name: str, gateway: str, prefix: int, mtu: int) -> bool:
                 ipr.link("del", index=idx)
             raise
         return True
+
+
+# Where the kernel says whether bridged traffic passes the inet hooks (the
+# roots are parameters for the tests).
+SYSFS = "/sys"
+PROCFS = "/proc"
+MODPROBE_FIX = (
+    "run `modprobe br_netfilter` (it turns bridge-nf-call-iptables on for every bridge of the host: "
+    "`sysctl -w net.bridge.bridge-nf-call-iptables=0` puts that back, ours have a setting of their own)"
+)
+
+
+def check_bridge_filtering(bridge: str, sysfs: str | None = None, procfs: str | None = None) -> None:
+    """Raise HostError unless IPv4 traffic bridged between the ports of
+    `bridge` (one sandbox to another of its network) passes the inet hooks,
+    where egress lists are checked.
+
+    Two things must hold (net/bridge/br_netfilter_hooks.c, br_nf_pre_routing):
+    the bridge's own nf_call_iptables (set when we make it; the sysfs file
+    exists only in kernels built with CONFIG_BRIDGE_NETFILTER), and the
+    br_netfilter hooks, registered only while that module is loaded:
+    with CONFIG_BRIDGE_NETFILTER=m and the module absent, the option is
+    accepted and does nothing.  The module's sysctls, per network namespace
+    (read here from this thread's, the bridge's), exist exactly while it
+    is loaded.
+
+    We do not load it: Docker does (only when it needs it, moby#48492), but
+    loading it turns bridge-nf-call-iptables on for every bridge of the host
+    (libvirt's, LXC's), whose traffic a host firewall that drops forwarded
+    packets then drops (moby#48375): the host's admin decides that."""
+    sysfs, procfs = sysfs or SYSFS, procfs or PROCFS
+    opt = os.path.join(sysfs, "class/net", bridge, "bridge/nf_call_iptables")
+    try:
+        with open(opt) as f:
+            on = f.read().strip() == "1"
+        if not on:  # a bridge of ours made without it (by hand, or an older version): set it
+            with open(opt, "w") as f:
+                f.write("1")
+            with open(opt) as f:
+                on = f.read().strip() == "1"
+    except FileNotFoundError:
+        raise HostError(
+            f"egress: this kernel cannot filter traffic between sandboxes of one bridge ({opt} is "
+            "missing: built without CONFIG_BRIDGE_NETFILTER), so an egress list would not hold "
+            "towards the sandbox's peers: use a kernel with br_netfilter, or no egress="
+        ) from None
+    if not on:
+        raise HostError(f"egress: {opt} stays 0: traffic bridged between sandboxes would not be filtered")
+    if not os.path.exists(os.path.join(procfs, "sys/net/bridge/bridge-nf-call-iptables")):
+        raise HostError(
+            "egress: the br_netfilter module is not loaded, so traffic between sandboxes of one "
+            "network would pass unfiltered and an egress list would not hold towards the sandbox's "
+            f"peers: {MODPROBE_FIX}"
+        )
 
 
 def delete_link(name: str) -> bool:

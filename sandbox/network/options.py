@@ -34,7 +34,8 @@ class Network:
     """A named network: sandboxes on it share a host bridge, reach each other
     and resolve each other by host name; other networks cannot reach them.
 
-    `subnet`: an IPv4 network of at least 4 addresses; None takes the one the
+    `subnet`: an IPv4 network of at least 4 addresses, kept in canonical CIDR
+    form (a netmask is turned into a prefix length); None takes the one the
     network already has, or the first free /24 of 10.231.0.0/16.
     `internal`: no NAT, no route out of the host (Docker's --internal).
     `persistent`: keep the bridge and its rules when the last sandbox
@@ -57,7 +58,9 @@ class Network:
                 "Network.name", f"{self.name!r} is reserved (a file of the state dir): pick another"
             )
         if self.subnet is not None:
-            subnet_of(self.subnet)
+            # canonical CIDR: "10.88.0.0/255.255.255.0" is "10.88.0.0/24",
+            # in the record, in the comparison with it and in conflicts
+            object.__setattr__(self, "subnet", str(subnet_of(self.subnet)))
         for opt in ("internal", "persistent"):
             if not isinstance(getattr(self, opt), bool):
                 raise ConfigError(f"Network.{opt}", f"expected True or False, got {getattr(self, opt)!r}")
@@ -81,7 +84,11 @@ def subnet_of(value: object) -> ipaddress.IPv4Network:
     try:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as e:
-        raise ConfigError("Network.subnet", f"{value!r}: {e}; write it as '10.231.0.0/24'") from None
+        try:  # host bits set: name the network they belong to
+            hint = str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            hint = "10.231.0.0/24"
+        raise ConfigError("Network.subnet", f"{value!r}: {e}; write it as {hint!r}") from None
     if not isinstance(net, ipaddress.IPv4Network):
         raise ConfigError("Network.subnet", f"{value!r}: only IPv4 subnets are supported")
     if net.prefixlen > 30:

@@ -134,13 +134,20 @@ def read_record(name: str) -> Record | None:
     try:
         with open(os.path.join(net_dir(name), "network.json")) as f:
             d = json.load(f)
-        return Record(d["name"], d["subnet"], d["bridge"], bool(d["internal"]), bool(d["persistent"]))
+        # canonical CIDR, as options.Network keeps it (a record written before
+        # that may say "10.88.0.0/255.255.255.0")
+        subnet = str(ipaddress.IPv4Network(d["subnet"]))
+        return Record(d["name"], subnet, d["bridge"], bool(d["internal"]), bool(d["persistent"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
+def make_network_dir(name: str) -> None:
+    os.makedirs(os.path.join(net_dir(name), LEASES), mode=0o755, exist_ok=True)
+
+
 def write_record(rec: Record) -> None:
-    os.makedirs(os.path.join(net_dir(rec.name), LEASES), mode=0o755, exist_ok=True)
+    make_network_dir(rec.name)
     write_atomic(os.path.join(net_dir(rec.name), "network.json"), json.dumps(asdict(rec)))
 
 

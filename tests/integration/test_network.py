@@ -241,6 +241,41 @@ def test_egress_allow_list_blocks_what_it_does_not_list(net_host: None, busybox_
             p.wait()
 
 
+def test_bridged_traffic_is_filtered_here(net_host: None, busybox_rootfs: Path) -> None:
+    """Egress lists between peers of one bridge hold only with br_netfilter
+    (links.check_bridge_filtering): this kernel has it, and our bridge
+    filters."""
+    from sandbox.network import links
+
+    net = Network("t-brnf", internal=True)
+    with Sandbox(rootfs=busybox_rootfs, network=net, egress=[]) as sb:
+        sh_ok(sb, "true")
+        assert Path(f"/sys/class/net/{net.bridge}/bridge/nf_call_iptables").read_text() == "1\n"
+        links.check_bridge_filtering(net.bridge)
+
+
+def test_egress_is_refused_where_bridged_traffic_would_pass_unfiltered(
+    net_host: None, busybox_rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: without the br_netfilter module the bridge's
+    nf_call_iptables does nothing, and a sandbox with an egress list reached
+    its peers freely.  Posed here by a /proc without the module's sysctls."""
+    from sandbox import HostError
+    from sandbox.network import links
+
+    (tmp_path / "proc").mkdir()
+    monkeypatch.setattr(links, "PROCFS", str(tmp_path / "proc"), raising=False)
+    net = Network("t-nobrnf", internal=True)
+    with (
+        pytest.raises(HostError, match=r"`modprobe br_netfilter`"),
+        Sandbox(rootfs=busybox_rootfs, network=net, egress=[]),
+    ):
+        pass
+    assert state.read_record("t-nobrnf") is None  # nothing left: the lease and the network went
+    with Sandbox(rootfs=busybox_rootfs, network=net) as sb:  # no egress list: no need
+        sh_ok(sb, "true")
+
+
 def net_prefix(sb: Sandbox) -> str:
     return sh_ok(sb, "ip -o -4 addr show eth0").split()[3].split("/")[1]
 
@@ -288,11 +323,17 @@ def test_a_process_with_another_sandbox_home_leaves_our_rules(
 
 def test_persistent_network_stays_until_gc(net_host: None, busybox_rootfs: Path) -> None:
     from sandbox import network
+    from sandbox.network import hosts
 
     net = Network("t-keep", persistent=True)
-    with Sandbox(rootfs=busybox_rootfs, network=net) as sb:
+    hosts_file = Path(state.net_dir("t-keep")) / "hosts"
+    with Sandbox(rootfs=busybox_rootfs, network=net, hostname="k") as sb:
         sh_ok(sb, "true")
+        assert hosts_file.stat().st_size >= 3 * hosts.LINE  # up to its slot (.2 or later)
     assert state.read_record("t-keep") is not None
+    # found in review: the file never shrank; with no sandbox on the
+    # network, nobody has it mounted, and it goes back to the header
+    assert hosts_file.stat().st_size == hosts.LINE and "\tk" not in hosts_file.read_text()
     assert "sbx-t-keep" in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert not any("t-keep" in x for x in network.gc())
     removed = network.gc(networks=True)

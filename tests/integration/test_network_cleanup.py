@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import Network, Sandbox
-from sandbox.network import state
+from sandbox.network import lifecycle, links, state
 from tests import leakcheck
 from tests.conftest import require
 from tests.integration.test_network import _free_port, _nft_ok
@@ -221,3 +221,27 @@ def test_an_interrupt_while_the_network_is_set_up_leaves_no_lease(
     finally:
         subprocess.run([sys.executable, "-m", "sandbox.cli", "gc"], check=True, capture_output=True)
     assert _settled(before) == before
+
+
+def test_a_network_whose_owner_died_before_its_files_were_made_is_usable(
+    quiet_host: None, busybox_rootfs: Path
+) -> None:
+    """Found in review: a crash between the network's record and its hosts
+    file left a network no later start could use (FileNotFoundError).  The
+    state here is what such a crash left: a record, no files, no bridge."""
+    before = _ours()
+    name = "t-half"
+
+    def half_made() -> None:
+        with state.locked():
+            subnet = lifecycle._pick_subnet()
+            state.write_record(state.Record(name, subnet, Network(name).bridge, True, False))
+
+    links.call(half_made)
+    try:
+        with Sandbox(rootfs=busybox_rootfs, network=Network(name, internal=True), hostname="h") as sb:
+            r = sb.exec(["sh", "-c", "grep -cE '\th +$' /etc/hosts && cat /etc/resolv.conf"])
+            assert r.exit_code == 0 and r.stdout.startswith(b"1\n"), r
+    finally:
+        subprocess.run([sys.executable, "-m", "sandbox.cli", "gc"], check=True, capture_output=True)
+    assert _settled(before) == before  # we were the last: the network went with us

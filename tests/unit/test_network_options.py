@@ -102,3 +102,54 @@ def test_a_network_named_like_a_file_of_the_state_dir_is_refused() -> None:
         with pytest.raises(ConfigError, match=r"^Network.name: .* is reserved"):
             Network(name)
     assert Network("ip_forward").name == "ip_forward"
+
+
+def test_subnets_are_kept_in_canonical_cidr_form() -> None:
+    """Found in review: a subnet given with a netmask was kept as written, a
+    string other than the same subnet's CIDR (the existing network's record
+    then "conflicted" with it)."""
+    for form in ("10.88.0.0/255.255.255.0", "10.88.0.0/0.0.0.255", "10.88.0.0/24"):
+        assert Network("n", subnet=form).subnet == "10.88.0.0/24"
+    assert Network("n", subnet="10.88.0.0/255.255.255.0") == Network("n", subnet="10.88.0.0/24")
+    o = options.check(Network("n", subnet="10.88.0.0/255.255.0.0"), None, None)
+    assert o is not None and o.network.subnet == "10.88.0.0/16"
+    with pytest.raises(
+        ConfigError, match=r"^Network.subnet: '10.88.0.1/24': .*host bits set; write it as '10.88.0.0/24'"
+    ):
+        Network("n", subnet="10.88.0.1/24")
+    with pytest.raises(ConfigError, match=r"^Network.subnet: '10.88.0.0/255.0.255.0'"):
+        Network("n", subnet="10.88.0.0/255.0.255.0")
+
+
+def test_a_record_with_a_netmask_reads_as_cidr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox.network import state
+
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "network.json").write_text(
+        '{"name": "n", "subnet": "10.88.0.0/255.255.255.0", "bridge": "sbx-n", '
+        '"internal": false, "persistent": true}'
+    )
+    rec = state.read_record("n")
+    assert rec is not None and rec.subnet == "10.88.0.0/24"
+
+
+def test_a_sweep_that_empties_a_network_compacts_its_hosts_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no lease left, no sandbox has the file mounted: it goes back to
+    the header (it only grew before).  A dead owner's lease with no veth
+    and no rules: the sweep touches files only."""
+    from sandbox.network import lifecycle, state
+
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    rec = Record("n", "10.88.0.0/24", "sbx-n", True, True)
+    state.write_record(rec)
+    path = str(tmp_path / "n" / "hosts")
+    hosts.create(path)
+    dead = Lease("10.88.0.9", 0, -1, "", "h")
+    assert state.take_lease("n", dead)
+    hosts.set_slot(path, rec.net, dead.ip, "h")
+    assert Path(path).stat().st_size == 10 * hosts.LINE
+    assert lifecycle._sweep(rec) == ["lease n/10.88.0.9 (pid 0)"]
+    assert Path(path).stat().st_size == hosts.LINE and state.lease_ips("n") == set()
