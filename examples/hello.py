@@ -1,6 +1,6 @@
 """Run a few commands in a sandbox made from the embedded busybox rootfs.
 
-    sudo .venv/bin/python examples/hello.py
+sudo .venv/bin/python examples/hello.py
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ ROOTFS = os.path.join(os.environ.get("SANDBOX_HOME", "/var/lib/sandbox"), "rootf
 
 
 def main() -> int:
-    with Sandbox(rootfs=ROOTFS, hostname="hello", secrets={"token": b"not-for-output"},
-                 redact_secrets=True) as sb:
+    with Sandbox(
+        rootfs=ROOTFS, hostname="hello", secrets={"token": b"not-for-output"}, redact_secrets=True
+    ) as sb:
         r = sb.exec(["sh", "-c", "echo hello from $(hostname), uid $(id -u); cat /run/secrets/token"])
         print(r.stdout_text.strip(), f"({r.reason}, {r.wall_time * 1e3:.1f} ms)")
         r = sb.exec(["sleep", "10"], timeout=0.2)

@@ -193,8 +193,15 @@ def main() -> int:
     t0 = time.monotonic()
     results = anyio.run(demo)
     for r in results:  # the demo prints the heads of a few fields; r.to_json() has them all
-        d = {"caller": r.caller, "status": r.status, "warm": r.warm, "truncated": r.truncated,
-             "stdout": r.stdout[:40], "stderr": r.stderr.strip().splitlines()[-1:], "cpu_time": r.cpu_time}
+        d = {
+            "caller": r.caller,
+            "status": r.status,
+            "warm": r.warm,
+            "truncated": r.truncated,
+            "stdout": r.stdout[:40],
+            "stderr": r.stderr.strip().splitlines()[-1:],
+            "cpu_time": r.cpu_time,
+        }
         print(json.dumps(d))
     print(f"in {time.monotonic() - t0:.2f} s", file=sys.stderr)
     return 0

@@ -169,8 +169,19 @@ def test_a_secret_value_on_the_command_line_is_refused(busybox_rootfs) -> None:
 
 
 def test_seccomp_none_and_cap_add(busybox_rootfs) -> None:
-    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--seccomp", "none", "--cap-add", "CAP_CHOWN",
-                "--", "sh", "-c", "grep -E '^(Seccomp|CapEff):' /proc/self/status")
+    r = sandbox(
+        "run",
+        "--rootfs",
+        str(busybox_rootfs),
+        "--seccomp",
+        "none",
+        "--cap-add",
+        "CAP_CHOWN",
+        "--",
+        "sh",
+        "-c",
+        "grep -E '^(Seccomp|CapEff):' /proc/self/status",
+    )
     assert r.stdout.split() == [b"CapEff:", b"0000000000000001", b"Seccomp:", b"0"], r.stderr
 
 

@@ -18,8 +18,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def run(name: str, busybox_rootfs: Path) -> str:
     require_sandbox_host()
     env = dict(os.environ, SANDBOX_HOME=str(busybox_rootfs.parent.parent))
-    r = subprocess.run([sys.executable, str(EXAMPLES / name)], env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
@@ -54,7 +55,8 @@ def test_webserver(busybox_rootfs: Path) -> None:
 def run_args(argv: list[str]) -> str:
     """An example with arguments, in the default store (its image is there)."""
     require_sandbox_host()
-    r = subprocess.run([sys.executable, str(EXAMPLES / argv[0]), *argv[1:]], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout

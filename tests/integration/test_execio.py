@@ -124,7 +124,7 @@ def test_sequential_execs_share_one_reply_channel(sb) -> None:
     # the init keeps the reply socket after an exec (protocol.EXEC_KEEP): the
     # next exec sends none, and its replies come on the same one
     sh_ok(sb, "true")
-    (chan, fd), = sb._launched.channels
+    ((chan, fd),) = sb._launched.channels
     inode = os.readlink(f"/proc/self/fd/{fd}")
     for i in range(20):
         assert sh(sb, f"echo {i}; exit {i % 3}").stdout == f"{i}\n".encode()

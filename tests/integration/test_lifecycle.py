@@ -274,6 +274,7 @@ def test_host_killed_with_sigkill_takes_the_sandbox_within_a_second(sandbox_host
 
 def _assert_gc_collects(owner: int) -> None:
     """The dead owner's cgroups stay until `sandbox gc` (or its next start) removes them."""
+
     def left() -> list[str]:
         return [c for c in leakcheck._cgroups() if f"sandbox-{owner}-" in c]
 
