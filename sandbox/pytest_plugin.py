@@ -202,13 +202,13 @@ class _Record:
     """What a sandbox of a fixture ran last: the result, or the error."""
 
     label: str
-    argv: list[str] | None = None
+    argv: object = None  # as exec() was given it (_recorded_argv)
     result: ExecResult | None = None
     error: BaseException | None = None
     execs: int = 0
 
     def text(self) -> str:
-        if self.argv is None:
+        if not self.execs:
             return f"{self.label}: no exec"
         head = f"{self.label}: exec #{self.execs}\nargv: {self.argv!r}"
         if self.result is None:
@@ -240,6 +240,15 @@ def _shown(data: bytes) -> str:
     return data.decode("utf-8", "replace").translate(_CONTROLS)
 
 
+def _recorded_argv(argv: object) -> object:
+    """What the report shows of an exec's argv.  A list or tuple is copied
+    (the caller may change its list after the exec); anything else is kept
+    as it is, for exec() to refuse: list() of it raised the recorder's own
+    TypeError in place of the SDK's ConfigError (`exec(5)`), made a str a
+    list of characters, and emptied an iterator before exec() saw it."""
+    return list(argv) if isinstance(argv, (list, tuple)) else argv
+
+
 def _recording(sb: Sandbox, rec: _Record) -> None:
     """Wrap the instance's exec so that each call leaves its outcome in `rec`."""
     from .errors import ExecFailed
@@ -247,7 +256,7 @@ def _recording(sb: Sandbox, rec: _Record) -> None:
     inner: Callable[..., ExecResult] = sb.exec
 
     def exec(argv: Any, *args: Any, **kwargs: Any) -> ExecResult:
-        rec.argv, rec.result, rec.error = list(argv), None, None
+        rec.argv, rec.result, rec.error = _recorded_argv(argv), None, None
         rec.execs += 1
         try:
             rec.result = inner(argv, *args, **kwargs)
