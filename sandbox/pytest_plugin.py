@@ -21,7 +21,9 @@ the package is installed) and loadable by hand with ``pytest -p sandbox``.
   from the closest that names one), then the command line
   (``--sandbox-image``, ``--sandbox-network``, ``--sandbox-memory``,
   ``--sandbox-timeout``), then the ini keys of the same names
-  (``sandbox_image = python``), then ``image="debian"``.
+  (``sandbox_image = python``), then ``image="debian"``.  The memory
+  size and the timeout are checked when pytest starts (as ``Limits``
+  checks them): a bad one is one usage error, before any test runs.
 - ``sandbox_factory(**kwargs)``: makes as many sandboxes as the test wants,
   each with those defaults overridden by ``kwargs``; all closed at teardown.
 - Each image is resolved once per session (pulled when the store lacks it),
@@ -65,6 +67,7 @@ _OPTIONS = {
     "memory": "memory limit of the sandbox fixtures (Limits.memory, e.g. 256M)",
     "timeout": "default wall-clock timeout of each exec in the sandbox fixtures, in seconds",
 }
+_DEFAULTS = pytest.StashKey[dict[str, Any]]()  # _defaults(config), made at configure time
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,29 +79,53 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+    # Checked once, here: a bad --sandbox-memory is one usage error before
+    # any test runs, not the same error in every test using a fixture.
+    config.stash[_DEFAULTS] = _defaults(config)
 
 
 # -- options ---------------------------------------------------------------------
 
 
-def _setting(config: pytest.Config, name: str) -> str | None:
-    value = config.getoption(f"sandbox_{name}", None) or config.getini(f"sandbox_{name}")
-    return str(value) if value else None
+def _setting(config: pytest.Config, name: str) -> tuple[str, str] | None:
+    """An option's value and where it was given (to name it in an error):
+    the command line, else the ini file."""
+    if value := config.getoption(f"sandbox_{name}", None):
+        return str(value), f"--sandbox-{name}"
+    if value := config.getini(f"sandbox_{name}"):
+        return str(value), f"sandbox_{name} (ini)"
+    return None
+
+
+def _checked(where: str, name: str, value: object) -> object:
+    """One field of Limits, checked as Limits checks it (the same units and
+    bounds, sandbox/limits.py), or a usage error naming the option."""
+    from .errors import ConfigError
+    from .limits import Limits
+
+    one: dict[str, Any] = {name: value}
+    try:
+        return getattr(Limits(**one), name)
+    except ConfigError as e:
+        raise pytest.UsageError(f"{where}: {str(e).removeprefix(e.option + ': ')}") from None
 
 
 def _defaults(config: pytest.Config) -> dict[str, Any]:
     """What the command line and the ini file say, as Sandbox keywords."""
-    out: dict[str, Any] = {"image": _setting(config, "image") or DEFAULT_IMAGE}
-    if (network := _setting(config, "network")) is not None:
-        out["network"] = network
+    image = _setting(config, "image")
+    out: dict[str, Any] = {"image": image[0] if image else DEFAULT_IMAGE}
+    if network := _setting(config, "network"):
+        out["network"] = network[0]
     limits: dict[str, object] = {}
-    if (memory := _setting(config, "memory")) is not None:
-        limits["memory"] = memory
-    if (timeout := _setting(config, "timeout")) is not None:
+    if memory := _setting(config, "memory"):
+        limits["memory"] = _checked(memory[1], "memory", memory[0])
+    if timeout := _setting(config, "timeout"):
+        text, where = timeout
         try:
-            limits["timeout"] = float(timeout)
+            seconds = float(text)
         except ValueError:
-            raise pytest.UsageError(f"--sandbox-timeout: {timeout!r} is not a number of seconds") from None
+            raise pytest.UsageError(f"{where}: {text!r} is not a number of seconds, e.g. 30 or 2.5") from None
+        limits["timeout"] = _checked(where, "timeout", seconds)
     if limits:
         out["limits"] = limits
     return out
@@ -202,13 +229,13 @@ class _Record:
     """What a sandbox of a fixture ran last: the result, or the error."""
 
     label: str
-    argv: list[str] | None = None
+    argv: object = None  # as exec() was given it (_recorded_argv)
     result: ExecResult | None = None
     error: BaseException | None = None
     execs: int = 0
 
     def text(self) -> str:
-        if self.argv is None:
+        if not self.execs:
             return f"{self.label}: no exec"
         head = f"{self.label}: exec #{self.execs}\nargv: {self.argv!r}"
         if self.result is None:
@@ -240,6 +267,15 @@ def _shown(data: bytes) -> str:
     return data.decode("utf-8", "replace").translate(_CONTROLS)
 
 
+def _recorded_argv(argv: object) -> object:
+    """What the report shows of an exec's argv.  A list or tuple is copied
+    (the caller may change its list after the exec); anything else is kept
+    as it is, for exec() to refuse: list() of it raised the recorder's own
+    TypeError in place of the SDK's ConfigError (`exec(5)`), made a str a
+    list of characters, and emptied an iterator before exec() saw it."""
+    return list(argv) if isinstance(argv, (list, tuple)) else argv
+
+
 def _recording(sb: Sandbox, rec: _Record) -> None:
     """Wrap the instance's exec so that each call leaves its outcome in `rec`."""
     from .errors import ExecFailed
@@ -247,7 +283,7 @@ def _recording(sb: Sandbox, rec: _Record) -> None:
     inner: Callable[..., ExecResult] = sb.exec
 
     def exec(argv: Any, *args: Any, **kwargs: Any) -> ExecResult:
-        rec.argv, rec.result, rec.error = list(argv), None, None
+        rec.argv, rec.result, rec.error = _recorded_argv(argv), None, None
         rec.execs += 1
         try:
             rec.result = inner(argv, *args, **kwargs)
@@ -313,7 +349,8 @@ def _describe(opts: dict[str, Any]) -> str:
 def _made(request: pytest.FixtureRequest) -> Iterator[_Made]:
     node = request.node
     assert isinstance(node, pytest.Item)
-    made = _Made(node, _merge(_defaults(request.config), _marker_kwargs(node)))
+    defaults = request.config.stash.get(_DEFAULTS, None) or _defaults(request.config)
+    made = _Made(node, _merge(defaults, _marker_kwargs(node)))
     try:
         yield made
     finally:

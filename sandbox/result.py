@@ -12,7 +12,11 @@ from .errors import ExecFailed
 
 @dataclass(frozen=True)
 class ExecResult:
-    argv: list[str]
+    # Left out of the hash (not out of equality): a list has no hash, and
+    # hash(result) raised TypeError.  It stays a list, not a tuple: a tuple
+    # would make `r.argv == ["sh", ...]` false and change the repr and the
+    # ExecFailed message.  Equal results still hash alike (the other fields).
+    argv: list[str] = field(hash=False)
     exit_code: int | None
     """The exit status, or None when the command was killed by a signal."""
     signal: int | None
