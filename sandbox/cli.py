@@ -15,6 +15,7 @@ argparse refuses are 125 too (not its 2: a command's own status)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import sys
@@ -310,6 +311,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         if a.json:
             r = sb.exec(argv, stdin=data, timeout=a.timeout)
             print(r.to_json())
+            a.json_printed = True  # a failing close() after it prints no second object
         else:
             p = sb.spawn(argv, stdin=PIPE if data is not None else -3, timeout=a.timeout)
             if data is not None:
@@ -346,12 +348,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             checks = doctor.run()
             print(doctor.report(checks))
             return 1 if any(c.status == doctor.FAIL for c in checks) else 0
-    except CommandNotFound as e:
-        print(f"sandbox: {e}", file=sys.stderr)
-        return EXIT_NOT_FOUND
     except SandboxError as e:
+        status = EXIT_NOT_FOUND if isinstance(e, CommandNotFound) else EXIT_SANDBOX
         print(f"sandbox: {e}", file=sys.stderr)
-        return EXIT_SANDBOX
+        if a.cmd == "run" and a.json and not getattr(a, "json_printed", False):
+            # a reader of --json parses stdout whatever happened: one object
+            # there too (the message is the sandbox's, maybe untrusted: as data)
+            print(json.dumps({"error": type(e).__name__, "message": str(e), "status": status}))
+        return status
     return EXIT_SANDBOX
 
 

@@ -18,7 +18,9 @@ the package is installed) and loadable by hand with ``pytest -p sandbox``.
   ``Sandbox(...)``: ``image=``, ``network=``, ``limits=``, ``mounts=``...;
   markers on the class or module fill in what the closer ones leave out,
   but the file system, ``image=``, ``rootfs=`` or ``layers=``, comes whole
-  from the closest that names one), then the command line
+  from the closest that names one, and ``limits=`` merges field by field
+  across every layer, a factory call's too; ``limits=None`` drops them),
+  then the command line
   (``--sandbox-image``, ``--sandbox-network``, ``--sandbox-memory``,
   ``--sandbox-timeout``), then the ini keys of the same names
   (``sandbox_image = python``), then ``image="debian"``.  The memory
@@ -159,14 +161,18 @@ def _marker_kwargs(node: pytest.Item) -> dict[str, Any]:
             # a module's rootfs= must not displace a test's image= (nor the reverse)
             kw = {k: v for k, v in kw.items() if k not in _TREE}
         for k, v in kw.items():
-            out.setdefault(k, v)
+            if k == "limits" and out.get(k) is not None and v is not None:
+                out[k] = _limits_over(v, out[k])  # a farther marker's limits, field by field
+            else:
+                out.setdefault(k, v)
     return out
 
 
 def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Later layers override earlier ones, except that a `limits` given as
-    a dict on the command line is only a default: a marker's limits replace
-    it field by field.  A layer that names the file system (image, rootfs or
+    """Later layers override earlier ones, except `limits`, merged field by
+    field at every layer (the command line's and ini's, the markers', a
+    factory call's): `limits=Limits(pids=64)` keeps the memory of the layers
+    before; `limits=None` drops them all.  A layer that names the file system (image, rootfs or
     layers) replaces the one earlier layers named: a test's rootfs= the
     default image, a factory call's image= a marker's rootfs=."""
     out: dict[str, Any] = {}
@@ -175,19 +181,23 @@ def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
             for k in _TREE:
                 out.pop(k, None)
         for k, v in layer.items():
-            if k == "limits" and isinstance(out.get(k), dict) and v is not None:
+            if k == "limits" and out.get(k) is not None and v is not None:
                 v = _limits_over(out[k], v)
             out[k] = v
     return out
 
 
-def _limits_over(base: dict[str, object], top: object) -> object:
+def _limits_over(base: object, top: object) -> object:
+    """`top`'s limits over `base`'s, field by field (either a Limits or a dict)."""
     from .limits import check_limits
 
-    lim = check_limits("limits", top)
-    if lim is None:
-        return base
-    return {**base, **{f.name: v for f in fields(lim) if (v := getattr(lim, f.name)) is not None}}
+    def given(x: object) -> dict[str, object]:
+        lim = check_limits("limits", x)
+        if lim is None:
+            return {}
+        return {f.name: v for f in fields(lim) if (v := getattr(lim, f.name)) is not None}
+
+    return {**given(base), **given(top)}
 
 
 # -- images, once per session ------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal as _signal
 from dataclasses import asdict, dataclass, field
@@ -89,9 +90,18 @@ class ExecResult:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: stdout and stderr as text (undecodable bytes replaced
+        with U+FFFD), and, only when they are not valid UTF-8,
+        `stdout_base64`/`stderr_base64` with the exact bytes: a reader
+        checks for the key instead of getting replaced bytes silently."""
         d = asdict(self)
-        d["stdout"] = self.stdout_text
-        d["stderr"] = self.stderr_text
+        for name in ("stdout", "stderr"):
+            raw: bytes = getattr(self, name)
+            try:
+                d[name] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                d[name] = raw.decode("utf-8", "replace")
+                d[name + "_base64"] = base64.b64encode(raw).decode("ascii")
         d["returncode"] = self.returncode
         return d
 

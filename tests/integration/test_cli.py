@@ -195,3 +195,19 @@ def test_idmap(busybox_rootfs) -> None:
     assert int(start()) >= 524288  # a range of its own by default (sandbox/idranges.py)
     r = sandbox("run", "--rootfs", str(busybox_rootfs), "--idmap", "mine", "--", "true")
     assert r.returncode == 125 and b"--idmap" in r.stderr
+
+
+def test_json_when_the_command_is_missing(busybox_rootfs) -> None:
+    """Found in review: --json printed nothing on stdout for a missing command."""
+    r = sandbox("run", "--rootfs", str(busybox_rootfs), "--json", "--", "/bin/nosuch")
+    assert r.returncode == 127
+    d = json.loads(r.stdout)
+    assert d["error"] == "CommandNotFound" and d["status"] == 127
+    assert "/bin/nosuch" in d["message"]
+
+
+def test_json_when_the_sandbox_cannot_start() -> None:
+    r = sandbox("run", "--rootfs", "/nonexistent-rootfs", "--json", "--", "true")
+    assert r.returncode == 125
+    d = json.loads(r.stdout)
+    assert d["status"] == 125 and "rootfs" in d["message"]

@@ -4,6 +4,7 @@ so that equality with a list, its repr and its JSON stay as they were."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 from sandbox.result import ExecResult
@@ -30,3 +31,17 @@ def test_argv_stays_a_list_in_equality_repr_and_json() -> None:
 def test_results_differing_in_argv_only_are_unequal() -> None:
     """argv is left out of the hash, not out of equality."""
     assert result(["a"]) != result(["b"])
+
+
+def test_json_keeps_undecodable_output_exact() -> None:
+    """Found in review: undecodable bytes were replaced in the JSON, silently."""
+    raw = b"ok \xff\xfe end"
+    d = json.loads(result(["cat"], out=raw).to_json())
+    assert d["stdout"] == "ok \ufffd\ufffd end"
+    assert base64.b64decode(d["stdout_base64"]) == raw
+    assert "stderr_base64" not in d  # valid UTF-8 (empty): the text is exact
+
+
+def test_json_of_valid_utf8_has_no_base64() -> None:
+    d = json.loads(result(["echo"], out="héllo\n".encode()).to_json())
+    assert d["stdout"] == "héllo\n" and "stdout_base64" not in d
