@@ -172,9 +172,10 @@ def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
     """Later layers override earlier ones, except `limits`, merged field by
     field at every layer (the command line's and ini's, the markers', a
     factory call's): `limits=Limits(pids=64)` keeps the memory of the layers
-    before; `limits=None` drops them all.  A layer that names the file system (image, rootfs or
-    layers) replaces the one earlier layers named: a test's rootfs= the
-    default image, a factory call's image= a marker's rootfs=."""
+    before; `limits=None` drops them all.  A layer that names the file
+    system (image, rootfs or layers) replaces the one earlier layers named:
+    a test's rootfs= the default image, a factory call's image= a marker's
+    rootfs=."""
     out: dict[str, Any] = {}
     for layer in layers:
         if _names_tree(layer):

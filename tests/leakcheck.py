@@ -244,10 +244,10 @@ def _state() -> list[str]:
         names = sorted(os.listdir(IDS_ROOT))
     except OSError:
         return top
-    return top + [f"{IDS_DIR}/{n}" for n in names if _held(os.path.join(IDS_ROOT, n))]
+    return top + [f"{IDS_DIR}/{n}" for n in names if lease_held(os.path.join(IDS_ROOT, n))]
 
 
-def _held(path: str) -> bool:
+def lease_held(path: str) -> bool:
     """A lease some process holds.  Probed with a shared lock of a moment:
     a lease() of that block meanwhile takes another one, nothing worse."""
     try:

@@ -4,7 +4,6 @@ until its init is reaped, and never a block that holds an id the host uses."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from sandbox import IdMap, Sandbox, _core, idranges
 from sandbox.errors import ConfigError
 from sandbox.reaper import reaper
 from sandbox.spec import default_idmap
+from tests import leakcheck
 
 pytestmark = pytest.mark.integration
 
@@ -23,17 +23,7 @@ pytestmark = pytest.mark.integration
 def held(start: int) -> bool:
     """Whether a process holds the lease of the block at `start` (its file
     stays once released: its mtime tells other processes when)."""
-    try:
-        fd = os.open(os.path.join(idranges.root(), str(start)), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    return leakcheck.lease_held(os.path.join(idranges.root(), str(start)))
 
 
 def host_range(sb: Sandbox) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sandbox import Limits
 from sandbox.pytest_plugin import _marker_kwargs, _merge
 
 
@@ -64,3 +65,37 @@ def test_a_marker_without_a_tree_keeps_the_farther_one() -> None:
 def test_one_place_naming_two_trees_is_left_for_sandbox_to_refuse() -> None:
     """Not one of them dropped in silence: Sandbox(...) refuses both."""
     assert _merge(DEFAULTS, {"image": "x", "rootfs": "/r"}) == {"image": "x", "rootfs": "/r"}
+
+
+# limits= merges field by field at every layer (command line and ini,
+# module/class/function markers, a factory call), whether or not a
+# --sandbox-* flag was given.  Found in review: without a flag a factory
+# call's limits replaced the marker's whole, with one they were merged; a
+# class marker's limits were dropped under a test's.
+
+
+def test_a_factory_call_keeps_the_markers_other_limits_without_a_flag() -> None:
+    marker = {"image": "debian", "limits": Limits(memory="64M", pids=32)}
+    got = _merge({"image": "debian"}, marker, {"limits": Limits(pids=8)})
+    assert got["limits"] == {"memory": 64 << 20, "pids": 8}
+
+
+def test_the_same_with_a_flag() -> None:
+    flags = {"image": "debian", "limits": {"timeout": 5.0}}
+    marker = {"limits": Limits(memory="64M", pids=32)}
+    got = _merge(flags, marker, {"limits": Limits(pids=8)})
+    assert got["limits"] == {"timeout": 5.0, "memory": 64 << 20, "pids": 8}
+
+
+def test_limits_none_drops_what_came_before() -> None:
+    got = _merge({"limits": {"timeout": 5.0}}, {"limits": Limits(pids=8)}, {"limits": None})
+    assert got["limits"] is None
+
+
+def test_a_farther_markers_limits_fill_in_the_closer_ones() -> None:
+    got = marked(
+        pytest.mark.sandbox(limits=Limits(pids=8)),  # the test's
+        pytest.mark.sandbox(limits=Limits(memory="64M", pids=64), hostname="h"),  # its class's
+    )
+    assert got["limits"] == {"memory": 64 << 20, "pids": 8}
+    assert got["hostname"] == "h"
