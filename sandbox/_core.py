@@ -20,7 +20,7 @@ from typing import Any
 from . import interrupts
 from .errors import HostError, LaunchError
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 try:
     from ._sandbox_cext import ffi as ffi  # also for execio.py and fsbatch.py
@@ -72,6 +72,11 @@ _STAGES: dict[int, tuple[str, str]] = {
     7: ("passing fds", ""),
     8: ("exec of the init", "the package's sandbox-init may be damaged: reinstall"),
     9: ("sending the launch plan", "the plan is too large: use fewer layers or mounts"),
+    10: ("joining the template mount namespace", ""),
+    11: (
+        "making the template mount namespace",
+        "it needs unshare(CLONE_NEWNS), fsopen(tmpfs) and pivot_root, as root (kernel 5.2 or later)",
+    ),
 }
 
 
@@ -199,9 +204,10 @@ _init_fd: int | None = None
 
 
 @dataclass
-class _Userns:
-    """A kept idmapping user namespace: its fd, its (st_dev, st_ino), and
-    how many launches use the fd now (one in use is never closed)."""
+class _KeptNs:
+    """A kept namespace (an idmapping user namespace, the template mount
+    namespace): its fd, its (st_dev, st_ino), and how many launches use the
+    fd now (one in use is never closed)."""
 
     fd: int
     ident: tuple[int, int]
@@ -218,12 +224,46 @@ class _Userns:
 
 
 # per (uid_map, gid_map), least recently used first
-_userns: OrderedDict[tuple[str, str], _Userns] = OrderedDict()
+_userns: OrderedDict[tuple[str, str], _KeptNs] = OrderedDict()
 # Idle ones kept beyond this many are closed, least recently used first:
 # with idmap="auto" a burst of sandboxes leaves one per range it leased, and
 # each is an fd of the host process for its life (RLIMIT_NOFILE is 1024 by
 # default).  Sequential sandboxes reuse a few ranges (idranges.py).
 USERNS_KEEP = 64
+
+
+_mntns: _KeptNs | None = None  # the template mount namespace (sbx_make_mntns), made once
+
+
+def _template_mntns() -> int:
+    """The fd of the mount namespace every init's is copied from: three
+    mounts instead of the host's whole table (launch_unsafe.c, helper_main).
+    Made again when the kept fd is no longer it (host code closed or
+    dup2'd onto the number, not knowing it was ours)."""
+    global _mntns
+    with _lock:
+        if _mntns is None or not _mntns.intact():
+            out = ffi.new("struct sbx_launched *")
+            fd = lib.sbx_make_mntns(out)
+            if fd < 0:
+                raise _launch_error(out, [])
+            st = os.fstat(fd)
+            _mntns = _KeptNs(fd, (st.st_dev, st.st_ino))
+        return _mntns.fd
+
+
+def _template_lost() -> bool:
+    """After a launch could not join the template: forget it (not closed:
+    the number may not be ours now), to be made again.  Its fd passed
+    _template_mntns's check, and was not it: namespaces of every type share
+    one pool of inode numbers, so a number once the template's can show the
+    same (st_dev, st_ino) as another namespace's fd."""
+    global _mntns
+    with _lock:
+        if _mntns is None:
+            return False
+        _mntns = None
+        return True
 
 
 def _init_memfd() -> int:
@@ -245,7 +285,7 @@ def _init_memfd() -> int:
         return _init_fd
 
 
-def _userns_take(uid_map: str, gid_map: str) -> _Userns:
+def _userns_take(uid_map: str, gid_map: str) -> _KeptNs:
     """A user namespace with these maps, for a launch's idmapped mounts
     (~110 us to make, so kept per map): give it back with _userns_done."""
     key = (uid_map, gid_map)
@@ -257,13 +297,13 @@ def _userns_take(uid_map: str, gid_map: str) -> _Userns:
             if fd < 0:
                 raise _launch_error(out, [])
             st = os.fstat(fd)
-            got = _userns[key] = _Userns(fd, (st.st_dev, st.st_ino))
+            got = _userns[key] = _KeptNs(fd, (st.st_dev, st.st_ino))
         _userns.move_to_end(key)
         got.users += 1
         return got
 
 
-def _userns_done(got: _Userns) -> None:
+def _userns_done(got: _KeptNs) -> None:
     """The launch that took `got` is over; idle ones beyond USERNS_KEEP go."""
     with _lock:
         got.users -= 1
@@ -340,6 +380,8 @@ def launch(
     )
     if retry and idmap_failed and _userns_lost(uid_map, gid_map):
         return launch(plan, trees, uid_map, gid_map, flags, netns_fd, spin, retry=False)
+    if retry and got.stage == 10 and got.err == errno.EINVAL and _template_lost():
+        return launch(plan, trees, uid_map, gid_map, flags, netns_fd, spin, retry=False)
     raise _launch_error(got, trees)
 
 
@@ -379,6 +421,7 @@ def _launch(
     # the main thread.  The control socket's EOF covers every case.
     args.pdeathsig = int(threading.current_thread() is threading.main_thread())
     args.netns_fd = netns_fd
+    args.mntns_fd = _template_mntns()
     args.spin = int(spin)
     out = ffi.new("struct sbx_launched *")
     # What it returns is made first, with a socket the init's control fd is
@@ -410,6 +453,22 @@ def _launch(
             os.close(out.ctl)  # on ctl's number now, or the init is gone
     launched.pid, launched.pidfd = out.pid, out.pidfd
     return launched
+
+
+def own_fs() -> bool:
+    """Give the calling thread a root and cwd of its own (unshare(CLONE_FS)),
+    for good: its launches then join the template mount namespace
+    themselves instead of through a helper task (launch_unsafe.c,
+    clone_direct).  Only for a thread of ours that never changes directory
+    and uses absolute paths (the warm pool's): a chdir of another thread no
+    longer moves it."""
+    return int(lib.sbx_own_fs()) == 0
+
+
+def launches_directly() -> bool:
+    """Whether the calling thread's launches skip the helper (own_fs, and no
+    thread it started shares its fs state since: those fall back to it)."""
+    return bool(lib.sbx_fs_own())
 
 
 def make_netns() -> int:

@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = 0x50584253
-VERSION = 5  # = SBX_ABI_VERSION
+VERSION = 6  # = SBX_ABI_VERSION
 
 HDR = struct.Struct("=IIII")  # magic, version, nops, nfds
 OP = struct.Struct("=HHIQII")  # type, nstr, len, a, flags, pad

@@ -200,6 +200,7 @@ class WarmPool:
                 self._cond.notify_all()
 
     def _run(self) -> None:
+        _core.own_fs()  # its launches skip the helper (else they take it)
         while True:
             with self._lock:
                 while not self._stopped and not self._wanted:

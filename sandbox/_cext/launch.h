@@ -29,6 +29,7 @@ struct sbx_launch {
     unsigned ntrees;
     int pdeathsig;
     int netns_fd;              /* join this network namespace; -1: a new one */
+    int mntns_fd;              /* the template mount namespace (sbx_make_mntns) the init's is copied from */
     int spin;                  /* spin-wait for the child (a start someone waits for; burns CPU) */
 };
 
@@ -45,6 +46,9 @@ struct sbx_launched {
 int sbx_abi_version(void);
 int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out);
 int sbx_make_userns(const char *uid_map, const char *gid_map, struct sbx_launched *out);
+int sbx_make_mntns(struct sbx_launched *out);
+int sbx_own_fs(void); /* the calling thread's root and cwd become its own: 0 or -errno */
+int sbx_fs_own(void); /* whether the calling thread's launches skip the helper */
 #define SBX_NETNS_STATS 4 /* sockstat, sockstat6, ip6_flowlabel, a netlink socket (tcpmetrics.h) */
 int sbx_make_netns(int stats[SBX_NETNS_STATS]);  /* stats: NULL, or those files' fds out (for sbx_netns_idle) */
 int sbx_netns_idle(const int stats[SBX_NETNS_STATS]);

@@ -11,10 +11,14 @@
  *
  * Sequence (one parent/child step per concern, released by one sync byte):
  *   parent: detached mount trees (open_tree + mount_setattr, idmapped onto a
- *           prepared user namespace with the sandbox's mapping), sockets,
- *           clone(every namespace | CLONE_VM | CLONE_PIDFD) with the
- *           sandbox's host uid as effective uid (become_owner)
- *   parent: write uid_map and gid_map, then the sync byte
+ *           prepared user namespace with the sandbox's mapping), sockets
+ *   parent: clone a helper (CLONE_VM | CLONE_FILES, not CLONE_FS), which
+ *           joins the template mount namespace and the pooled network
+ *           namespace, takes the sandbox's host uid as its effective uid,
+ *           clones the init (every namespace | CLONE_PARENT | CLONE_PIDFD),
+ *           writes uid_map and gid_map, then the sync byte, and exits (see
+ *           helper_main); a thread with fs state of its own does those
+ *           steps itself (clone_direct)
  *   child:  become container root, set the parent-death signal, move fds into
  *           place, execveat the init from its sealed memfd
  *   parent: wait for EOF on the close-on-exec pipe (execve worked) or for a
@@ -29,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/nsfs.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -45,6 +50,7 @@
 #include "proto.h"
 
 #define STACK_SIZE (128 * 1024)
+#define HELPER_STACK_SIZE (16 * 1024)
 #define HIGH_FD 900 /* where the child parks fds before moving them down */
 #define SBX_CLOSE_RANGE_CLOEXEC (1U << 2) /* linux/close_range.h, 5.11 */
 
@@ -54,8 +60,30 @@ int sbx_abi_version(void) { return SBX_ABI_VERSION; }
 
 #include "sys6.h"
 
-__attribute__((noreturn)) static void die_setns(const char *where, int fd);
 #define RAW(n, a, b, c) raw6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+
+/* clone(flags, stack) from a task that shares the interpreter's memory: the
+ * new task runs fn(arg) on `stack_top` and exits with its result; the
+ * caller gets its pid or -errno, and with CLONE_PIDFD its pidfd in *ptid.
+ * glibc's clone() sets errno, the TLS of whichever Python thread this
+ * memory's TLS pointer belongs to, when it fails. */
+__attribute__((visibility("hidden"))) long sbx_clone_raw(int (*fn)(void *), void *stack_top, unsigned long flags,
+                                                         int *ptid, void *arg);
+#if defined(__x86_64__)
+/* clone(flags rdi, stack rsi, ptid rdx, ctid r10, tls r8) */
+__asm__(".text\n.global sbx_clone_raw\n.hidden sbx_clone_raw\n.type sbx_clone_raw,@function\nsbx_clone_raw:\n"
+        " and $-16,%rsi\n sub $16,%rsi\n mov %rdi,0(%rsi)\n mov %r8,8(%rsi)\n"
+        " mov %rdx,%rdi\n mov %rcx,%rdx\n xor %r10d,%r10d\n xor %r8d,%r8d\n mov $56,%eax\n syscall\n"
+        " test %rax,%rax\n jnz 1f\n xor %ebp,%ebp\n pop %rax\n pop %rdi\n call *%rax\n"
+        " mov %eax,%edi\n mov $60,%eax\n syscall\n hlt\n1: ret\n");
+#elif defined(__aarch64__)
+/* clone(flags x0, stack x1, ptid x2, tls x3, ctid x4) */
+__asm__(".text\n.global sbx_clone_raw\n.hidden sbx_clone_raw\n.type sbx_clone_raw,%function\nsbx_clone_raw:\n"
+        " and x1, x1, #-16\n stp x0, x4, [x1, #-16]!\n mov x0, x2\n mov x2, x3\n mov x3, #0\n mov x4, #0\n"
+        " mov x8, #220\n svc 0\n cbnz x0, 1f\n ldp x1, x0, [sp], #16\n blr x1\n mov x8, #93\n svc 0\n1: ret\n");
+#else
+#error "the launcher is written for x86_64 and aarch64"
+#endif
 
 /* ---- child side (runs in the parent's memory: see the top of the file) ----- */
 
@@ -93,7 +121,8 @@ struct child_ctx {
     char *envp[1];
 };
 
-static void child_report(int fd, uint32_t stage, long err)
+/* A fixed-size failure record (stage, errno) onto the exec pipe. */
+static void write_fail(int fd, uint32_t stage, long err)
 {
     struct sbx_fail f;
     /* No memset: a plain loop the compiler may not turn into a libc call. */
@@ -103,6 +132,11 @@ static void child_report(int fd, uint32_t stage, long err)
     f.stage = stage;
     f.err = (int32_t)-err;
     RAW(SYS_write, fd, &f, sizeof f);
+}
+
+static void child_report(int fd, uint32_t stage, long err)
+{
+    write_fail(fd, stage, err);
     RAW(SYS_exit, 127, 0, 0);
 }
 
@@ -162,6 +196,191 @@ static int child_main(void *arg)
     r = raw6(SYS_execveat, init_fd, (long)"", (long)c->argv, (long)c->envp, AT_EMPTY_PATH, 0);
     child_report(exec_w, SBX_LS_EXEC, r);
     return 1;
+}
+
+/* The helper between the launching thread and the init.  A new mount
+ * namespace is a copy of its creator's: made from the host's, it copied
+ * every host mount (21 here, hundreds on a busy host), and the init's
+ * pivot_root then unmounted them all again; 500 host mounts made a start
+ * ~1.8 ms slower.  Copied from the template (sbx_make_mntns) it holds three.
+ * Joining a mount namespace needs a task whose fs state (root, cwd) is its
+ * own, which no Python thread has: this helper is one (no CLONE_FS).  It
+ * shares the interpreter's memory and fd table (the init's pidfd lands in
+ * it), joins the template and the network namespace, clones the init with
+ * CLONE_PARENT (so that the init is the launching thread's child, as if
+ * that thread had cloned it: its parent-death signal, its exit signal),
+ * writes the init's id maps and lets it go.  The launching thread only
+ * waits for the init's execve, as it would for a child of its own: a wait
+ * for the helper too cost ~0.3 ms more per launch here (one more sleep and
+ * wake-up of a vCPU).  The helper owns the sync pipe and the write end of
+ * the exec pipe, in the fd table it shares: it closes them before it exits,
+ * which makes the EOF that says the init exec'd. */
+struct helper_ctx {
+    struct child_ctx *c;
+    void *stack_top;     /* the init's */
+    unsigned long flags; /* the init's namespaces */
+    int mntns, netns;    /* netns: -1 for a new one (in flags) */
+    unsigned long owner; /* effective uid to clone with (owner_for); 0: stay root */
+    const char *uid_map, *gid_map;
+    size_t uid_len, gid_len;
+    int pidfd;
+    long pid; /* the init's (-1 until cloned) */
+    int owner_refused;
+};
+
+/* "/proc/<pid>/<name>" into buf (64 bytes), without libc. */
+static void proc_path(char *buf, long pid, const char *name)
+{
+    static const char pre[] = "/proc/";
+    char digits[24];
+    unsigned n = 0, k = 0;
+    for (unsigned i = 0; pre[i]; i++)
+        buf[k++] = pre[i];
+    do
+        digits[n++] = (char)('0' + pid % 10);
+    while ((pid /= 10) > 0 && n < sizeof digits);
+    while (n)
+        buf[k++] = digits[--n];
+    buf[k++] = '/';
+    for (unsigned i = 0; name[i] && k < 63; i++)
+        buf[k++] = name[i];
+    buf[k] = 0;
+}
+
+static long raw_write_map(long pid, const char *name, const char *map, size_t len)
+{
+    char path[64];
+    proc_path(path, pid, name);
+    long fd = raw6(SYS_openat, AT_FDCWD, (long)path, O_WRONLY | O_CLOEXEC, 0, 0, 0);
+    if (fd < 0)
+        return fd;
+    long w = RAW(SYS_write, fd, map, len);
+    RAW(SYS_close, fd, 0, 0);
+    return w < 0 ? w : (size_t)w == len ? 0 : -EIO;
+}
+
+/* A failure: its record, then the pipes closed (a cloned init reads EOF on
+ * the sync pipe and exits), then exit. */
+static void helper_fail(struct helper_ctx *h, uint32_t stage, long err)
+{
+    write_fail(h->c->exec_w, stage, err);
+    RAW(SYS_close, h->c->sync_w, 0, 0);
+    RAW(SYS_close, h->c->sync_r, 0, 0);
+    RAW(SYS_close, h->c->exec_w, 0, 0);
+    for (;;)
+        RAW(SYS_exit, 1, 0, 0);
+}
+
+static int helper_main(void *arg)
+{
+    struct helper_ctx *h = arg;
+    struct child_ctx *c = h->c;
+    unsigned long flags = h->flags | CLONE_VM | CLONE_PIDFD | CLONE_PARENT | SIGCHLD;
+    /* The pooled network namespace, or (not one: its number was reused) a
+     * new one, as without the pool */
+    if (h->netns >= 0 && RAW(SYS_setns, h->netns, CLONE_NEWNET, 0) == 0)
+        flags &= ~(unsigned long)CLONE_NEWNET;
+    long r = RAW(SYS_setns, h->mntns, CLONE_NEWNS, 0);
+    if (r < 0)
+        helper_fail(h, SBX_LS_MNTNS, r);
+    /* After setns, which needs the capabilities an effective uid drops. */
+    int as_owner = h->owner && RAW(SYS_setresuid, -1, h->owner, -1) == 0;
+    r = sbx_clone_raw(child_main, h->stack_top, flags, &h->pidfd, c);
+    if (as_owner && (r == -EPERM || r == -EACCES)) {
+        /* unprivileged user namespaces refused here (a sysctl, an LSM):
+         * host root owns them, as before */
+        h->owner_refused = 1;
+        as_owner = 0;
+        if (RAW(SYS_setresuid, -1, 0, -1) == 0)
+            r = sbx_clone_raw(child_main, h->stack_top, flags, &h->pidfd, c);
+    }
+    if (r < 0)
+        helper_fail(h, SBX_LS_CLONE, r);
+    h->pid = r;
+    /* Back to root, whose CAP_SETUID writing the maps needs; a failure to
+     * is a failure to write them. */
+    if (as_owner && (r = RAW(SYS_setresuid, -1, 0, -1)) < 0)
+        helper_fail(h, SBX_LS_MAPS, r);
+    if ((r = raw_write_map(h->pid, "uid_map", h->uid_map, h->uid_len)) < 0 ||
+        (r = raw_write_map(h->pid, "gid_map", h->gid_map, h->gid_len)) < 0)
+        helper_fail(h, SBX_LS_MAPS, r);
+    __atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
+    char byte = 1;
+    RAW(SYS_write, c->sync_w, &byte, 1); /* for a child that stopped spinning */
+    RAW(SYS_close, c->sync_w, 0, 0);
+    RAW(SYS_close, c->sync_r, 0, 0);
+    RAW(SYS_close, c->exec_w, 0, 0);
+    return 0;
+}
+
+/* The template mount namespace's maker: a private copy of the host's
+ * namespace whose root it then replaces with a small read-only tmpfs that
+ * holds only what an init uses before its pivot_root: /tmp (where its
+ * staging tmpfs goes), /dev/null (its stdio until the plan runs), and
+ * /proc, a bind of the host's procfs: a user namespace may mount a procfs
+ * of its own only where one is fully visible already (mount_too_revealing).
+ * The init's pivot_root detaches all three, as it did the host's mounts.
+ * Made once per process (sandbox/_core.py), from its own namespace. */
+struct template_ctx {
+    int sync_r, sync_w, res_w;
+};
+
+static long template_setup(void)
+{
+    long r, proc, null, fs, m;
+    if ((r = RAW(SYS_unshare, CLONE_NEWNS, 0, 0)) < 0)
+        return r;
+    if ((r = raw6(SYS_mount, 0, (long)"/", 0, MS_REC | MS_PRIVATE, 0, 0)) < 0)
+        return r;
+    if ((proc = RAW(SYS_open_tree, AT_FDCWD, "/proc", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) < 0)
+        return proc;
+    if ((null = RAW(SYS_open_tree, AT_FDCWD, "/dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) < 0)
+        return null;
+    if ((fs = RAW(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC, 0)) < 0)
+        return fs;
+    if ((r = raw6(SYS_fsconfig, fs, FSCONFIG_SET_STRING, (long)"size", (long)"64k", 0, 0)) < 0 ||
+        (r = raw6(SYS_fsconfig, fs, FSCONFIG_SET_STRING, (long)"nr_inodes", (long)"16", 0, 0)) < 0 ||
+        (r = raw6(SYS_fsconfig, fs, FSCONFIG_SET_STRING, (long)"mode", (long)"0755", 0, 0)) < 0 ||
+        (r = raw6(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, 0, 0, 0, 0)) < 0)
+        return r;
+    if ((m = RAW(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)) < 0)
+        return m;
+    if ((r = RAW(SYS_mkdirat, m, "tmp", 0755)) < 0 || (r = RAW(SYS_mkdirat, m, "proc", 0555)) < 0 ||
+        (r = RAW(SYS_mkdirat, m, "dev", 0755)) < 0)
+        return r;
+    if ((r = raw6(SYS_openat, m, (long)"dev/null", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444, 0, 0)) < 0)
+        return r;
+    RAW(SYS_close, r, 0, 0);
+    /* On top of "/", then pivot_root(".", ".") from it: the old root ends
+     * up on top of the new one, and goes with everything under it. */
+    if ((r = raw6(SYS_move_mount, m, (long)"", AT_FDCWD, (long)"/", MOVE_MOUNT_F_EMPTY_PATH, 0)) < 0 ||
+        (r = RAW(SYS_fchdir, m, 0, 0)) < 0 ||
+        (r = raw6(SYS_move_mount, proc, (long)"", AT_FDCWD, (long)"proc", MOVE_MOUNT_F_EMPTY_PATH, 0)) < 0 ||
+        (r = raw6(SYS_move_mount, null, (long)"", AT_FDCWD, (long)"dev/null", MOVE_MOUNT_F_EMPTY_PATH, 0)) < 0)
+        return r;
+    if ((r = RAW(SYS_pivot_root, ".", ".", 0)) < 0 || (r = RAW(SYS_umount2, ".", MNT_DETACH, 0)) < 0 ||
+        (r = RAW(SYS_chdir, "/", 0, 0)) < 0)
+        return r;
+    struct mount_attr a;
+    volatile char *p = (volatile char *)&a;
+    for (size_t i = 0; i < sizeof a; i++)
+        p[i] = 0;
+    a.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    return raw6(SYS_mount_setattr, AT_FDCWD, (long)"/", 0, (long)&a, sizeof a, 0);
+}
+
+static int template_main(void *arg)
+{
+    struct template_ctx *t = arg;
+    char byte;
+    RAW(SYS_close, t->sync_w, 0, 0);
+    long r = template_setup();
+    if (r < 0)
+        child_report(t->res_w, SBX_LS_TEMPLATE, r);
+    RAW(SYS_close, t->res_w, 0, 0); /* EOF: done; the parent opens our namespace now */
+    RAW(SYS_read, t->sync_r, &byte, 1);
+    RAW(SYS_exit, 0, 0, 0);
+    return 0;
 }
 
 /* ---- parent side ------------------------------------------------------------- */
@@ -232,16 +451,9 @@ static unsigned long map_host_start(const char *map)
     return end == p ? 0 : host;
 }
 
-/* A user namespace belongs to the effective uid that creates it, and the
- * kernel charges what its users hold (inotify instances, pending signals,
- * POSIX message queue bytes: ucounts) to that owner too, against the
- * owner's own limits.  Cloned by host root, a sandbox could use up root's
- * (128 inotify instances: systemd and udev then fail).  So this thread
- * clones with the sandbox's host uid as its effective uid: a raw setresuid,
- * this thread only, whose effective capabilities go and come back with it
- * (its real and saved uids stay 0).  The uid change also clears the
- * thread's parent-death signal: put back.  0 once done (-1: not applicable
- * or refused: clone as before). */
+/* Any uid change of a task sharing our memory makes the process not
+ * dumpable (the helper's and the child's): put back once the child has its
+ * own memory (or is gone). */
 static void restore_dumpable(int was)
 {
     if (was > 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != was)
@@ -250,10 +462,54 @@ static void restore_dumpable(int was)
 
 static int owner_refused; /* a kernel or LSM refused the unprivileged clone once */
 
-static int become_owner(unsigned long flags, const char *uid_map, int *pdeathsig)
+/* A user namespace belongs to the effective uid that creates it, and the
+ * kernel charges what its users hold (inotify instances, pending signals,
+ * POSIX message queue bytes: ucounts) to that owner too, against the
+ * owner's own limits.  Cloned by host root, a sandbox could use up root's
+ * (128 inotify instances: systemd and udev then fail).  So the helper
+ * clones with the sandbox's host uid as its effective uid (a raw setresuid
+ * of its own; its real and saved uids stay 0).  0: not applicable, or
+ * refused before: clone as root. */
+static unsigned long owner_for(unsigned long flags, const char *uid_map)
 {
     unsigned long owner = map_host_start(uid_map);
-    if (!(flags & CLONE_NEWUSER) || owner == 0 || owner > 0xfffffffeUL || owner_refused || geteuid() != 0)
+    if (!(flags & CLONE_NEWUSER) || owner > 0xfffffffeUL || owner_refused || geteuid() != 0)
+        return 0;
+    return owner;
+}
+
+/* Threads whose fs state (root, cwd) is their own (sbx_own_fs: the warm
+ * pool's thread) join the template themselves for the clone and go back,
+ * where a helper costs a task more and its wait (~40 us per launch here,
+ * and back-to-back the pool fell behind by it). */
+static __thread int fs_own;
+
+int sbx_own_fs(void)
+{
+    if (!fs_own && unshare(CLONE_FS) < 0)
+        return -errno;
+    fs_own = 1;
+    return 0;
+}
+
+int sbx_fs_own(void) { return fs_own; }
+
+/* The thread could not step back into its namespaces or its root: it must
+ * not run on in another one.  Say why on stderr, then abort. */
+__attribute__((noreturn)) static void die_setns(const char *where, int fd)
+{
+    char msg[160];
+    int n = snprintf(msg, sizeof msg, "sandbox: %s: setns back to fd %d failed: %s; aborting\n", where, fd,
+                     strerror(errno));
+    if (n > 0)
+        (void)!write(2, msg, (size_t)n);
+    abort();
+}
+
+static int become_owner(unsigned long flags, const char *uid_map, int *pdeathsig)
+{
+    unsigned long owner = owner_for(flags, uid_map);
+    if (!owner)
         return -1;
     if (prctl(PR_GET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0)
         *pdeathsig = 0;
@@ -264,25 +520,81 @@ static void back_to_root(int pdeathsig)
 {
     if (RAW(SYS_setresuid, -1, 0, -1) < 0)
         abort(); /* this thread would go on without its capabilities: never */
+    /* the uid change cleared the thread's parent-death signal: put back */
     if (pdeathsig > 0)
         prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0);
 }
 
-/* Clone a child into the namespaces in `flags`, write its maps, and let it
- * exec the init (or, for a bare user namespace, just wait).  Everything the
- * child reads sits in *c, prepared here before the clone. */
-static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *uid_map,
+/* The clone from this very thread (fs_own), in the template mount namespace
+ * and the given network namespace, as the range's owner: the child's pid,
+ * or -1 with *err and *stage.  Back in its own namespaces and cwd after
+ * (setns puts a thread at the namespace's root; its root was that already:
+ * a chrooted process may not make user namespaces at all). */
+static pid_t clone_direct(struct child_ctx *c, void *stack_top, unsigned long flags, int mntns, int netns,
+                          const char *uid_map, int *pidfd, int *err, uint32_t *stage)
+{
+    int back_mnt = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    int back_net = netns >= 0 ? open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC) : -1;
+    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int in_net = 0, in_mnt = 0;
+    pid_t pid = -1;
+    *err = 0;
+    *stage = SBX_LS_MNTNS;
+    /* as in helper_main: the pooled network namespace, else a new one */
+    if (back_net >= 0 && (in_net = setns(netns, CLONE_NEWNET) == 0))
+        flags &= ~(unsigned long)CLONE_NEWNET;
+    if (back_mnt < 0 || cwd < 0)
+        *err = errno;
+    else if (!(in_mnt = setns(mntns, CLONE_NEWNS) == 0) && (*err = errno) == EINVAL &&
+             ioctl(mntns, NS_GET_NSTYPE) == CLONE_NEWNS)
+        fs_own = 0; /* a thread this one started shares its fs state (CLONE_FS) now: the helper, from here on */
+    if (in_mnt) {
+        *stage = SBX_LS_CLONE;
+        int pdeathsig = 0;
+        int as_owner = become_owner(flags, uid_map, &pdeathsig) == 0;
+        pid = clone(child_main, stack_top, (int)(flags | CLONE_VM | CLONE_PIDFD | SIGCHLD), c, pidfd);
+        *err = errno;
+        if (as_owner) {
+            back_to_root(pdeathsig);
+            if (pid < 0 && (*err == EPERM || *err == EACCES)) {
+                owner_refused = 1; /* as in helper_main */
+                pid = clone(child_main, stack_top, (int)(flags | CLONE_VM | CLONE_PIDFD | SIGCHLD), c, pidfd);
+                *err = errno;
+            }
+        }
+        if (setns(back_mnt, CLONE_NEWNS) < 0 || fchdir(cwd) < 0)
+            die_setns("sbx_launch (mount namespace)", back_mnt);
+    }
+    if (in_net && setns(back_net, CLONE_NEWNET) < 0)
+        die_setns("sbx_launch", back_net);
+    int fds[3] = {back_mnt, back_net, cwd};
+    close_all(fds, 3);
+    return pid;
+}
+
+/* Launch the init into the namespaces in `flags`, from this thread
+ * (clone_direct) or through the helper (helper_main): its pid, with its
+ * pidfd in *pidfd, once it has exec'd; or -1 with out's stage and errno.
+ * Everything the helper and the child read sits in *c and the helper's
+ * context, prepared here before the clone. */
+static pid_t clone_child(struct child_ctx *c, unsigned long flags, int mntns, int netns, const char *uid_map,
                          const char *gid_map, int *pidfd, struct sbx_launched *out)
 {
-    /* One stack per thread, kept: an munmap while the child's CPU still holds
+    /* Stacks per thread, kept: an munmap while the child's CPU still holds
      * our address space would cost a TLB-shootdown IPI to it. */
-    static __thread void *stack;
-    if (!stack) {
+    static __thread void *stack, *hstack;
+    if (!stack)
         stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED) {
+    if (!hstack)
+        hstack = mmap(NULL, HELPER_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+                      -1, 0);
+    if (stack == MAP_FAILED || hstack == MAP_FAILED) {
+        int e = errno;
+        if (stack == MAP_FAILED)
             stack = NULL;
-            return fail(out, SBX_LS_CLONE, errno, -1);
-        }
+        if (hstack == MAP_FAILED)
+            hstack = NULL;
+        return fail(out, SBX_LS_CLONE, e, -1);
     }
     int sync[2], ex[2];
     if (pipe2(sync, O_CLOEXEC) < 0) {
@@ -297,74 +609,100 @@ static pid_t clone_child(struct child_ctx *c, unsigned long flags, const char *u
     c->sync_r = sync[0];
     c->sync_w = sync[1];
     c->exec_w = ex[1];
-    /* No signal handler of the interpreter may run on the child's stack. */
+    struct helper_ctx h;
+    memset(&h, 0, sizeof h);
+    h.c = c;
+    h.stack_top = (char *)stack + STACK_SIZE;
+    h.flags = flags;
+    h.mntns = mntns;
+    h.netns = netns;
+    h.owner = owner_for(flags, uid_map);
+    h.uid_map = uid_map;
+    h.gid_map = gid_map;
+    h.uid_len = strlen(uid_map);
+    h.gid_len = strlen(gid_map);
+    h.pid = -1;
+    h.pidfd = -1;
+    /* No signal handler of the interpreter may run on the helper's or the
+     * child's stack. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    /* Any uid change of a task sharing our memory makes the process not
-     * dumpable (the child's own, to container root, and ours above): put
-     * back once the child has its own memory (or is gone). */
-    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), pdeathsig = 0;
-    int as_owner = become_owner(flags, uid_map, &pdeathsig) == 0;
-    pid_t pid = clone(child_main, (char *)stack + STACK_SIZE, (int)(flags | CLONE_VM | CLONE_PIDFD | SIGCHLD),
-                      c, pidfd);
-    int clone_errno = errno;
-    if (as_owner) {
-        back_to_root(pdeathsig);
-        if (pid < 0 && (clone_errno == EPERM || clone_errno == EACCES)) {
-            /* unprivileged user namespaces refused here (a sysctl, an LSM):
-             * host root owns them, as before */
-            owner_refused = 1;
-            pid = clone(child_main, (char *)stack + STACK_SIZE,
-                        (int)(flags | CLONE_VM | CLONE_PIDFD | SIGCHLD), c, pidfd);
-            clone_errno = errno;
-        }
+    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    pid_t hp = -1;
+    int clone_errno = 0;
+    uint32_t stage = SBX_LS_CLONE;
+    if (fs_own) {
+        h.pid = clone_direct(c, h.stack_top, flags, mntns, netns, uid_map, &h.pidfd, &clone_errno, &stage);
+    }
+    if (!fs_own) {
+        hp = clone(helper_main, (char *)hstack + HELPER_STACK_SIZE, CLONE_VM | CLONE_FILES | CLONE_SIGHAND | SIGCHLD,
+                   &h);
+        clone_errno = errno;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    close(sync[0]);
-    close(ex[1]);
-    if (pid < 0) {
+    if (fs_own ? h.pid < 0 : hp < 0) { /* (fs_own: clone_direct's failure, else the helper's clone) */
+        close(sync[0]);
         close(sync[1]);
         close(ex[0]);
+        close(ex[1]);
         restore_dumpable(dumpable);
-        return fail(out, SBX_LS_CLONE, clone_errno, -1);
+        return fail(out, stage, clone_errno, -1);
     }
-    int r = write_map(pid, "uid_map", uid_map);
-    if (r == 0)
-        r = write_map(pid, "gid_map", gid_map);
-    if (r < 0) {
-        close(sync[1]); /* the child reads EOF and exits */
-        close(ex[0]);
-        waitpid(pid, NULL, __WALL);
-        close(*pidfd);
-        restore_dumpable(dumpable);
-        return fail(out, SBX_LS_MAPS, -r, -1);
+    if (fs_own) {
+        /* what the helper does after its clone (helper_main) */
+        close(sync[0]);
+        close(ex[1]);
+        int r = write_map(h.pid, "uid_map", uid_map);
+        if (r == 0)
+            r = write_map(h.pid, "gid_map", gid_map);
+        if (r < 0) {
+            close(sync[1]); /* the child reads EOF and exits */
+            close(ex[0]);
+            waitpid(h.pid, NULL, __WALL);
+            close(h.pidfd);
+            restore_dumpable(dumpable);
+            return fail(out, SBX_LS_MAPS, -r, -1);
+        }
+        __atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
+        char byte = 1;
+        ssize_t w = write(sync[1], &byte, 1); /* for a child that stopped spinning */
+        close(sync[1]);
+        (void)w;
     }
-    __atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
-    char byte = 1;
-    ssize_t w = write(sync[1], &byte, 1); /* for a child that stopped spinning */
-    close(sync[1]);
-    (void)w;
-    /* EOF: the execve replaced the child's memory; the stack is ours again.
-     * Spin a little first, for the reason given in child_main. */
+    /* Else the helper owns sync[0], sync[1] and ex[1] now (see helper_ctx).
+     * EOF: the execve replaced the child's memory; the stacks are ours
+     * again.  Spin a little first, for the reason given in child_main. */
     struct sbx_fail f;
     ssize_t n;
     fcntl(ex[0], F_SETFL, O_NONBLOCK);
     long end = raw_now_ns() + (c->spin ? SPIN_NS : 0);
     while ((n = read(ex[0], &f, sizeof f)) < 0 && errno == EAGAIN && raw_now_ns() < end)
-        sched_yield(); /* the child may be queued on this very CPU */
+        sched_yield(); /* the helper or the child may be queued on this very CPU */
     fcntl(ex[0], F_SETFL, 0);
     while (n < 0 && (errno == EAGAIN || errno == EINTR))
         n = read(ex[0], &f, sizeof f);
     close(ex[0]);
-    if (n == (ssize_t)sizeof f) {
-        waitpid(pid, NULL, __WALL);
-        close(*pidfd);
+    /* The helper is gone by now, or about to be (its last step closed
+     * ex[1]).  ECHILD: someone else's waitpid(-1) reaped it; what it wrote
+     * is in h. */
+    while (hp > 0 && waitpid(hp, NULL, __WALL) < 0 && errno == EINTR)
+        ;
+    if (h.owner_refused)
+        owner_refused = 1;
+    if (n == (ssize_t)sizeof f || h.pid <= 0) {
+        if (h.pid > 0) {
+            waitpid((pid_t)h.pid, NULL, __WALL);
+            close(h.pidfd);
+        }
         restore_dumpable(dumpable);
-        return fail(out, f.stage, f.err, -1);
+        if (n == (ssize_t)sizeof f)
+            return fail(out, f.stage, f.err, -1);
+        return fail(out, SBX_LS_CLONE, ECHILD, -1); /* the helper vanished */
     }
     restore_dumpable(dumpable); /* EOF: the child has exec'd, its memory is its own */
-    return pid;
+    *pidfd = h.pidfd;
+    return (pid_t)h.pid;
 }
 
 int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out)
@@ -407,25 +745,9 @@ int sbx_launch(const struct sbx_launch *l, struct sbx_launched *out)
     c.argv[1] = NULL;
     c.envp[0] = NULL;
     int pidfd = -1;
-    unsigned long flags = l->clone_flags;
-    int orig_net = -1;
-    if (l->netns_fd >= 0) {
-        /* A network namespace made ahead of time (making one costs ~0.4 ms
-         * in clone): this thread steps into it for the clone, then back. */
-        orig_net = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-        if (orig_net >= 0 && setns(l->netns_fd, CLONE_NEWNET) == 0)
-            flags &= ~(unsigned long)CLONE_NEWNET;
-        else if (orig_net >= 0) {
-            close(orig_net);
-            orig_net = -1;
-        }
-    }
-    pid_t pid = clone_child(&c, flags, l->uid_map, l->gid_map, &pidfd, out);
-    if (orig_net >= 0) {
-        if (setns(orig_net, CLONE_NEWNET) < 0)
-            die_setns("sbx_launch", orig_net); /* this thread would stay in the sandbox's network: never */
-        close(orig_net);
-    }
+    /* A network namespace made ahead of time (making one costs ~0.4 ms in
+     * clone): the helper joins it before the clone. */
+    pid_t pid = clone_child(&c, l->clone_flags, l->mntns_fd, l->netns_fd, l->uid_map, l->gid_map, &pidfd, out);
     close_all(c.trees, c.ntrees);
     close(ctl[1]);
     if (pid < 0) {
@@ -498,6 +820,61 @@ int sbx_make_userns(const char *uid_map, const char *gid_map, struct sbx_launche
     return fd;
 }
 
+/* The template mount namespace (template_main), held by an fd: every
+ * init's mount namespace is copied from it (helper_main). */
+int sbx_make_mntns(struct sbx_launched *out)
+{
+    memset(out, 0, sizeof *out);
+    void *stack = mmap(NULL, HELPER_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+                       -1, 0);
+    if (stack == MAP_FAILED)
+        return fail(out, SBX_LS_TEMPLATE, errno, -1);
+    int sync[2], res[2];
+    if (pipe2(sync, O_CLOEXEC) < 0) {
+        munmap(stack, HELPER_STACK_SIZE);
+        return fail(out, SBX_LS_SOCKET, errno, -1);
+    }
+    if (pipe2(res, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(sync[0]);
+        close(sync[1]);
+        munmap(stack, HELPER_STACK_SIZE);
+        return fail(out, SBX_LS_SOCKET, e, -1);
+    }
+    struct template_ctx t = {sync[0], sync[1], res[1]};
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = clone(template_main, (char *)stack + HELPER_STACK_SIZE, CLONE_VM | SIGCHLD, &t);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(sync[0]);
+    close(res[1]);
+    int fd = -1;
+    if (pid < 0) {
+        fail(out, SBX_LS_TEMPLATE, e, -1);
+    } else {
+        struct sbx_fail f;
+        ssize_t n;
+        while ((n = read(res[0], &f, sizeof f)) < 0 && errno == EINTR)
+            ;
+        if (n == (ssize_t)sizeof f) {
+            fail(out, f.stage, f.err, -1);
+        } else {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%d/ns/mnt", (int)pid);
+            if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+                fail(out, SBX_LS_TEMPLATE, errno, -1);
+        }
+    }
+    close(sync[1]); /* the maker exits */
+    close(res[0]);
+    if (pid >= 0)
+        waitpid(pid, NULL, __WALL);
+    munmap(stack, HELPER_STACK_SIZE);
+    return fd;
+}
+
 /* A network namespace with only `lo`, up, for a later launch (see netpool.py).
  * It belongs to the host's user namespace, so the sandbox's root can use it
  * but not reconfigure it; ports below 1024 and ICMP echo sockets are opened
@@ -512,17 +889,6 @@ static void write_sysctl(const char *path, const char *value)
     }
 }
 
-/* The thread could not step back into the host's network namespace: it
- * must not run on in another one.  Say why on stderr, then abort. */
-__attribute__((noreturn)) static void die_setns(const char *where, int fd)
-{
-    char msg[160];
-    int n = snprintf(msg, sizeof msg, "sandbox: %s: setns back to fd %d failed: %s; aborting\n", where, fd,
-                     strerror(errno));
-    if (n > 0)
-        (void)!write(2, msg, (size_t)n);
-    abort();
-}
 
 /* What sbx_netns_idle reads of the calling thread's network namespace,
  * opened while the thread is inside it, so that the check can run later
@@ -592,7 +958,7 @@ int sbx_make_netns(int stats[SBX_NETNS_STATS])
     if (stats && !e)
         e = -sbx_netns_files(stats);
     if (setns(orig, CLONE_NEWNET) < 0)
-        die_setns("sbx_make_netns", orig); /* as above: this thread must not stay in the new namespace */
+        die_setns("sbx_make_netns", orig); /* this thread must not stay in the new namespace */
     close(orig);
     if (e) {
         for (int i = 0; stats && i < SBX_NETNS_STATS; i++) {

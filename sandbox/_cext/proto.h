@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SBX_ABI_VERSION 5
+#define SBX_ABI_VERSION 6
 #define SBX_PLAN_MAGIC 0x50584253u /* "SBXP" */
 #define SBX_DETAIL_MAX 240
 #define SBX_MSG_MAX (256 * 1024)
@@ -219,7 +219,9 @@ enum sbx_launch_stage {
     SBX_LS_CREDS = 6,
     SBX_LS_FDS = 7,
     SBX_LS_EXEC = 8,
-    SBX_LS_PLAN = 9
+    SBX_LS_PLAN = 9,
+    SBX_LS_MNTNS = 10,     /* joining the template mount namespace */
+    SBX_LS_TEMPLATE = 11   /* making the template mount namespace */
 };
 
 #endif

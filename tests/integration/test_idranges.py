@@ -270,7 +270,7 @@ def test_idle_idmapping_namespaces_beyond_the_limit_are_closed(
     assert keys[0] not in _core._userns and keys[1] not in _core._userns
     assert list(_core._userns)[-2:] == keys[2:]
     for fd, ident in kept[:2]:  # closed: the number is free, or another file's now
-        assert not _core._Userns(fd, ident).intact()
+        assert not _core._KeptNs(fd, ident).intact()
     with Sandbox(rootfs=busybox_rootfs, idmap=maps[0], warm=False) as sb:
         r = sb.exec(["stat", "-c", "%u", "/bin/busybox"])
         assert r.ok and r.stdout == b"0\n", r  # idmapped again: host root is container root
