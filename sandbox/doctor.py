@@ -132,6 +132,24 @@ def check_nftables() -> Check:
     return Check("bridge networking", OK, 'libnftables and pyroute2 found (network="bridge" works)')
 
 
+def check_egress_filtering(procfs: str = "/proc") -> Check:
+    """Egress lists between sandboxes of one network pass the inet hooks
+    only while br_netfilter is loaded: without it a sandbox with `egress=`
+    refuses to start (network/links.py, check_bridge_filtering).  The
+    module's sysctls exist exactly while it is loaded."""
+    from .network.links import MODPROBE_FIX
+
+    if os.path.exists(os.path.join(procfs, "sys/net/bridge/bridge-nf-call-iptables")):
+        return Check("egress filtering", OK, "br_netfilter is loaded: egress lists hold between sandboxes")
+    return Check(
+        "egress filtering",
+        WARN,
+        "br_netfilter is not loaded: a sandbox on a bridge network with egress= will not start "
+        "(its list would not hold towards the network's other sandboxes)",
+        MODPROBE_FIX,
+    )
+
+
 def forward_drops(listing: dict[str, object], families: tuple[str, ...]) -> list[str]:
     """The base chains of a `list chains` JSON output (libnftables-json) of
     these families that drop forwarded traffic by default, as "family
@@ -204,7 +222,7 @@ def check_start() -> Check:
 
 CHECKS: tuple[Callable[[], Check], ...] = (
     check_root, check_kernel, check_userns, check_overlay, check_cgroups, check_seccomp, check_nftables,
-    check_bridge_forwarding, check_start,
+    check_bridge_forwarding, check_egress_filtering, check_start,
 )  # fmt: skip
 
 

@@ -30,3 +30,12 @@ def test_only_ip_forward_chains_that_drop_by_default_count() -> None:
     assert doctor.forward_drops(listing, ("bridge",)) == ["bridge filter br"]
     assert doctor.forward_drops({}, ip) == []
     assert doctor.forward_drops({"nftables": "garbage"}, ip) == []
+
+
+def test_egress_filtering_needs_br_netfilter_loaded(tmp_path) -> None:
+    """Its sysctls exist exactly while the module is loaded."""
+    bad = doctor.check_egress_filtering(str(tmp_path))
+    assert bad.status == doctor.WARN and "egress=" in bad.detail and "modprobe br_netfilter" in bad.fix
+    (tmp_path / "sys/net/bridge").mkdir(parents=True)
+    (tmp_path / "sys/net/bridge/bridge-nf-call-iptables").write_text("1\n")
+    assert doctor.check_egress_filtering(str(tmp_path)).status == doctor.OK
