@@ -91,9 +91,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _setting(config: pytest.Config, name: str) -> tuple[str, str] | None:
     """An option's value and where it was given (to name it in an error):
-    the command line, else the ini file."""
-    if value := config.getoption(f"sandbox_{name}", None):
-        return str(value), f"--sandbox-{name}"
+    the command line, else the ini file.  None when neither gives one, and
+    when the command line gives it empty (`--sandbox-timeout=`: none here,
+    whatever the ini file says)."""
+    value = config.getoption(f"sandbox_{name}", None)
+    if value is not None:
+        return (str(value), f"--sandbox-{name}") if value != "" else None
     if value := config.getini(f"sandbox_{name}"):
         return str(value), f"sandbox_{name} (ini)"
     return None
@@ -112,12 +115,25 @@ def _checked(where: str, name: str, value: object) -> object:
         raise pytest.UsageError(f"{where}: {str(e).removeprefix(e.option + ': ')}") from None
 
 
+def _checked_network(value: str, where: str) -> str:
+    """A network= given as text: "none" or "bridge" (a Network object is
+    given in code, with the marker), checked as Sandbox checks it."""
+    from .errors import ConfigError
+    from .network import options
+
+    try:
+        options.check(value, None, None)
+    except ConfigError as e:
+        raise pytest.UsageError(f'{where}: {value!r} is not a network: use "none" or "bridge"') from e
+    return value
+
+
 def _defaults(config: pytest.Config) -> dict[str, Any]:
     """What the command line and the ini file say, as Sandbox keywords."""
     image = _setting(config, "image")
     out: dict[str, Any] = {"image": image[0] if image else DEFAULT_IMAGE}
     if network := _setting(config, "network"):
-        out["network"] = network[0]
+        out["network"] = _checked_network(*network)
     limits: dict[str, object] = {}
     if memory := _setting(config, "memory"):
         limits["memory"] = _checked(memory[1], "memory", memory[0])

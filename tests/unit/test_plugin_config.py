@@ -1,5 +1,5 @@
-"""The pytest plugin's --sandbox-memory and --sandbox-timeout (and their ini
-keys) are checked once, when pytest starts: a bad value is one usage error
+"""The pytest plugin's --sandbox-memory, --sandbox-timeout and
+--sandbox-network (and their ini keys) are checked once, when pytest starts: a bad value is one usage error
 naming the option and what it takes, before any test runs, not the same
 error in every test that uses a fixture.  Nothing here makes a sandbox."""
 
@@ -60,6 +60,21 @@ def test_a_bad_value_is_a_usage_error_naming_where_it_was_given(name: str, value
     assert str(e.value).startswith(f"sandbox_{name} (ini): "), e.value
 
 
+@pytest.mark.parametrize("value", ["bridge0", "host", "Bridge"])
+def test_a_bad_network_is_a_usage_error_naming_where_it_was_given(value: str) -> None:
+    with pytest.raises(pytest.UsageError) as e:
+        defaults(options={"network": value})
+    assert str(e.value) == f'--sandbox-network: {value!r} is not a network: use "none" or "bridge"'
+    with pytest.raises(pytest.UsageError) as e:
+        defaults(ini={"network": value})
+    assert str(e.value).startswith("sandbox_network (ini): ")
+
+
+def test_good_networks_are_kept() -> None:
+    assert defaults(options={"network": "bridge"})["network"] == "bridge"
+    assert defaults(ini={"network": "none"})["network"] == "none"
+
+
 def test_good_values_are_kept_as_limits_takes_them() -> None:
     got = defaults(options={"memory": "256M", "timeout": "2.5"})
     assert got == {"image": "debian", "limits": {"memory": 256 << 20, "timeout": 2.5}}
@@ -70,6 +85,13 @@ def test_the_command_line_wins_over_the_ini_file() -> None:
     """A bad ini value under a good command-line one is never looked at."""
     got = defaults(options={"timeout": "5"}, ini={"timeout": "soon", "image": "python"})
     assert got == {"image": "python", "limits": {"timeout": 5.0}}
+
+
+def test_an_empty_command_line_value_drops_the_ini_files() -> None:
+    got = defaults(
+        options={"timeout": "", "memory": "", "network": ""}, ini={"timeout": "5", "network": "bridge"}
+    )
+    assert got == {"image": "debian"}
 
 
 def run_pytest(where: Path, *args: str) -> subprocess.CompletedProcess[str]:
