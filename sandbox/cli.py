@@ -9,8 +9,10 @@ Images: `sandbox pull REF`, `images [--verify]`, `rmi REF`, `prune`
 
 Its exit status is the command's, 128+N when a signal N ended it; 125 when
 the sandbox itself could not run the command (bad option, failed start),
-127 when the command does not exist (as a shell would say).  Options that
-argparse refuses are 125 too (not its 2: a command's own status)."""
+126 when the command exists but its execve failed (not executable, not a
+binary the kernel runs), 127 when it does not exist (as a shell would say).
+Options that argparse refuses are 125 too (not its 2: a command's own
+status)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import redact
-from .errors import CommandNotFound, ConfigError, SandboxError
+from .errors import CommandNotFound, ConfigError, ExecError, SandboxError
 from .images import cli as images_cli
 from .limits import Limits
 from .sizes import parse_seconds
@@ -31,6 +33,7 @@ from .spec import IdMap, Mount
 from .users import is_num
 
 EXIT_SANDBOX = 125
+EXIT_CANNOT_EXEC = 126
 EXIT_NOT_FOUND = 127
 
 
@@ -333,6 +336,14 @@ def cmd_run(a: argparse.Namespace) -> int:
     return r.exit_code or 0
 
 
+def _status_of(e: SandboxError) -> int:
+    if isinstance(e, CommandNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(e, ExecError) and e.stage == "exec":
+        return EXIT_CANNOT_EXEC  # found, but its execve failed (EACCES, ENOEXEC, ...)
+    return EXIT_SANDBOX
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     try:
@@ -349,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(doctor.report(checks))
             return 1 if any(c.status == doctor.FAIL for c in checks) else 0
     except SandboxError as e:
-        status = EXIT_NOT_FOUND if isinstance(e, CommandNotFound) else EXIT_SANDBOX
+        status = _status_of(e)
         print(f"sandbox: {e}", file=sys.stderr)
         if a.cmd == "run" and a.json and not getattr(a, "json_printed", False):
             # a reader of --json parses stdout whatever happened: one object

@@ -94,6 +94,17 @@ def test_missing_command_is_127(busybox_rootfs) -> None:
     assert b"exec /bin/nosuch: No such file or directory (ENOENT)" in r.stderr
 
 
+def test_a_command_that_cannot_be_executed_is_126(busybox_rootfs) -> None:
+    """As a shell says it: found, but its execve failed (here EACCES: /etc
+    is a directory; /etc/passwd is no executable)."""
+    for path, errname in (("/etc/passwd", b"EACCES"), ("/etc", b"EACCES")):
+        r = sandbox("run", "--rootfs", str(busybox_rootfs), "--json", "--", path)
+        assert r.returncode == 126, r.stderr
+        assert f"exec {path}: ".encode() in r.stderr and errname in r.stderr
+        d = json.loads(r.stdout)
+        assert d["error"] == "ExecError" and d["status"] == 126
+
+
 def test_bad_option_is_125_and_names_it(busybox_rootfs) -> None:
     r = sandbox("run", "--rootfs", "relative/dir", "--", "true")
     assert r.returncode == 125
