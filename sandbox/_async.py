@@ -221,7 +221,7 @@ class AsyncProcess:
 
     @property
     def argv(self) -> list[str]:
-        return self._col.argv
+        return list(self._col.argv)  # a copy: the command it ran, whatever the caller does to it
 
     def _close_all(self) -> None:
         for fd in self._fds.values():

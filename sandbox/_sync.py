@@ -285,7 +285,7 @@ class Process:
 
     @property
     def argv(self) -> list[str]:
-        return self._col.argv
+        return list(self._col.argv)  # a copy: the command it ran, whatever the caller does to it
 
     @property
     def returncode(self) -> int | None:

@@ -321,7 +321,7 @@ class Collector:
         cpu_user = u.cpu_user if u else self.exited.utime
         cpu_sys = u.cpu_sys if u else self.exited.stime
         return ExecResult(
-            argv=self.argv,
+            argv=list(self.argv),  # its own: a caller's change to it is no Process's
             exit_code=None if sig is not None else code,
             signal=sig,
             stdout=out,

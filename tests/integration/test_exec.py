@@ -267,6 +267,19 @@ def test_spawn_streaming(sb) -> None:
     assert p.returncode == 0
 
 
+def test_argv_given_back_is_a_copy(sb) -> None:
+    """Found in review: the result's argv and the Process's were the one
+    list the collector kept: a change to one changed the other."""
+    argv = ["echo", "a"]
+    p = sb.spawn(argv)
+    argv.append("given")
+    p.argv.append("process")
+    r = p.wait()
+    r.argv.append("result")
+    assert p.argv == ["echo", "a"] and r.stdout == b"a\n"
+    assert sb.exec(["true"]).argv == ["true"]
+
+
 def test_spawn_kill(sb) -> None:
     p = sb.spawn(["sleep", "100"])
     assert p.poll() is None
