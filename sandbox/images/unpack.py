@@ -22,7 +22,6 @@ are user.* (but not overlay's own) or file capabilities.
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import errno
 import hashlib
@@ -286,17 +285,26 @@ class _Extractor:
                 try:
                     fd = openat2(self.root, "/".join(parts[:have]), os.O_RDONLY | os.O_DIRECTORY)
                     break
-                except FileNotFoundError:
+                except (FileNotFoundError, NotADirectoryError) as e:
                     if not create:
                         raise
+                    if isinstance(e, NotADirectoryError):
+                        # `.wh.NAME` then NAME/x without an entry of NAME's
+                        # own: made anew below, as such an entry would be
+                        k = self._whiteout_in(parts[:have])
+                        if k is None:
+                            raise
+                        have = k + 1
                     have -= 1
                     if have == 0:
                         fd = os.dup(self.root)
                         break
             for name in parts[have:]:
                 try:
-                    with contextlib.suppress(FileExistsError):
+                    try:
                         os.mkdir(name, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        self._dir_over_whiteout(fd, name)
                     sub = openat2(fd, name, os.O_RDONLY | os.O_DIRECTORY)
                 finally:
                     os.close(fd)
@@ -312,6 +320,31 @@ class _Extractor:
         if len(self._dirs) > 32:
             os.close(self._dirs.popitem(last=False)[1])
         return fd
+
+    def _whiteout_in(self, parts: list[str]) -> int | None:
+        """The index of the first of `parts` (a path that openat2 found a
+        non-directory in: every part before it is a directory, none a
+        symlink) that is a whiteout this layer made; None if it is another
+        kind of file."""
+        for i in range(1, len(parts) + 1):
+            st = os.lstat("/".join(parts[:i]), dir_fd=self.root)
+            if not stat.S_ISDIR(st.st_mode):
+                return i - 1 if _is_whiteout(st) else None
+        return None
+
+    def _dir_over_whiteout(self, parent: int, name: str) -> None:
+        """An entry under NAME came without one of NAME's own, after
+        `.wh.NAME`: the whiteout becomes this layer's directory, opaque (the
+        lower layers' NAME stays deleted), as with an entry of NAME's own."""
+        if not _is_whiteout(os.lstat(name, dir_fd=parent)):
+            return  # a directory already (or not: openat2 then says so)
+        os.unlink(name, dir_fd=parent)
+        os.mkdir(name, 0o755, dir_fd=parent)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        try:
+            os.setxattr(fd, OPAQUE_XATTR, b"y")
+        finally:
+            os.close(fd)
 
     def _culprit(self, rel: str) -> str:
         """The first part of `rel` that is not a directory (for the message)."""

@@ -417,3 +417,29 @@ def test_whiteout_spares_its_own_layer(box: dict[str, Path]) -> None:
         assert sorted(os.listdir(lay / d)) == ["new"]
         assert os.getxattr(lay / d, "user.overlay.opaque") == b"y"
     assert stats.whiteouts == 4  # type: ignore[attr-defined]
+
+
+def test_an_entry_under_a_whiteout_without_its_directory(box: dict[str, Path]) -> None:
+    """Found in review: `.wh.x` then `x/f` with no entry of `x` itself was
+    refused (x was the whiteout's device).  Now x is this layer's directory,
+    opaque, as with an entry of x's own; deeper ones are made too."""
+    do(
+        box,
+        raw_tar(
+            ent(".wh.x", data=b""),
+            ent("x/f", data=b"f"),
+            ent("d", tarfile.DIRTYPE, mode=0o755),
+            ent("d/.wh.y", data=b""),
+            ent("d/y/z/g", data=b"g"),
+        ),
+    )
+    lay = box["layer"]
+    assert (lay / "x" / "f").read_bytes() == b"f" and (lay / "d" / "y" / "z" / "g").read_bytes() == b"g"
+    for d in (lay / "x", lay / "d" / "y"):
+        assert os.getxattr(d, "user.overlay.opaque") == b"y"
+    with pytest.raises(OSError):
+        os.getxattr(lay / "d" / "y" / "z", "user.overlay.opaque")  # made by this layer: nothing to hide
+
+
+def test_an_entry_under_a_file_is_still_refused(box: dict[str, Path]) -> None:
+    refused(box, raw_tar(ent("f", data=b"f"), ent("f/g", data=b"g")), "which is not a directory")
