@@ -326,11 +326,12 @@ class _Extractor:
         non-directory in: every part before it is a directory, none a
         symlink) that is a whiteout this layer made; None if it is another
         kind of file."""
-        for i in range(1, len(parts) + 1):
-            st = os.lstat("/".join(parts[:i]), dir_fd=self.root)
-            if not stat.S_ISDIR(st.st_mode):
-                return i - 1 if _is_whiteout(st) else None
-        return None
+        bad = self._culprit("/".join(parts))
+        try:
+            st = os.lstat(bad, dir_fd=self.root)
+        except OSError:
+            return None
+        return bad.count("/") if _is_whiteout(st) else None
 
     def _dir_over_whiteout(self, parent: int, name: str) -> None:
         """An entry under NAME came without one of NAME's own, after
