@@ -160,6 +160,8 @@ class Pool:
     def _remove(self, g: Group, tries: int, _: float) -> None:
         if g.sandbox and self._keep(g):
             return
+        if not g.sandbox:
+            g.note_shmem()
         if g.remove(wait=False) or tries >= RETRIES:
             return
         with self._lock:
@@ -177,7 +179,7 @@ class Pool:
                 return False
         if not g.clear():
             return False  # something of it is still there: removed, tried again
-        if not 0 <= g.shmem() <= RECYCLE_MEMORY:
+        if g.left_shmem or not 0 <= g.shmem() <= RECYCLE_MEMORY:
             return False  # tmpfs files its commands left would count against the next one's limit
         g.make_spare()
         g.on_spare_taken = self._want_spare
